@@ -1,0 +1,56 @@
+"""The ``memtape`` command: a thin dispatcher over ``memtape.commands``.
+
+Each subcommand lives in ``memtape/commands/<name>.py`` as a click command
+named ``command`` and is imported only when used, so ``memtape --help`` stays
+fast and a broken optional stage never blocks the others. Commands parse
+arguments and call the same functions the Python API exposes.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are the ``command`` objects of the modules in a package."""
+
+    def __init__(self, *args, package: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.package = package
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        pkg = importlib.import_module(self.package)
+        names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+        return sorted(n.replace("_", "-") for n in names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.list_commands(ctx):
+            return None
+        module = importlib.import_module(f"{self.package}.{name.replace('-', '_')}")
+        return module.command
+
+
+@click.group(cls=LazyGroup, package="memtape.commands", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="memtape")
+def cli() -> None:
+    """memtape: stream chats, mail, meetings and health records into long-term memory tables."""
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected failures into one clear line and exit code 1."""
+    from memtape.errors import UserError
+
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""One module per ``memtape`` subcommand, each exposing a click command named ``command``."""

