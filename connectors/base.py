@@ -73,15 +73,17 @@ def connector_for(uri: str) -> tuple[Connector, str]:
 
 
 def read_source(uri: str, tenant: str, since: datetime | None = None) -> Iterator[Record]:
-    """Stream the records of one source URI, keeping only events after ``since`` when given.
+    """Stream the records of one source URI, keeping only events at or after ``since`` when given.
 
-    Dead letters always pass: a bad record is reported whatever its time.
+    Records at exactly ``since`` are read again on purpose: several records can
+    share the cursor's timestamp, and landing one twice is a no-op. Dead letters
+    always pass: a bad record is reported whatever its time.
     """
     connector, path = connector_for(uri)
     for record in connector.read(path, tenant):
         if isinstance(record, RawEvent):
             record.source_uri = record.source_uri or uri
-            if since is not None and record.event_time is not None and record.event_time <= since:
+            if since is not None and record.event_time is not None and record.event_time < since:
                 continue
         elif record.source_uri is None:
             record.source_uri = uri

@@ -8,6 +8,7 @@ arguments and call the same functions the Python API exposes.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -39,10 +40,17 @@ def cli() -> None:
     """memtape: stream chats, mail, meetings and health records into long-term memory tables."""
 
 
+def _quiet_logging() -> None:
+    """Log warnings to stderr, minus Beam's import-time notice about optional GCP clients."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().handlers[0].addFilter(lambda record: "apitools" not in record.getMessage())
+
+
 def main() -> None:
     """Entry point: run the CLI, turning expected failures into one clear line and exit code 1."""
     from memtape.errors import UserError
 
+    _quiet_logging()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -66,3 +66,11 @@ def embedder(name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None) -> 
     """The sentence-transformers model ``name`` (the packaged MiniLM by default), shared per process."""
     with _LOCK:
         return _embedder(name, pick_device(device))
+
+
+def embedding_model_files(name: str = DEFAULT_EMBEDDING_MODEL) -> list["Path"]:
+    """The files the embedding model needs on disk, so a doctor can name a missing one."""
+    from pathlib import Path
+
+    root = Path(_embedding_path(name))
+    return [root / "config.json", root / "model.safetensors", root / "tokenizer.json", root / "modules.json"]

@@ -1,2 +1,6 @@
-"""Built-in source connectors; importing this package registers their URI schemes."""
-from memtape.connectors.sources import jsonl  # noqa: F401
+"""Built-in source connectors, one module per format; importing this package registers every scheme."""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

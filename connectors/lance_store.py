@@ -1,0 +1,116 @@
+"""The Lance memory store: every table of ``memtape.schemas`` as a Lance dataset through lancedb.
+
+It is the only module that writes tables. Writes are keyed ``merge_insert``
+on each table's stable id, so landing the same rows twice changes nothing.
+Raw and dead-letter rows are insert-only (raw data stays as first read);
+derived rows are replaced when recomputed. Lance does not serialise two
+writers inserting the same new keys, so callers keep one writer per table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import lancedb
+import pyarrow as pa
+
+from memtape.errors import UserError
+from memtape.schemas import TABLES, conform, key_of
+
+INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    name: str
+    rows: int
+    bytes: int | None
+    version: int
+
+
+def _local_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _is_uri(home: str) -> bool:
+    return "://" in home
+
+
+class Store:
+    """A connection to one memtape home (a folder or an object-store URI)."""
+
+    def __init__(self, home: str, storage_options: dict[str, str] | None = None) -> None:
+        self.home = home if _is_uri(home) else os.path.abspath(home)
+        self.storage_options = dict(storage_options or {})
+        try:
+            self.db = lancedb.connect(self.home, storage_options=self.storage_options or None)
+        except Exception as exc:  # lancedb raises many types for a bad URI or credentials
+            raise UserError(f"{home}: cannot open the store ({exc})") from exc
+        self._tables: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, home: str | None = None) -> "Store":
+        """The store named by ``home``, else by the configuration (``MEMTAPE_HOME``)."""
+        from memtape.config import load_config
+
+        cfg = load_config()
+        return cls(home or cfg.store.home, cfg.store.storage_options)
+
+    def table(self, name: str) -> Any:
+        """The lancedb table ``name``, created empty with its schema on first use."""
+        if name not in TABLES:
+            raise UserError(f"unknown table {name!r} (known: {', '.join(TABLES)})")
+        if name not in self._tables:
+            self._tables[name] = self.db.create_table(name, schema=TABLES[name], exist_ok=True)
+        return self._tables[name]
+
+    def dataset(self, name: str) -> Any:
+        """The table as a Lance dataset (a pyarrow Dataset: DuckDB and Polars scan it with pushdown)."""
+        return self.table(name).to_lance()
+
+    def upsert(self, name: str, rows: pa.Table | list[dict]) -> int:
+        """Land rows keyed by the table's stable id; return how many rows were offered."""
+        data = rows if isinstance(rows, pa.Table) else conform(name, rows)
+        if data.num_rows == 0:
+            return 0
+        data = _last_per_key(data.cast(TABLES[name]), key_of(name))
+        builder = self.table(name).merge_insert(key_of(name)).when_not_matched_insert_all()
+        if name not in INSERT_ONLY:
+            builder = builder.when_matched_update_all()
+        builder.execute(data)
+        return data.num_rows
+
+    def read(self, name: str, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows of ``name`` matching a Lance SQL filter, as Arrow."""
+        return self.dataset(name).to_table(filter=where, columns=columns)
+
+    def delete(self, name: str, where: str) -> None:
+        self.table(name).delete(where)
+
+    def count(self, name: str, where: str | None = None) -> int:
+        return self.table(name).count_rows(where)
+
+    def info(self) -> list[TableInfo]:
+        """Row count, bytes on disk (local stores) and Lance version of every table."""
+        out = []
+        for name in TABLES:
+            tbl = self.table(name)
+            size = None if _is_uri(self.home) else _local_size(Path(self.home) / f"{name}.lance")
+            out.append(TableInfo(name, tbl.count_rows(), size, tbl.version))
+        return out
+
+
+def _last_per_key(data: pa.Table, key: str) -> pa.Table:
+    """Keep one row per key (the last offered): Lance would insert both copies of a new key."""
+    keys = data.column(key).to_pylist()
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return data
+    return data.take(sorted(last.values()))
+
+
+def land(store: Store, name: str, batches: Iterable[list[dict]]) -> int:
+    """Land an iterable of row batches into one table; the single writer for that table."""
+    return sum(store.upsert(name, batch) for batch in batches)

@@ -1,0 +1,4 @@
+"""``python -m memtape`` runs the CLI."""
+from memtape.cli import main
+
+main()

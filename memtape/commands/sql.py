@@ -1,0 +1,23 @@
+"""``memtape sql``: run DuckDB SQL over the memory tables."""
+from __future__ import annotations
+
+import click
+
+from memtape.commands._common import home_option, open_store, print_table, write_parquet
+
+
+@click.command()
+@click.argument("query")
+@home_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]), default="table",
+              show_default=True, help="json prints an array of row objects; parquet writes to --out or stdout.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="File for --format parquet.")
+def command(query: str, home: str | None, fmt: str, out: str | None) -> None:
+    """Run QUERY over every table (raw_events, episodes, triples, memories, ...) and print the result."""
+    from memtape.query import sql
+
+    result = sql(query, open_store(home))
+    if fmt == "parquet":
+        write_parquet(result, out)
+    else:
+        print_table(result, fmt)

@@ -1,0 +1,1 @@
+"""Session-scoped embedded Kafka broker fixture (owned by the Kafka transport work)."""

@@ -1,0 +1,2 @@
+def structured_triples():
+    pass
