@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,7 +46,9 @@ class Store:
         self.home = home if _is_uri(home) else os.path.abspath(home)
         self.storage_options = dict(storage_options or {})
         try:
-            self.db = lancedb.connect(self.home, storage_options=self.storage_options or None)
+            # Check for newer versions on every read: other processes (workers, the stream job) write too.
+            self.db = lancedb.connect(self.home, storage_options=self.storage_options or None,
+                                      read_consistency_interval=timedelta(0))
         except Exception as exc:  # lancedb raises many types for a bad URI or credentials
             raise UserError(f"{home}: cannot open the store ({exc})") from exc
         self._tables: dict[str, Any] = {}

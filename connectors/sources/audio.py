@@ -1,0 +1,302 @@
+"""Meeting recordings connector (``audio:PATH``, a file or a folder) and the audio reader behind it.
+
+Each recording (wav, flac, mp3, m4a, ogg, opus, webm) becomes one ``raw_events``
+row of kind ``meeting`` that points at the file by URI (the bytes stay where
+they are), timed and titled from a sidecar JSON (``name.json``: title,
+participants, start time), else the file's tags, else its modification time.
+A sidecar WebVTT/SRT transcript adds one row per cue, so the recording needs no
+transcription. ``decode_windows`` streams the audio in bounded windows for the
+transcription transform. This module reads files only; it never transcribes or writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from memtape.connectors.base import Record, SourceError, register
+from memtape.connectors.sources.subtitles import BadCue, read_cues, sidecar_transcript
+from memtape.schemas.records import DeadLetter, RawEvent, stable_id
+
+_SCHEME = "audio"
+_KIND = "meeting"
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm"})
+SAMPLE_RATE = 16_000  # what Whisper's feature extractor expects
+DEFAULT_WINDOW_SECONDS = 300  # ~19 MB of float32 per channel: long meetings never sit in memory whole
+_CUT_SEARCH_SECONDS = 10  # a window ends at the quietest moment of its last seconds, not mid-word
+_CUT_FRAME_SECONDS = 0.05
+_TIME_KEYS = ("start_time", "start", "started_at", "date", "time")
+_TAG_TIME_KEYS = ("creation_time", "date", "DATE", "com.apple.quicktime.creationdate")
+_EARLIEST_PLAUSIBLE = datetime(1980, 1, 1, tzinfo=timezone.utc)  # before portable digital recorders
+_FUTURE_SLACK = timedelta(days=1)
+
+
+class RecordingTooLong(Exception):
+    """Raised after the last window inside the limit, so the audio before it still counts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What the container says about a recording without decoding it."""
+
+    duration_s: float | None
+    channels: int
+    sample_rate: int
+    codec: str
+    tags: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A stretch of a recording at ``SAMPLE_RATE``: one float32 array per decoded channel."""
+
+    offset_s: float
+    channels: tuple[np.ndarray, ...]
+
+    @property
+    def seconds(self) -> float:
+        return self.channels[0].shape[0] / SAMPLE_RATE
+
+
+def file_uri(path: str | Path) -> str:
+    return Path(path).resolve().as_uri()
+
+
+def uri_path(uri: str) -> Path:
+    """The local path of a ``file://`` media reference (a media fragment ``#t=`` is dropped)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        raise ValueError(f"not a local file reference: {uri}")
+    return Path(unquote(parsed.path))
+
+
+def probe(path: Path) -> Probe:
+    """Duration, channels, codec and tags from the container header; raises on unreadable files."""
+    import av
+
+    with av.open(str(path), metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise ValueError("no audio stream")
+        stream = container.streams.audio[0]
+        duration = None
+        if container.duration:
+            duration = container.duration / av.time_base
+        elif stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        tags = {**dict(stream.metadata), **dict(container.metadata)}
+        return Probe(duration, stream.channels, stream.rate, stream.codec_context.name, tags)
+
+
+def _quiet_cut(mono: np.ndarray, earliest: int) -> int:
+    """Index of the quietest short frame after ``earliest``: where a window can end without splitting a word."""
+    frame = int(_CUT_FRAME_SECONDS * SAMPLE_RATE)
+    tail = mono[earliest:]
+    frames = tail[: len(tail) // frame * frame].reshape(-1, frame)
+    if not len(frames):
+        return len(mono)
+    return earliest + int(np.argmin(np.square(frames).mean(axis=1))) * frame
+
+
+def _packets_frames(container: Any, stream: Any) -> Iterator[Any]:
+    """Decoded frames, skipping packets the decoder rejects (a damaged stretch, not a damaged file)."""
+    import av
+
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            continue
+
+
+def decode_windows(path: Path, stereo: bool = False, window_s: float = DEFAULT_WINDOW_SECONDS,
+                   max_seconds: float | None = None) -> Iterator[Window]:
+    """Stream ``path`` as windows of about ``window_s`` seconds, resampled to 16 kHz, mono or as two channels.
+
+    Memory stays near one window whatever the recording's length. Raises
+    ``RecordingTooLong`` after the windows inside ``max_seconds`` when audio goes on past it.
+    """
+    import av
+
+    window_n = int(window_s * SAMPLE_RATE)
+    limit_n = int(max_seconds * SAMPLE_RATE) if max_seconds else None
+    resampler = av.AudioResampler(format="fltp", layout="stereo" if stereo else "mono", rate=SAMPLE_RATE)
+    pending: list[np.ndarray] = []
+    pending_n = 0
+    offset_n = 0
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        frames = _packets_frames(container, stream)
+        for frame in [*[None]][:0] or _chain_flush(frames):
+            for out in resampler.resample(frame):
+                block = out.to_ndarray().astype(np.float32, copy=False)
+                pending.append(block)
+                pending_n += block.shape[1]
+            while pending_n >= window_n + _CUT_SEARCH_SECONDS * SAMPLE_RATE:
+                audio = np.concatenate(pending, axis=1)
+                cut = _quiet_cut(audio.mean(axis=0), window_n)
+                if limit_n is not None and offset_n + cut >= limit_n:
+                    break
+                yield Window(offset_n / SAMPLE_RATE, tuple(audio[:, :cut]))
+                offset_n += cut
+                pending, pending_n = [audio[:, cut:]], audio.shape[1] - cut
+            if limit_n is not None and offset_n + pending_n >= limit_n:
+                audio = np.concatenate(pending, axis=1)[:, : limit_n - offset_n]
+                if audio.shape[1]:
+                    yield Window(offset_n / SAMPLE_RATE, tuple(audio))
+                raise RecordingTooLong(f"recording longer than the limit of {max_seconds:g} s; transcribed the first {max_seconds:g} s")
+    if pending_n:
+        yield Window(offset_n / SAMPLE_RATE, tuple(np.concatenate(pending, axis=1)))
+
+
+def _chain_flush(frames: Iterator[Any]) -> Iterator[Any]:
+    """The frames, then ``None`` so the resampler hands back what it still holds."""
+    yield from frames
+    yield None
+
+
+def _files(path: str) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+    if p.is_file():
+        return [p]
+    raise SourceError(f"{path}: no such file or folder")
+
+
+def _parse_time(value: object) -> datetime | None:
+    """An aware datetime from ISO 8601 or epoch seconds; naive times are read as UTC; implausible ones are dropped."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        when = datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, str) and len(value.strip()) > 4:  # a bare year is too coarse to place a meeting
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    else:
+        return None
+    if not _EARLIEST_PLAUSIBLE <= when <= datetime.now(timezone.utc) + _FUTURE_SLACK:
+        return None
+    return when
+
+
+def _sidecar_metadata(file: Path) -> tuple[dict[str, Any], str | None, Path | None]:
+    """The meeting metadata JSON beside ``file`` (``name.json`` or ``name.wav.json``) and its text."""
+    for candidate in (file.with_suffix(".json"), file.with_name(file.name + ".json")):
+        if candidate.is_file():
+            text = candidate.read_text(encoding="utf-8")
+            meta = json.loads(text)
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not a JSON object")
+            return meta, text, candidate
+    return {}, None, None
+
+
+def _participants(meta: dict[str, Any]) -> list[str]:
+    people = meta.get("participants") or meta.get("attendees") or []
+    names = []
+    for person in people if isinstance(people, list) else [people]:
+        if isinstance(person, dict):
+            person = person.get("name") or person.get("email")
+        if person:
+            names.append(str(person))
+    return names
+
+
+def _start_time(meta: dict[str, Any], tags: dict[str, str], file: Path) -> tuple[datetime, str]:
+    for key in _TIME_KEYS:
+        if (when := _parse_time(meta.get(key))) is not None:
+            return when, "sidecar"
+    for key in _TAG_TIME_KEYS:
+        if (when := _parse_time(tags.get(key))) is not None:
+            return when, "tags"
+    return datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), "mtime"
+
+
+def _dead(tenant: str, error: Exception | str, position: Path) -> DeadLetter:
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return DeadLetter(tenant, _SCHEME, "connector", message, position=str(position))
+
+
+def _cue_events(recording: RawEvent, transcript: Path, start: datetime) -> Iterator[Record]:
+    uri = file_uri(transcript)
+    for cue in read_cues(transcript):
+        if isinstance(cue, BadCue):
+            yield DeadLetter(recording.tenant, _SCHEME, "connector", cue.error, position=f"{transcript}:{cue.line}",
+                             raw=cue.raw.encode("utf-8", "replace"))
+            continue
+        yield RawEvent(
+            tenant=recording.tenant,
+            source_kind=_KIND,
+            source=_SCHEME,
+            source_id=f"{uri}#{cue.index}",
+            text=cue.text,
+            event_time=start + timedelta(milliseconds=cue.start_ms),
+            conversation_id=recording.event_id,
+            sender=cue.speaker,
+            recipients=list(recording.recipients),
+            media_ref=f"{recording.media_ref}#t={cue.start_ms / 1000:g},{cue.end_ms / 1000:g}",
+            attrs={"media": "cue", "start_ms": cue.start_ms, "end_ms": cue.end_ms, "transcript": str(transcript)},
+        )
+
+
+def _recording_records(file: Path, tenant: str) -> Iterator[Record]:
+    try:
+        info = probe(file)
+    except Exception as exc:  # PyAV raises a dozen error types for "not audio"; every one means skip this file
+        yield _dead(tenant, f"unreadable audio: {type(exc).__name__}: {exc}", file)
+        return
+    try:
+        meta, meta_text, meta_path = _sidecar_metadata(file)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        yield _dead(tenant, exc, file.with_suffix(".json"))
+        meta, meta_text, meta_path = {}, None, None
+    start, time_source = _start_time(meta, info.tags, file)
+    transcript = sidecar_transcript(file)
+    uri = file_uri(file)
+    participants = _participants(meta)
+    recording = RawEvent(
+        tenant=tenant,
+        source_kind=_KIND,
+        source=_SCHEME,
+        source_id=uri,
+        text=None,
+        event_time=start,
+        recipients=participants,
+        media_ref=uri,
+        payload=meta_text,
+        attrs={
+            "media": "recording",
+            "title": str(meta.get("title") or info.tags.get("title") or file.stem),
+            "participants": participants,
+            "duration_s": info.duration_s,
+            "channels": info.channels,
+            "sample_rate": info.sample_rate,
+            "codec": info.codec,
+            "event_time_source": time_source,
+            "metadata": str(meta_path) if meta_path else None,
+            "transcript": str(transcript) if transcript else None,
+        },
+    )
+    recording.conversation_id = recording.event_id
+    yield recording
+    if transcript is not None:
+        yield from _cue_events(recording, transcript, start)
+
+
+@register(_SCHEME, _KIND, "meeting recordings (wav, flac, mp3, m4a, ogg, webm) with sidecar JSON/VTT/SRT")
+def read_audio(path: str, tenant: str) -> Iterator[Record]:
+    for file in _files(path):
+        yield from _recording_records(file, tenant)
+
+
+def recording_id(tenant: str, path: str | Path) -> str:
+    """The ``event_id`` the connector gives the recording at ``path``, for callers that only have the file."""
+    return stable_id(tenant, _SCHEME, file_uri(path))
