@@ -7,6 +7,7 @@ This module never writes to the store.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import duckdb
@@ -19,19 +20,38 @@ from memtape.schemas import TABLES
 _READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 
 
-def connect(store: Store, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with every memtape table registered as a view.
+def connect(store: Store, read_only: bool = False, tenant: str | None = None, query: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the memtape tables registered as views.
 
-    Read-only connections also lose file and network access, so a SELECT
-    cannot reach ``read_csv('/etc/...')`` or any path outside the tables.
+    Without a tenant every table is a view over its Lance dataset (pushdown
+    intact). With a tenant, only the tables ``query`` names are registered,
+    each holding that tenant's rows alone, so no statement can see another
+    tenant. Read-only connections also lose file and network access, so a
+    SELECT cannot reach ``read_csv('/etc/...')`` or any path outside the tables.
     """
     con = duckdb.connect()
-    for name in TABLES:
-        con.register(name, store.dataset(name))
+    if tenant is None:
+        for name in TABLES:
+            con.register(name, store.dataset(name))
+    else:
+        for name in _named_tables(query):
+            con.register(name, store.read(name, where=f"tenant = '{tenant.replace(chr(39), chr(39) * 2)}'"))
     if read_only:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
+
+
+def _named_tables(query: str | None) -> list[str]:
+    """Tables whose name appears as a word in ``query`` (all of them when no query is given).
+
+    A table can only be read if its name is written in the statement, so this
+    never misses one; a name inside a string literal merely costs a scan.
+    """
+    if query is None:
+        return list(TABLES)
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
+    return [name for name in TABLES if name in words]
 
 
 def check_read_only(query: str) -> None:
@@ -45,12 +65,15 @@ def check_read_only(query: str) -> None:
             raise UserError(f"only read queries are allowed, got {stmt.type.name}")
 
 
-def sql(query: str, store: Store | None = None, read_only: bool = False) -> pa.Table:
-    """Run ``query`` over the memory tables and return the result as Arrow."""
+def sql(query: str, store: Store | None = None, read_only: bool = False, tenant: str | None = None) -> pa.Table:
+    """Run ``query`` over the memory tables and return the result as Arrow.
+
+    ``tenant`` scopes every table to that tenant's rows (the service always sets it).
+    """
     if read_only:
         check_read_only(query)
     store = store or Store.open()
-    con = connect(store, read_only)
+    con = connect(store, read_only, tenant, query)
     try:
         relation = con.sql(query)
         return relation.to_arrow_table() if relation is not None else pa.table({})
@@ -60,8 +83,8 @@ def sql(query: str, store: Store | None = None, read_only: bool = False) -> pa.T
         con.close()
 
 
-def sql_polars(query: str, store: Store | None = None, read_only: bool = False) -> Any:
+def sql_polars(query: str, store: Store | None = None, read_only: bool = False, tenant: str | None = None) -> Any:
     """The same as ``sql`` but as a polars DataFrame."""
     import polars as pl
 
-    return pl.from_arrow(sql(query, store, read_only))
+    return pl.from_arrow(sql(query, store, read_only, tenant))

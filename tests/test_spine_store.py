@@ -107,3 +107,14 @@ def test_config_file_then_environment_override(tmp_path):
     cfg_file.write_text("[store]\nhomes = 1\n")
     with pytest.raises(ValueError, match="unknown setting 'homes'"):
         load_config(str(cfg_file), env={})
+
+
+def test_tenant_scoped_sql_sees_only_that_tenant(tmp_path):
+    store = Store(str(tmp_path / "home"))
+    store.upsert("raw_events", [RawEvent(t, "im", "jsonl", str(i), f"note {i}", None).to_row()
+                                for i in range(4) for t in ("alice", "bob")])
+    scoped = sql("SELECT a.tenant, count(*) AS n FROM raw_events a JOIN raw_events b USING (event_id) GROUP BY 1",
+                 store, read_only=True, tenant="alice")
+    assert scoped.to_pylist() == [{"tenant": "alice", "n": 4}]
+    with pytest.raises(UserError, match="does not exist"):  # a table named only through dynamic SQL is never registered
+        sql("SELECT count(*) FROM query('SELECT * FROM raw_' || 'events')", store, read_only=True, tenant="alice")

@@ -16,6 +16,7 @@ _SENTENCE_END_RE = re.compile(r"(?<=[.!?\u2026][\"')\]])\s+|(?<=[.!?\u2026])\s+|
 # An email line break inside a paragraph is only a wrap when the next line does not start a list item.
 _LIST_ITEM_RE = re.compile(r"^\s*(?:[-*\u2022>]|\d+[.)]|[A-Za-z][.)]\s)")
 MIN_CONTENT_WORD_CHARS = 2
+WRAP_MIN_CHARS = 45  # hard-wrapped mail lines run to ~70 characters; shorter lines end on purpose
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are aren't as at be because been before being below
@@ -47,12 +48,27 @@ def content_words(text: str) -> set[str]:
     return {w for w in words(text) if w not in STOPWORDS and (len(w) >= MIN_CONTENT_WORD_CHARS or w.isdigit())}
 
 
+def has_content_words(text: str) -> bool:
+    """Whether any meaningful word occurs, stopping at the first one."""
+    for match in WORD_RE.finditer(text):
+        w = match.group().casefold()
+        if w not in STOPWORDS and (len(w) >= MIN_CONTENT_WORD_CHARS or w.isdigit()):
+            return True
+    return False
+
+
 def unwrap(text: str) -> str:
-    """Join hard-wrapped lines of a paragraph so a sentence split does not cut mid-sentence."""
-    lines = text.split("\n")
+    """Join hard-wrapped lines of a paragraph so a sentence split does not cut mid-sentence.
+
+    Only a line near the wrap width continues on the next line; short lines
+    (names, titles, list entries) end where they end.
+    """
+    if "\n" not in text:
+        return text
     out: list[str] = []
-    for line in lines:
-        if out and out[-1].strip() and line.strip() and not _LIST_ITEM_RE.match(line):
+    for line in text.split("\n"):
+        prev = out[-1] if out else ""
+        if len(prev.strip()) >= WRAP_MIN_CHARS and line.strip() and not _LIST_ITEM_RE.match(line):
             out[-1] = out[-1].rstrip() + " " + line.strip()
         else:
             out.append(line)

@@ -227,7 +227,7 @@ def _copular_extractions(doc: Any, noun: Any) -> Iterator[Extraction]:
     """Appositions ("Bob, Alice's manager, ...") and possessives ("Alice's manager" gives manager of Alice)."""
     named = None
     for child in noun.children:
-        if child.dep_ == "appos":
+        if child.dep_ == "appos" and child.pos_ != "PRON":
             base = _span(doc, noun.i, skip=frozenset({child.i}))
             yield Extraction(base, (), "be", _span(doc, child.i))
             named = noun if noun.pos_ == "PROPN" else None
@@ -284,7 +284,7 @@ def text_of(doc: Any, idx: Sequence[int]) -> str:
 def carb_tuple(doc: Any, ex: Extraction) -> tuple[str, tuple[str, ...]]:
     """The n-ary (relation, args) view of an extraction, as CaRB's gold writes it (space-joined tokens)."""
     words = lambda idx: " ".join(doc[i].text for i in idx)  # noqa: E731
-    relation = words(ex.relation) if ex.relation else ("is" if ex.predicate == "be" else ex.predicate.replace("have", "has"))
+    relation = words(ex.relation) if ex.relation else ex.predicate.replace("have", "has")
     return relation, (words(ex.subject), words(ex.object), *(words(e) for e in ex.extras))
 
 

@@ -75,8 +75,6 @@ class JsonItems:
     def _fill(self) -> bool:
         if self._eof:
             return False
-        if self._i > READ_CHUNK_CHARS:
-            raise AssertionError("compaction must happen between values")  # pragma: no cover
         data = self._handle.read(max(READ_CHUNK_CHARS, len(self._buf) - self._i))
         self._buf += self._decoder.decode(data, final=not data)
         self._eof = not data
@@ -186,7 +184,6 @@ class JsonItems:
     def _value(self, keep: bool) -> object:
         """Decode (or, with ``keep=False``, step over) the value at the cursor."""
         self._compact()
-        start = self._i
         char = self._peek()
         if char is None:
             raise BrokenDocument("document ends early (truncated)")

@@ -27,7 +27,7 @@ _KIND = "meeting"
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm"})
 SAMPLE_RATE = 16_000  # what Whisper's feature extractor expects
 DEFAULT_WINDOW_SECONDS = 300  # ~19 MB of float32 per channel: long meetings never sit in memory whole
-_CUT_SEARCH_SECONDS = 10  # a window ends at the quietest moment of its last seconds, not mid-word
+_CUT_SEARCH_SECONDS = 10  # a window ends at the quietest moment of its last seconds (at most its last quarter), not mid-word
 _CUT_FRAME_SECONDS = 0.05
 _TIME_KEYS = ("start_time", "start", "started_at", "date", "time")
 _TAG_TIME_KEYS = ("creation_time", "date", "DATE", "com.apple.quicktime.creationdate")
@@ -93,18 +93,22 @@ def probe(path: Path) -> Probe:
         return Probe(duration, stream.channels, stream.rate, stream.codec_context.name, tags)
 
 
-def _quiet_cut(mono: np.ndarray, earliest: int) -> int:
-    """Index of the quietest short frame after ``earliest``: where a window can end without splitting a word."""
+def _quiet_cut(mono: np.ndarray, latest: int) -> int:
+    """Index of the quietest short frame in the seconds before ``latest``: where a window can end without splitting a word."""
     frame = int(_CUT_FRAME_SECONDS * SAMPLE_RATE)
-    tail = mono[earliest:]
-    frames = tail[: len(tail) // frame * frame].reshape(-1, frame)
+    earliest = latest - min(_CUT_SEARCH_SECONDS * SAMPLE_RATE, latest // 4)
+    span = mono[earliest:latest]
+    frames = span[: len(span) // frame * frame].reshape(-1, frame)
     if not len(frames):
-        return len(mono)
-    return earliest + int(np.argmin(np.square(frames).mean(axis=1))) * frame
+        return latest
+    return earliest + int(np.argmin(np.square(frames).mean(axis=1))) * frame + frame // 2
 
 
-def _packets_frames(container: Any, stream: Any) -> Iterator[Any]:
-    """Decoded frames, skipping packets the decoder rejects (a damaged stretch, not a damaged file)."""
+def _decoded_frames(container: Any, stream: Any) -> Iterator[Any]:
+    """Decoded frames, skipping packets the decoder rejects (a damaged stretch, not a damaged file), then ``None``.
+
+    The final ``None`` tells the resampler to hand back the samples it still holds.
+    """
     import av
 
     for packet in container.demux(stream):
@@ -112,14 +116,15 @@ def _packets_frames(container: Any, stream: Any) -> Iterator[Any]:
             yield from packet.decode()
         except av.error.InvalidDataError:
             continue
+    yield None
 
 
 def decode_windows(path: Path, stereo: bool = False, window_s: float = DEFAULT_WINDOW_SECONDS,
                    max_seconds: float | None = None) -> Iterator[Window]:
-    """Stream ``path`` as windows of about ``window_s`` seconds, resampled to 16 kHz, mono or as two channels.
+    """Stream ``path`` as windows of at most ``window_s`` seconds at 16 kHz, mono or as two channels.
 
     Memory stays near one window whatever the recording's length. Raises
-    ``RecordingTooLong`` after the windows inside ``max_seconds`` when audio goes on past it.
+    ``RecordingTooLong`` after the windows inside ``max_seconds`` when the audio goes on past it.
     """
     import av
 
@@ -127,37 +132,25 @@ def decode_windows(path: Path, stereo: bool = False, window_s: float = DEFAULT_W
     limit_n = int(max_seconds * SAMPLE_RATE) if max_seconds else None
     resampler = av.AudioResampler(format="fltp", layout="stereo" if stereo else "mono", rate=SAMPLE_RATE)
     pending: list[np.ndarray] = []
-    pending_n = 0
-    offset_n = 0
+    pending_n = offset_n = 0
     with av.open(str(path), metadata_errors="ignore") as container:
-        stream = container.streams.audio[0]
-        frames = _packets_frames(container, stream)
-        for frame in [*[None]][:0] or _chain_flush(frames):
+        for frame in _decoded_frames(container, container.streams.audio[0]):
             for out in resampler.resample(frame):
-                block = out.to_ndarray().astype(np.float32, copy=False)
-                pending.append(block)
-                pending_n += block.shape[1]
-            while pending_n >= window_n + _CUT_SEARCH_SECONDS * SAMPLE_RATE:
-                audio = np.concatenate(pending, axis=1)
-                cut = _quiet_cut(audio.mean(axis=0), window_n)
-                if limit_n is not None and offset_n + cut >= limit_n:
-                    break
-                yield Window(offset_n / SAMPLE_RATE, tuple(audio[:, :cut]))
-                offset_n += cut
-                pending, pending_n = [audio[:, cut:]], audio.shape[1] - cut
-            if limit_n is not None and offset_n + pending_n >= limit_n:
+                pending.append(out.to_ndarray().astype(np.float32, copy=False))
+                pending_n += pending[-1].shape[1]
+            if limit_n is not None and offset_n + pending_n > limit_n:
                 audio = np.concatenate(pending, axis=1)[:, : limit_n - offset_n]
                 if audio.shape[1]:
                     yield Window(offset_n / SAMPLE_RATE, tuple(audio))
-                raise RecordingTooLong(f"recording longer than the limit of {max_seconds:g} s; transcribed the first {max_seconds:g} s")
+                raise RecordingTooLong(f"recording longer than the limit of {max_seconds:g} s; kept the first {max_seconds:g} s")
+            while pending_n >= window_n:
+                audio = np.concatenate(pending, axis=1)
+                cut = _quiet_cut(audio.mean(axis=0), window_n)
+                yield Window(offset_n / SAMPLE_RATE, tuple(audio[:, :cut]))
+                offset_n += cut
+                pending, pending_n = [audio[:, cut:]], audio.shape[1] - cut
     if pending_n:
         yield Window(offset_n / SAMPLE_RATE, tuple(np.concatenate(pending, axis=1)))
-
-
-def _chain_flush(frames: Iterator[Any]) -> Iterator[Any]:
-    """The frames, then ``None`` so the resampler hands back what it still holds."""
-    yield from frames
-    yield None
 
 
 def _files(path: str) -> list[Path]:

@@ -1,0 +1,153 @@
+"""Kafka message encoding of ``raw_events`` records and dead letters, versioned by headers.
+
+Each message value is one ``raw_events`` row as UTF-8 JSON. JSON rather than
+Arrow IPC because a Kafka message here carries one small record (an IM line,
+one email): an Arrow IPC stream repeats its schema in every message, which is
+larger than a typical chat line, while JSON costs nothing per message, reads
+in any consumer and any console tool, and needs no schema registry. Arrow
+stays the format at rest (Lance); the consumer turns JSON back into
+``RawEvent`` and the sink batches those into Arrow. The header
+``memtape-codec`` names the encoding and its version (``json/1``) and
+``memtape-schema`` the ``raw_events`` schema version, so a reader refuses what
+it does not understand instead of guessing. Large media never travels inline:
+``media_ref`` must be a short file or object URI, and a payload that would
+push a message past the size limit is left out (the source still holds it).
+This module only converts values; it never talks to a broker.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+from memtape.schemas import SCHEMA_VERSION
+from memtape.schemas.records import MAX_DEAD_LETTER_RAW_BYTES, DeadLetter, RawEvent
+
+CODEC_HEADER = "memtape-codec"
+CODEC = b"json/1"
+SCHEMA_HEADER = "memtape-schema"
+SCHEMA = f"raw_events/{SCHEMA_VERSION}".encode()
+PAYLOAD_HEADER = "memtape-payload"
+PAYLOAD_OMITTED = b"omitted"
+DEAD_LETTER_PREFIX = "memtape-dlq-"
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+MAX_MEDIA_REF_CHARS = 2048
+KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in a tenant name or conversation id by accident
+
+Headers = list[tuple[str, bytes]]
+_EVENT_HEADERS: Headers = [(CODEC_HEADER, CODEC), (SCHEMA_HEADER, SCHEMA)]
+_REQUIRED = ("tenant", "event_id", "source_kind", "source", "source_id", "ingest_time")
+_DEAD_LETTER_FIELDS = ("tenant", "source", "stage", "error", "position", "source_uri", "created_time")
+
+
+class CodecError(ValueError):
+    """A value that is not a ``raw_events`` record this codec can read or write."""
+
+
+def event_key(event: RawEvent) -> bytes:
+    """Tenant + conversation (the source id when there is none): one conversation, one partition, in order."""
+    return f"{event.tenant}{KEY_SEPARATOR}{event.conversation_id or event.source_id}".encode()
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _check_media_ref(ref: str | None) -> None:
+    if ref is not None and (len(ref) > MAX_MEDIA_REF_CHARS or ref.startswith("data:")):
+        raise CodecError(f"media_ref must be a file or object URI, not inline data ({len(ref)} chars)")
+
+
+def encode_event(event: RawEvent, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[bytes, Headers]:
+    """Value and headers of one event; drops the payload rather than exceed ``max_bytes``."""
+    _check_media_ref(event.media_ref)
+    row = event.to_row()
+    row["event_time"] = _iso(row["event_time"])
+    row["ingest_time"] = _iso(row["ingest_time"])
+    value = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    if len(value) <= max_bytes:
+        return value, _EVENT_HEADERS
+    if row["payload"] is not None:
+        row["payload"] = None
+        value = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        if len(value) <= max_bytes:
+            return value, [*_EVENT_HEADERS, (PAYLOAD_HEADER, PAYLOAD_OMITTED)]
+    raise CodecError(f"record of {len(value)} bytes exceeds the {max_bytes}-byte message limit even without its payload")
+
+
+def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None
+
+
+def _time(value: Any, tz_minutes: Any) -> datetime | None:
+    if value is None:
+        return None
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise CodecError(f"naive timestamp {value!r}")
+    return dt.astimezone(timezone(timedelta(minutes=tz_minutes))) if isinstance(tz_minutes, int) else dt
+
+
+def decode_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> RawEvent:
+    """The ``RawEvent`` a message carries; ``CodecError`` for anything else (a poison message)."""
+    codec = _header(headers, CODEC_HEADER)
+    if codec != CODEC:
+        raise CodecError(f"unsupported {CODEC_HEADER} header {codec!r} (this reader speaks {CODEC.decode()})")
+    schema = _header(headers, SCHEMA_HEADER)
+    if schema != SCHEMA:
+        raise CodecError(f"unsupported {SCHEMA_HEADER} header {schema!r} (this reader speaks {SCHEMA.decode()})")
+    try:
+        row = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodecError(f"value is not JSON: {exc}") from exc
+    if not isinstance(row, dict):
+        raise CodecError("value is not a JSON object")
+    missing = [k for k in _REQUIRED if not isinstance(row.get(k), str)]
+    if missing:
+        raise CodecError(f"missing string fields {missing}")
+    try:
+        attrs = json.loads(row["attrs"]) if row.get("attrs") else {}
+        event = RawEvent(
+            tenant=row["tenant"], source_kind=row["source_kind"], source=row["source"], source_id=row["source_id"],
+            text=row.get("text"), event_time=_time(row.get("event_time"), row.get("tz_offset_minutes")),
+            conversation_id=row.get("conversation_id"), sender=row.get("sender"),
+            recipients=list(row.get("recipients") or []), source_uri=row.get("source_uri"),
+            media_ref=row.get("media_ref"), payload=row.get("payload"), attrs=attrs,
+            ingest_time=_time(row["ingest_time"], None),
+        )
+    except (ValueError, TypeError) as exc:
+        raise CodecError(f"malformed field: {exc}") from exc
+    if event.event_id != row["event_id"]:
+        raise CodecError("event_id does not match tenant/source/source_id: the record was altered")
+    return event
+
+
+def dead_letter_headers(reason: str, stage: str, **where: object) -> Headers:
+    """Headers that say why and where a message was dead-lettered (values as UTF-8 text)."""
+    fields = {"reason": reason, "stage": stage, **where}
+    return [(DEAD_LETTER_PREFIX + k.replace("_", "-"), str(v).encode()) for k, v in fields.items() if v is not None]
+
+
+def encode_dead_letter(letter: DeadLetter) -> tuple[bytes, bytes, Headers]:
+    """Key, value (the raw input, truncated) and headers of a connector's dead letter."""
+    key = f"{letter.tenant}{KEY_SEPARATOR}{letter.source_uri or letter.source}".encode()
+    fields = {k: getattr(letter, k) for k in _DEAD_LETTER_FIELDS if k not in ("error", "stage")}
+    fields["created_time"] = _iso(letter.created_time)
+    return key, (letter.raw or b"")[:MAX_DEAD_LETTER_RAW_BYTES], dead_letter_headers(letter.error, letter.stage, **fields)
+
+
+def decode_dead_letter(value: bytes | None, headers: Sequence[tuple[str, bytes]] | None, tenant: str = "default") -> DeadLetter:
+    """A dead-letter topic message back as a ``DeadLetter`` row source for the ``dead_letters`` table."""
+    got = {k[len(DEAD_LETTER_PREFIX):].replace("-", "_"): v.decode("utf-8", "replace")
+           for k, v in headers or () if k.startswith(DEAD_LETTER_PREFIX)}
+    position = got.get("position") or (f"{got['topic']}:{got['partition']}:{got['offset']}" if "offset" in got else None)
+    created = got.get("created_time")
+    letter = DeadLetter(tenant=got.get("tenant", tenant), source=got.get("source", "kafka"), stage=got.get("stage", "unknown"),
+                        error=got.get("reason", "unknown"), position=position, source_uri=got.get("source_uri"), raw=value)
+    if created:
+        letter.created_time = datetime.fromisoformat(created)
+    return letter
+

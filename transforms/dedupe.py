@@ -1,0 +1,453 @@
+"""Dedupe stage: drop or trim low-entropy units before the expensive stages run.
+
+Each ``raw_events`` row becomes either a kept unit (its text cleaned of quoted
+replies, already-stored forwarded text and learned signatures) or a dropped
+unit with a reason and, for duplicates, the event it repeats, so nothing
+disappears without a trace. Per-tenant state (content hashes, MinHash LSH
+sketches, seen sentences, per-sender tails) is serialisable and carried between
+micro-batches. This module never edits ``raw_events`` rows: cleaned text lives
+only on the unit it yields.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+
+from memtape.schemas.records import content_hash
+from memtape.transforms.tokens import WORD_RE, content_words, count_tokens, has_content_words, sentence_spans, unwrap, words
+
+NUM_PERM = 126
+LSH_BANDS = 42  # 42 bands of 3 rows: a pair at Jaccard 0.5 becomes a candidate with p > 0.99
+LSH_ROWS = NUM_PERM // LSH_BANDS
+SHINGLE_WORDS = 3
+MIN_WORDS_FOR_SKETCH = 8  # shorter texts have too few shingles for a meaningful Jaccard estimate
+MAX_SKETCH_WORDS = 600  # long newsletters are sketched by their opening, which keeps the cost per message flat
+NEAR_DUP_JACCARD = 0.5
+MINHASH_SEED = 7
+DELTA_MIN_CONTENT_WORDS = 3  # a near-duplicate that adds this much new content keeps its new sentences
+ACK_MAX_WORDS = 8
+REPETITIVE_MIN_CHARS = 64
+REPETITIVE_MAX_ZLIB_RATIO = 0.2  # text that compresses below this share is a repeated pattern
+AUTO_REPLY_MAX_WORDS = 120
+SIGNATURE_TAIL_LINES = 6  # lines at the end of a sender's own text that may form a signature
+VALEDICTION_MAX_TRAILING_WORDS = 6  # a closing line may be followed only by short name/title lines
+HEADER_MAX_LINES = 60  # a quoted header longer than this is not a header
+
+KEPT, DROPPED, STATE = "kept", "dropped", "state"
+
+ACK_WORDS = frozenset(
+    """ok okay k kk thanks thank thx ty tks cheers you u lol lmao rofl haha hahaha hehe heh yay cool great nice
+    awesome perfect sure noted ack alright right got it np welcome much so very too oh ah wow omg good sounds will
+    do done hi hey hello bye cya see ya later night morning congrats congratulations yes yeah yep yup agreed
+    a the for that this all sir""".split()
+)
+_LAUGH_RE = re.compile(r"^(?:ha|he|ja|lo|xd)+h?l?$")
+_AUTO_REPLY_RE = re.compile(
+    r"\b(?:out of (?:the )?office|auto(?:matic)?[- ]?reply|autoreply|away from (?:my|the) (?:desk|office)"
+    r"|(?:on|in) (?:vacation|holiday|leave) until|limited access to (?:e-?mail|my e-?mail)|will be out of the office)\b",
+    re.I,
+)
+_BLOCK_START_RES = {
+    "reply": re.compile(
+        r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$"
+        r"|^\s*On\b.{0,200}\bwrote:\s*$"
+        r"|^.{1,120}\bon \d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?::\d{2})?\s*[AP]M\s*$",
+        re.I | re.M,
+    ),
+    "forward": re.compile(
+        r"^\s*-{2,}\s*Forwarded (?:by\b.*|message\s*-{2,}\s*)$|^\s*Begin forwarded message:\s*$",
+        re.I | re.M,
+    ),
+}
+_OUTLOOK_HEADER_RE = re.compile(r"^\s*From:\s.+\n\s*(?:Sent|Date):\s", re.I | re.M)
+_HEADER_END_RE = re.compile(r"^\s*Subject:.*$", re.I | re.M)
+_FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:fw|fwd)\s*:", re.I)
+_QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*(?:\n|$)", re.M)
+_SIG_DELIMITER_RE = re.compile(r"^-- ?$", re.M)
+_VALEDICTION_RE = re.compile(
+    r"^\s*(?:thanks|thank you|many thanks|regards|best|best regards|kind regards|warm regards|cheers|sincerely"
+    r"|all the best|take care|yours)\b[\s,.!-]*(?:\w+[.!]?)?\s*$",
+    re.I,
+)
+_DISCLAIMER_RE = re.compile(
+    r"^\s*(?:\**\s*)?(?:confidentiality notice|this (?:e-?mail|message|communication|transmission)\b.{0,80}"
+    r"\b(?:confidential|privileged|intended)|the information (?:contained )?in this (?:e-?mail|message))",
+    re.I | re.M,
+)
+
+_rng = np.random.default_rng(MINHASH_SEED)
+_PERM_A = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
+_PERM_B = _rng.integers(0, 2**63, NUM_PERM, dtype=np.uint64)
+
+REASON_PHRASES = {
+    "exact_duplicate": ("exact duplicate", "exact duplicates"),
+    "near_duplicate": ("near-duplicate", "near-duplicates"),
+    "short_ack": ("short acknowledgement", "short acknowledgements"),
+    "emoji_only": ("emoji-only message", "emoji-only messages"),
+    "repetitive": ("repetitive message", "repetitive messages"),
+    "auto_reply": ("auto-reply", "auto-replies"),
+    "empty": ("empty message", "empty messages"),
+}
+
+
+def _norm(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(_norm(text).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def minhash(text: str) -> np.ndarray | None:
+    """MinHash signature over word 3-shingles, or None when the text is too short to compare by overlap."""
+    ws = words(text[: MAX_SKETCH_WORDS * 12])[:MAX_SKETCH_WORDS]
+    if len(ws) < MIN_WORDS_FOR_SKETCH:
+        return None
+    shingles = {" ".join(ws[i : i + SHINGLE_WORDS]) for i in range(len(ws) - SHINGLE_WORDS + 1)}
+    x = np.fromiter((zlib.crc32(s.encode("utf-8", "surrogatepass")) for s in shingles), dtype=np.uint64)
+    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash.
+    return ((x[:, None] * _PERM_A + _PERM_B) >> np.uint64(32)).min(axis=0).astype(np.uint32)
+
+
+def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.count_nonzero(a == b)) / NUM_PERM
+
+
+def is_near_duplicate(a: str, b: str) -> bool:
+    """Whether two texts are near-duplicates by the same sketch test the stage applies."""
+    sa, sb = minhash(a), minhash(b)
+    if sa is None or sb is None:
+        return content_hash(a) == content_hash(b)
+    return jaccard_estimate(sa, sb) >= NEAR_DUP_JACCARD
+
+
+def _band_keys(sig: np.ndarray) -> list[str]:
+    return [f"{b}:{sig[b * LSH_ROWS:(b + 1) * LSH_ROWS].tobytes().hex()}" for b in range(LSH_BANDS)]
+
+
+@dataclasses.dataclass
+class TenantState:
+    """What one tenant's earlier units left behind, enough to recognise their content again."""
+
+    hashes: dict[str, str] = dataclasses.field(default_factory=dict)  # content hash -> first event_id
+    sentences: set[str] = dataclasses.field(default_factory=set)  # short hashes of stored sentences
+    sketches: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # event_id -> MinHash
+    bands: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # LSH band key -> event_ids
+    tails: dict[str, Counter] = dataclasses.field(default_factory=dict)  # sender -> tail line hash counts
+
+    def near_duplicate_of(self, sig: np.ndarray) -> str | None:
+        best, best_j = None, NEAR_DUP_JACCARD
+        for key in _band_keys(sig):
+            for event_id in self.bands.get(key, ()):
+                j = jaccard_estimate(sig, self.sketches[event_id])
+                if j >= best_j:
+                    best, best_j = event_id, j
+        return best
+
+    def add_sketch(self, event_id: str, sig: np.ndarray) -> None:
+        self.sketches[event_id] = sig
+        for key in _band_keys(sig):
+            self.bands.setdefault(key, []).append(event_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hashes": self.hashes,
+            "sentences": sorted(self.sentences),
+            "sketches": {k: base64.b64encode(v.tobytes()).decode() for k, v in self.sketches.items()},
+            "tails": {s: dict(c) for s, c in self.tails.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TenantState:
+        state = cls(hashes=dict(data.get("hashes", {})), sentences=set(data.get("sentences", ())),
+                    tails={s: Counter(c) for s, c in data.get("tails", {}).items()})
+        for event_id, b64 in data.get("sketches", {}).items():
+            state.add_sketch(event_id, np.frombuffer(base64.b64decode(b64), dtype=np.uint32).copy())
+        return state
+
+
+@dataclasses.dataclass
+class DedupeState:
+    """Per-tenant dedupe memory, carried between micro-batches as JSON."""
+
+    tenants: dict[str, TenantState] = dataclasses.field(default_factory=dict)
+
+    def tenant(self, tenant: str) -> TenantState:
+        return self.tenants.setdefault(tenant, TenantState())
+
+    def to_json(self) -> str:
+        return json.dumps({t: s.to_dict() for t, s in self.tenants.items()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, blob: str | None) -> DedupeState:
+        if not blob:
+            return cls()
+        return cls({t: TenantState.from_dict(d) for t, d in json.loads(blob).items()})
+
+
+def _attrs(row: dict) -> dict[str, Any]:
+    attrs = row.get("attrs")
+    if isinstance(attrs, dict):
+        return attrs
+    try:
+        parsed = json.loads(attrs) if attrs else {}
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def low_entropy_reason(text: str) -> str | None:
+    """Why a unit carries (almost) no information, or None.
+
+    Acknowledgements and laughter are short and drawn from a tiny vocabulary;
+    long repeated patterns compress to almost nothing under zlib.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    ws = [m.group().casefold() for m in itertools.islice(WORD_RE.finditer(stripped), ACK_MAX_WORDS + 1)]
+    if not ws:
+        return "emoji_only"
+    if len(ws) <= ACK_MAX_WORDS and all(w in ACK_WORDS or _LAUGH_RE.match(w) for w in ws):
+        return "short_ack"
+    raw = stripped.encode("utf-8", "surrogatepass")
+    if len(raw) >= REPETITIVE_MIN_CHARS and len(zlib.compress(raw)) / len(raw) < REPETITIVE_MAX_ZLIB_RATIO:
+        return "repetitive"
+    return None
+
+
+def is_auto_reply(text: str, subject: str) -> bool:
+    """Out-of-office and automatic replies: a stock phrase in the subject or a short body."""
+    if _AUTO_REPLY_RE.search(subject or ""):
+        return True
+    return bool(_AUTO_REPLY_RE.search(text)) and len(words(text)) <= AUTO_REPLY_MAX_WORDS
+
+
+def _block_starts(text: str) -> list[tuple[int, str]]:
+    starts = [(m.start(), kind) for kind, rx in _BLOCK_START_RES.items() for m in rx.finditer(text)]
+    starts += [(m.start(), "reply") for m in _OUTLOOK_HEADER_RE.finditer(text)]
+    merged: list[tuple[int, str]] = []
+    for pos, kind in sorted(starts):
+        # A header line right after a block start ("-----Original Message-----\nFrom: ...") is the same block.
+        if merged and text.count("\n", merged[-1][0], pos) <= 2:
+            continue
+        merged.append((pos, kind))
+    return merged
+
+
+def _block_body(block: str) -> str:
+    """The quoted message without its From/To/Subject header lines."""
+    lines = block.split("\n")
+    head = "\n".join(lines[:HEADER_MAX_LINES])
+    end = _HEADER_END_RE.search(head)
+    cut = head.count("\n", 0, end.end()) + 1 if end else 1
+    return "\n".join(lines[cut:])
+
+
+def _unseen_sentences(text: str, seen: set[str]) -> str:
+    text = unwrap(text)
+    return "\n".join(text[a:b] for a, b in sentence_spans(text) if _short_hash(text[a:b]) not in seen)
+
+
+def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dict[str, int]]:
+    """(own text, kept quoted text, stripped token counts) of one email body.
+
+    Quoted replies go when the author wrote something of their own; forwarded
+    blocks keep only the sentences this tenant has not stored before.
+    """
+    stripped: Counter = Counter()
+    quoted_lines = "".join(_QUOTED_LINE_RE.findall(text))
+    body = _QUOTED_LINE_RE.sub("", text)
+    starts = _block_starts(body)
+    own = body[: starts[0][0]] if starts else body
+    has_own = has_content_words(own)
+    if quoted_lines:
+        if has_own:
+            stripped["quoted_reply"] += count_tokens(quoted_lines)
+        else:
+            own = own + "\n" + re.sub(r"^[ \t]*>+ ?", "", quoted_lines, flags=re.M)
+    kept: list[str] = []
+    forward_subject = bool(_FORWARD_SUBJECT_RE.match(subject or ""))
+    for i, (pos, kind) in enumerate(starts):
+        block = body[pos : starts[i + 1][0] if i + 1 < len(starts) else len(body)]
+        is_forward = kind == "forward" or forward_subject
+        if not is_forward and has_own:
+            stripped["quoted_reply"] += count_tokens(block)
+            continue
+        fresh = _unseen_sentences(_block_body(block), seen)
+        stripped["forwarded_known" if is_forward else "quoted_reply"] += count_tokens(block) - count_tokens(fresh)
+        if fresh.strip():
+            kept.append(fresh)
+    return own, "\n\n".join(kept), dict(stripped)
+
+
+def _tail_lines(text: str) -> list[str]:
+    return [ln for ln in text.rstrip().split("\n") if ln.strip()][-SIGNATURE_TAIL_LINES:]
+
+
+def strip_signature(text: str, tails: Counter) -> str:
+    """``text`` without its signature, disclaimer or sign-off.
+
+    A line this sender already ended an earlier message with is a learned
+    signature line; on first sight, a ``-- `` delimiter, a legal disclaimer or a
+    closing word followed only by short name lines mark where the tail begins.
+    """
+    lines = text.rstrip().split("\n")
+    end = len(lines)
+    while end > 0 and (not lines[end - 1].strip() or tails.get(_short_hash(lines[end - 1]), 0) > 0):
+        end -= 1
+    cut = end
+    head = "\n".join(lines[:end])
+    for rx in (_SIG_DELIMITER_RE, _DISCLAIMER_RE):
+        m = rx.search(head, len(head) // 2)
+        if m:
+            cut = min(cut, head.count("\n", 0, m.start()))
+    for i in range(max(0, end - SIGNATURE_TAIL_LINES), end):
+        trailing = [ln for ln in lines[i + 1 : end] if ln.strip()]
+        if _VALEDICTION_RE.match(lines[i]) and all(len(ln.split()) <= VALEDICTION_MAX_TRAILING_WORDS for ln in trailing):
+            cut = min(cut, i)
+            break
+    kept = "\n".join(lines[:cut]).rstrip()
+    return kept if has_content_words(kept) else text.rstrip()
+
+
+class Deduper:
+    """Applies the dedupe rules to rows of one or many tenants, in the order given, updating the state."""
+
+    def __init__(self, state: DedupeState | None = None) -> None:
+        self.state = state or DedupeState()
+
+    def process(self, row: dict) -> tuple[dict | None, dict | None]:
+        """(kept unit, None) or (None, dropped unit) for one raw_events row."""
+        ts = self.state.tenant(row["tenant"])
+        text = (row.get("text") or "").replace("\r\n", "\n")
+        attrs = _attrs(row)
+        subject = str(attrs.get("subject") or "")
+        raw_hash = content_hash(text)
+        if raw_hash in ts.hashes:
+            return None, self._dropped(row, "exact_duplicate", ts.hashes[raw_hash])
+        ts.hashes[raw_hash] = row["event_id"]
+        if row.get("source_kind") == "email" and is_auto_reply(text, subject):
+            return None, self._dropped(row, "auto_reply")
+        cleaned, stripped = self._clean(row, text, subject, ts)
+        reason = low_entropy_reason(cleaned)
+        if reason:
+            return None, self._dropped(row, reason)
+        clean_hash = content_hash(cleaned)
+        if clean_hash != raw_hash and clean_hash in ts.hashes:
+            return None, self._dropped(row, "exact_duplicate", ts.hashes[clean_hash])
+        ts.hashes.setdefault(clean_hash, row["event_id"])
+        duplicate_of = None
+        sig = minhash(cleaned)
+        if sig is not None:
+            duplicate_of = ts.near_duplicate_of(sig)
+            if duplicate_of is None:
+                ts.add_sketch(row["event_id"], sig)
+            else:
+                delta = _unseen_sentences(cleaned, ts.sentences)
+                if len(content_words(delta)) < DELTA_MIN_CONTENT_WORDS:
+                    return None, self._dropped(row, "near_duplicate", duplicate_of)
+                stripped["near_duplicate"] = count_tokens(cleaned) - count_tokens(delta)
+                cleaned = delta
+        unwrapped = unwrap(cleaned)
+        ts.sentences.update(_short_hash(unwrapped[a:b]) for a, b in sentence_spans(unwrapped))
+        return self._kept(row, cleaned, stripped, duplicate_of), None
+
+    def _clean(self, row: dict, text: str, subject: str, ts: TenantState) -> tuple[str, dict[str, int]]:
+        if row.get("source_kind") != "email":
+            return text.strip(), {}
+        own, quoted, stripped = split_quoted(text, subject, ts.sentences)
+        own = unwrap(own)
+        tails = ts.tails.setdefault(row.get("sender") or "", Counter())
+        signed = strip_signature(own, tails)
+        if count_tokens(own) > count_tokens(signed):
+            stripped["signature"] = count_tokens(own) - count_tokens(signed)
+        tails.update(_short_hash(ln) for ln in _tail_lines(own))
+        cleaned = unwrap("\n\n".join(part for part in (signed.strip(), quoted.strip()) if part))
+        return re.sub(r"\n{3,}", "\n\n", cleaned).strip(), stripped
+
+    def process_batch(self, rows: Iterable[dict]) -> Iterator[tuple[dict | None, dict | None]]:
+        """Process rows in event-time order (ties by event_id), so replays give the same result."""
+        for row in sorted(rows, key=_event_order):
+            yield self.process(row)
+
+    @staticmethod
+    def _kept(row: dict, text: str, stripped: dict[str, int], duplicate_of: str | None) -> dict:
+        unit = {k: row.get(k) for k in ("tenant", "event_id", "source_kind", "conversation_id", "sender", "event_time", "attrs")}
+        unit.update(text=text, stripped=stripped, duplicate_of=duplicate_of)
+        return unit
+
+    @staticmethod
+    def _dropped(row: dict, reason: str, duplicate_of: str | None = None) -> dict:
+        return {
+            "tenant": row["tenant"],
+            "event_id": row["event_id"],
+            "conversation_id": row.get("conversation_id"),
+            "event_time": row.get("event_time"),
+            "reason": reason,
+            "duplicate_of": duplicate_of,
+        }
+
+
+def _event_order(row: dict) -> tuple:
+    t = row.get("event_time")
+    return (t is None, t.timestamp() if hasattr(t, "timestamp") else (t or 0), row["event_id"])
+
+
+def describe_dropped(dropped: Iterable[dict]) -> str | None:
+    """A readable count of dropped units by reason, e.g. "12 short acknowledgements, 1 auto-reply"."""
+    counts = Counter(d["reason"] for d in dropped)
+    parts = []
+    for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        one, many = REASON_PHRASES.get(reason, (reason, reason))
+        parts.append(f"{n} {one if n == 1 else many}")
+    return ", ".join(parts) or None
+
+
+class _DedupeTenantFn(beam.DoFn):
+    """Runs one tenant's rows of a micro-batch in event order against the carried state."""
+
+    def __init__(self, state_json: str | None) -> None:
+        self._state_json = state_json
+
+    def process(self, element):
+        tenant, rows = element
+        carried = DedupeState.from_json(self._state_json).tenants.get(tenant)
+        deduper = Deduper(DedupeState({tenant: carried or TenantState()}))
+        for kept, dropped in deduper.process_batch(rows):
+            if kept is not None:
+                yield kept
+            else:
+                yield beam.pvalue.TaggedOutput(DROPPED, dropped)
+        yield beam.pvalue.TaggedOutput(STATE, (tenant, json.dumps(deduper.state.tenants[tenant].to_dict())))
+
+
+class Dedupe(beam.PTransform):
+    """raw_events rows -> kept units (main), dropped units ``dropped``, per-tenant state ``state``.
+
+    ``state`` is a ``DedupeState`` (or its JSON) from the previous micro-batch;
+    the ``state`` output holds ``(tenant, TenantState JSON)`` for the next one.
+    """
+
+    def __init__(self, state: DedupeState | str | None = None) -> None:
+        super().__init__()
+        self._state_json = state.to_json() if isinstance(state, DedupeState) else state
+
+    def expand(self, rows):
+        return (
+            rows
+            | "KeyByTenant" >> beam.Map(lambda row: (row["tenant"], row))
+            | "GroupByTenant" >> beam.GroupByKey()
+            | "DedupeInEventOrder" >> beam.ParDo(_DedupeTenantFn(self._state_json)).with_outputs(DROPPED, STATE, main=KEPT)
+        )
