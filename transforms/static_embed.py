@@ -64,7 +64,7 @@ class StaticEmbeddings:
         return v / norm if norm > 0 else v
 
 
-def _distill(model_dir: str) -> np.ndarray:
+def _distill(model_dir: str, cls_id: int, sep_id: int) -> np.ndarray:
     """Each token's MiniLM output in ``[CLS] token [SEP]``, then centred, de-commoned and normalised."""
     import torch
     from transformers import AutoModel
@@ -72,7 +72,6 @@ def _distill(model_dir: str) -> np.ndarray:
     model = AutoModel.from_pretrained(model_dir).eval()
     vocab = model.config.vocab_size
     out = np.zeros((vocab, model.config.hidden_size), dtype=np.float32)
-    cls_id, sep_id = model.config.bos_token_id or 101, model.config.eos_token_id or 102
     with torch.inference_mode():
         for start in range(0, vocab, DISTILL_BATCH):
             ids = torch.arange(start, min(vocab, start + DISTILL_BATCH))
@@ -105,17 +104,17 @@ def static_embeddings(name: str | None = None) -> StaticEmbeddings:
     offline()
     model_dir = Path(_embedding_path(name or DEFAULT_EMBEDDING_MODEL))
     weights = next(p for p in (model_dir / "model.safetensors", model_dir / "pytorch_model.bin") if p.exists())
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     key = stable_id(model_dir.resolve(), weights.stat().st_size, COMMON_DIRECTIONS)
     cached = cache_dir() / f"static-embed-{key}.npy"
     if cached.exists():
         matrix = np.load(cached)
     else:
-        matrix = _distill(str(model_dir))
+        matrix = _distill(str(model_dir), tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]"))
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, matrix)
         os.replace(tmp, cached)
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
     return StaticEmbeddings(tokenizer, matrix, _content_mask(tokenizer, matrix.shape[0]))

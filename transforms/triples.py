@@ -27,6 +27,7 @@ SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass", "csubj", "csubjpass"})
 OBJECT_DEPS = ("dobj", "attr", "oprd", "acomp", "dative")
 CLAUSE_OBJECT_DEPS = frozenset({"ccomp"})
 EXTRA_ARG_DEPS = frozenset({"npadvmod"})
+VERBAL_POS = frozenset({"VERB", "AUX"})
 NOMINAL_POS = frozenset({"NOUN", "PROPN", "PRON", "NUM", "X", "ADJ", "DET", "SYM"})
 # Children that start a separate proposition, so they are cut out of an argument's span.
 CLAUSE_DEPS = frozenset({"relcl", "appos", "acl", "advcl"})
@@ -54,8 +55,9 @@ class Extraction:
     extras: tuple[tuple[int, ...], ...] = ()  # further arguments (prepositional and temporal phrases)
     negated: bool = False
     modality: str | None = None
-    passive: bool = False
-    agent: tuple[int, ...] = ()  # the by-phrase object of a passive, for active normalisation
+    stem: str = ""  # the predicate without the preposition folded into it, for the extras' own triples
+    active: str | None = None  # for a passive with a by-agent: its active predicate ("write")
+    agent: tuple[int, ...] = ()  # that agent's span
 
 
 def _span(doc: Any, head: int, cut: frozenset[str] | None = None, skip: frozenset[int] = frozenset()) -> tuple[int, ...]:
@@ -98,28 +100,29 @@ def _arguments(doc: Any, tok: Any) -> list[tuple[int, ...]]:
     return [_without_conjuncts(doc, c) for c in _conjuncts(tok)]
 
 
-def _subjects(doc: Any, verb: Any) -> tuple[list[tuple[int, ...]], bool]:
-    """Subject spans of ``verb`` (own, inherited through coordination or clause attachment) and its voice."""
+def _subjects(doc: Any, verb: Any) -> list[tuple[int, ...]]:
+    """Subject spans of ``verb``: its own, or inherited through coordination, relative or control clauses."""
     for child in verb.children:
         if child.dep_ in SUBJECT_DEPS:
-            passive = child.dep_.endswith("pass")
             if child.lower_ in RELATIVE_PRONOUNS and verb.dep_ == "relcl":
-                return _arguments(doc, verb.head), passive
+                return _arguments(doc, verb.head)
             if child.dep_.startswith("csubj"):
-                return [_span(doc, child.i)], passive
-            return _arguments(doc, child), passive
-    passive = any(c.dep_ == "auxpass" for c in verb.children)
-    if verb.dep_ == "conj" and verb.head.pos_ in ("VERB", "AUX"):
-        subjects, head_passive = _subjects(doc, verb.head)
-        return subjects, passive
+                return [_span(doc, child.i)]
+            return _arguments(doc, child)
+    if verb.dep_ == "conj" and verb.head.pos_ in VERBAL_POS:
+        return _subjects(doc, verb.head)
     if verb.dep_ in ("relcl", "acl") and verb.head.pos_ in NOMINAL_POS:
-        return [_span(doc, verb.head.i)], passive or (verb.dep_ == "acl" and verb.tag_ == "VBN")
-    if verb.dep_ in ("xcomp", "advcl") and verb.head.pos_ in ("VERB", "AUX"):
+        return [_span(doc, verb.head.i)]
+    if verb.dep_ in ("xcomp", "advcl") and verb.head.pos_ in VERBAL_POS:
         objects = [c for c in verb.head.children if c.dep_ == "dobj"]
         if verb.dep_ == "xcomp" and objects:
-            return [_span(doc, objects[0].i)], passive
-        return _subjects(doc, verb.head)[0], passive
-    return [], passive
+            return [_span(doc, objects[0].i)]  # "asked Bob to call": Bob calls
+        return _subjects(doc, verb.head)
+    return []
+
+
+def _is_passive(verb: Any) -> bool:
+    return verb.tag_ == "VBN" and (verb.dep_ == "acl" or any(c.dep_ in ("auxpass", "nsubjpass") for c in verb.children))
 
 
 def _relation_tokens(verb: Any) -> tuple[list[int], bool, str | None]:
@@ -135,7 +138,7 @@ def _relation_tokens(verb: Any) -> tuple[list[int], bool, str | None]:
                 toks.append(child.i)
         if child.dep_ == "aux" and child.tag_ == "MD":
             modality = child.lower_ if child.lemma_ in ("will", "would") else child.lemma_
-    return sorted(toks), negated, modality
+    return toks, negated, modality
 
 
 def _prep_object(doc: Any, prep: Any) -> list[tuple[int, ...]]:
@@ -143,84 +146,86 @@ def _prep_object(doc: Any, prep: Any) -> list[tuple[int, ...]]:
     for child in prep.children:
         if child.dep_ == "pobj":
             return _arguments(doc, child)
-        if child.dep_ in ("pcomp",):
+        if child.dep_ == "pcomp":
             return [_span(doc, child.i, cut=frozenset())]
     return []
 
 
-def _predicate_of(doc: Any, verb: Any, xcomp_chain: Sequence[Any], passive: bool, particles: Sequence[int], prep: Any | None) -> str:
-    """The lemmatised predicate: ``be`` + participle for passives, otherwise the lemma chain."""
-    words: list[str] = []
-    if passive:
-        words += ["be", verb.lower_]
-    else:
-        words.append(verb.lemma_.lower())
-    for v in xcomp_chain:
-        words += ["to", v.lemma_.lower()] if any(c.dep_ == "aux" and c.lower_ == "to" for c in v.children) else [v.lemma_.lower()]
-    words += [doc[i].lower_ for i in particles]
-    if prep is not None:
-        words.append(prep.lower_)
-    return " ".join(words)
+def _stems(verbs: Sequence[Any], particles: Sequence[Any]) -> tuple[str, str]:
+    """(as written, active) lemmatised stems of a verb chain: ("be written", "write"), ("want to visit", same)."""
+    written: list[str] = []
+    active: list[str] = []
+    for n, v in enumerate(verbs):
+        if n and any(c.dep_ == "aux" and c.lower_ == "to" for c in v.children):
+            written.append("to")
+            active.append("to")
+        written += ["be", v.lower_] if _is_passive(v) else [v.lemma_.lower()]
+        active.append(v.lemma_.lower())
+    tail = [p.lower_ for p in particles]
+    return " ".join(written + tail), " ".join(active + tail)
+
+
+def _control_chain(verb: Any) -> list[Any]:
+    """``verb`` and the object-less control verbs it heads ("wants to visit"): one relation."""
+    chain = [verb]
+    while not any(c.dep_ in OBJECT_DEPS for c in chain[-1].children):
+        xcomps = [c for c in chain[-1].children if c.dep_ == "xcomp" and c.pos_ in VERBAL_POS]
+        if not xcomps:
+            break
+        chain.append(xcomps[0])
+    return chain
+
+
+def _objects(doc: Any, head: Any) -> tuple[list[tuple[int, ...]], bool]:
+    """Direct objects, attributes or complements of ``head`` (one per conjunct), and whether "no" negates them."""
+    for child in head.children:
+        if child.dep_ in OBJECT_DEPS:
+            objects = [_span(doc, child.i)] if child.dep_ == "acomp" else _arguments(doc, child)
+            return objects, any(doc[i].lower_ == "no" and doc[i].dep_ == "det" for i in objects[0])
+    for child in head.children:
+        if child.dep_ in CLAUSE_OBJECT_DEPS:
+            return [_span(doc, child.i, cut=frozenset())], False
+    return [], False
 
 
 def _verb_extractions(doc: Any, verb: Any) -> Iterator[Extraction]:
     """Triples headed by one verb or copula, subjects and objects distributed over their conjuncts."""
-    subjects, passive = _subjects(doc, verb)
+    subjects = _subjects(doc, verb)
     if not subjects:
         return
-    rel, negated, modality = _relation_tokens(verb)
-    chain: list[Any] = []
-    head = verb
-    # "wants to visit Paris": fold an object-less control verb into the relation.
-    while not any(c.dep_ in OBJECT_DEPS for c in head.children):
-        xcomps = [c for c in head.children if c.dep_ == "xcomp" and c.pos_ in ("VERB", "AUX")]
-        if not xcomps:
-            break
-        head = xcomps[0]
-        chain.append(head)
-        sub_rel, sub_neg, sub_mod = _relation_tokens(head)
-        rel += sub_rel
-        negated = negated or sub_neg
-        modality = modality or sub_mod
-        passive = passive or any(c.dep_ == "auxpass" for c in head.children)
-    rel.sort()
-    particles = [c.i for c in head.children if c.dep_ == "prt"]
-    objects: list[tuple[int, ...]] = []
-    for child in head.children:
-        if child.dep_ in OBJECT_DEPS and not objects:
-            objects = _arguments(doc, child) if child.dep_ != "acomp" else [_span(doc, child.i)]
-            if any(doc[i].lower_ == "no" and doc[i].dep_ == "det" for i in objects[0]):
-                negated = True
-    if not objects:
-        for child in head.children:
-            if child.dep_ in CLAUSE_OBJECT_DEPS:
-                objects = [_span(doc, child.i, cut=frozenset())]
-                break
-    preps = [c for c in head.children if c.dep_ in ("prep", "agent")]
+    chain = _control_chain(verb)
+    head = chain[-1]
+    rel: list[int] = []
+    negated, modality = False, None
+    for v in chain:
+        toks, neg, mod = _relation_tokens(v)
+        rel += toks
+        negated, modality = negated or neg, modality or mod
+    objects, no_object = _objects(doc, head)
+    negated = negated or no_object
     agent: tuple[int, ...] = ()
     rel_prep = None
     extras: list[tuple[int, ...]] = []
-    for prep in preps:
+    for prep in (c for c in head.children if c.dep_ in ("prep", "agent")):
         pobjs = _prep_object(doc, prep)
         if not pobjs:
             continue
-        if prep.dep_ == "agent" and passive:
+        if prep.dep_ == "agent" and _is_passive(head):
             agent = pobjs[0]
         if not objects and rel_prep is None:
-            rel_prep = prep
-            objects = pobjs
+            rel_prep, objects = prep, pobjs  # "moved to Friday": the preposition joins the relation
             continue
         extras.append((prep.i, *pobjs[0]))
-    for child in head.children:
-        if child.dep_ in EXTRA_ARG_DEPS:
-            extras.append(_span(doc, child.i))
+    extras += [_span(doc, c.i) for c in head.children if c.dep_ in EXTRA_ARG_DEPS]
     if not objects:
         return
     relation = tuple(sorted(rel + ([rel_prep.i] if rel_prep is not None else [])))
-    predicate = _predicate_of(doc, verb, chain, passive, particles, rel_prep)
+    stem, active = _stems(chain, [c for c in head.children if c.dep_ == "prt"])
+    predicate = f"{stem} {rel_prep.lower_}" if rel_prep is not None else stem
+    active_predicate = active if agent else None
     for subject in subjects:
         for obj in objects:
-            yield Extraction(subject, relation, predicate, obj, tuple(extras), negated, modality, passive, agent)
+            yield Extraction(subject, relation, predicate, obj, tuple(extras), negated, modality, stem, active_predicate, agent)
 
 
 def _copular_extractions(doc: Any, noun: Any) -> Iterator[Extraction]:
@@ -229,7 +234,7 @@ def _copular_extractions(doc: Any, noun: Any) -> Iterator[Extraction]:
     for child in noun.children:
         if child.dep_ == "appos" and child.pos_ != "PRON":
             base = _span(doc, noun.i, skip=frozenset({child.i}))
-            yield Extraction(base, (), "be", _span(doc, child.i))
+            yield Extraction(base, (), "be", _span(doc, child.i), stem="be")
             named = noun if noun.pos_ == "PROPN" else None
             if child.pos_ != "PROPN":
                 yield from _possessive(doc, child, base)
@@ -251,16 +256,21 @@ def _possessive(doc: Any, noun: Any, holder: tuple[int, ...] | None) -> Iterator
         owner = tuple(i for i in owner if doc[i].tag_ != "POS")
         thing = tuple(i for i in _span(doc, noun.i) if i not in _span(doc, child.i) and doc[i].tag_ != "POS")
         if holder:
-            yield Extraction(holder, (), f"{noun.lemma_.lower()} of", owner)
+            yield Extraction(holder, (), f"{noun.lemma_.lower()} of", owner, stem=noun.lemma_.lower())
         else:
-            yield Extraction(owner, (), "have", thing)
+            yield Extraction(owner, (), "have", thing, stem="have")
+
+
+def _folded(verb: Any) -> bool:
+    """True for an xcomp already folded into its governor's relation by ``_control_chain``."""
+    return verb.dep_ == "xcomp" and verb.head.pos_ in VERBAL_POS and verb in _control_chain(verb.head)
 
 
 def extract(doc: Any) -> list[Extraction]:
     """Every proposition the rules find in a parsed ``doc``, in sentence order."""
     out: list[Extraction] = []
     for tok in doc:
-        if tok.pos_ in ("VERB", "AUX") and tok.dep_ not in ("aux", "auxpass", "xcomp") or (tok.dep_ == "xcomp" and any(c.dep_ in OBJECT_DEPS for c in tok.head.children)):
+        if tok.pos_ in VERBAL_POS and tok.dep_ not in ("aux", "auxpass") and not _folded(tok):
             out.extend(_verb_extractions(doc, tok))
         elif tok.pos_ in ("NOUN", "PROPN"):
             out.extend(_copular_extractions(doc, tok))
@@ -319,91 +329,3 @@ class Mentions:
         return None
 
 
-def _resolved(doc: Any, idx: tuple[int, ...], sender: str | None, mentions: Mentions) -> tuple[str, bool]:
-    """Argument text with a lone personal pronoun replaced by its referent; the flag says it stayed a pronoun."""
-    text = text_of(doc, idx)
-    if len(idx) == 1 and doc[idx[0]].lower_ in PERSONAL_PRONOUNS:
-        who = mentions.resolve(doc[idx[0]].text, sender)
-        return (who, False) if who else (text, True)
-    return text, False
-
-
-def triple_rows(
-    doc: Any,
-    *,
-    tenant: str,
-    raw_event_id: str,
-    event_time: Any = None,
-    episode_id: str | None = None,
-    sender: str | None = None,
-    mentions: Mentions | None = None,
-    resolver: EntityResolver | None = None,
-    char_offset: int = 0,
-) -> list[dict[str, Any]]:
-    """``triples`` rows for one parsed text: passives with an agent become active, extra phrases their own triples."""
-    mentions = mentions if mentions is not None else Mentions()
-    mentions.see(sender, doc)
-    rows: list[dict[str, Any]] = []
-    for ex in extract(doc):
-        if ex.passive and ex.agent:
-            base = (ex.agent, ex.predicate.split(" ", 1)[1].rsplit(" by", 1)[0], ex.subject)
-            verb = doc[[i for i in ex.relation if doc[i].dep_ not in ("aux", "auxpass", "neg")][0]]
-            base = (ex.agent, verb.lemma_.lower(), ex.subject)
-        else:
-            base = (ex.subject, ex.predicate, ex.object)
-        parts = [base]
-        stem = base[1] if not ex.relation else base[1].rsplit(" ", 1)[0] if base[1] != ex.predicate or " " not in base[1] else base[1]
-        for extra in ex.extras:
-            if doc[extra[0]].dep_ in ("prep", "agent") and len(extra) > 1 and not (ex.passive and extra[1:] == ex.agent):
-                parts.append((ex.subject, f"{_verb_lemma(doc, ex)} {doc[extra[0]].lower_}", extra[1:]))
-        for subj_idx, predicate, obj_idx in parts:
-            rows.append(_row(doc, ex, subj_idx, predicate, obj_idx, tenant, raw_event_id, event_time, episode_id, sender, mentions, resolver, char_offset))
-        del stem
-    return rows
-
-
-def _verb_lemma(doc: Any, ex: Extraction) -> str:
-    """The predicate without its own trailing preposition, for a further prepositional argument."""
-    pred = ex.predicate
-    if ex.relation and doc[ex.relation[-1]].dep_ in ("prep", "agent"):
-        pred = pred.rsplit(" ", 1)[0]
-    return pred
-
-
-def _row(doc, ex, subj_idx, predicate, obj_idx, tenant, raw_event_id, event_time, episode_id, sender, mentions, resolver, char_offset) -> dict[str, Any]:
-    subject, subj_flag = _resolved(doc, subj_idx, sender, mentions)
-    obj, obj_flag = _resolved(doc, obj_idx, sender, mentions)
-    used = [*subj_idx, *ex.relation, *obj_idx]
-    char_start = char_offset + min(doc[i].idx for i in used)
-    char_end = char_offset + max(doc[i].idx + len(doc[i]) for i in used)
-    subject_id = resolver.mention(subject, _label(doc, subj_idx), raw_event_id) if resolver else None
-    object_id = resolver.mention(obj, _label(doc, obj_idx), raw_event_id) if resolver else None
-    return {
-        "tenant": tenant,
-        "triple_id": stable_id(tenant, raw_event_id, char_start, subject, predicate, obj, ex.negated),
-        "episode_id": episode_id,
-        "subject": subject,
-        "predicate": predicate,
-        "object": obj,
-        "negated": ex.negated,
-        "modality": ex.modality,
-        "event_time": event_time,
-        "confidence": DEFAULT_CONFIDENCE,
-        "subject_entity_id": subject_id,
-        "object_entity_id": object_id,
-        "raw_event_id": raw_event_id,
-        "char_start": char_start,
-        "char_end": char_end,
-        "flags": [UNRESOLVED_PRONOUN] if subj_flag or obj_flag else [],
-        "support_count": 1,
-        "last_seen": event_time,
-    }
-
-
-def _label(doc: Any, idx: Sequence[int]) -> str | None:
-    """The NER label of the entity an argument's head token belongs to, if any."""
-    if not idx:
-        return None
-    heads = [i for i in idx if doc[i].head.i not in idx or doc[i].head.i == i]
-    tok = doc[heads[0]] if heads else doc[idx[0]]
-    return tok.ent_type_ or None

@@ -7,11 +7,12 @@ write anywhere and registers no scheme.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -187,3 +188,39 @@ def dead_letter(tenant: str, source: str, position: str, exc: BaseException, raw
 def undecodable(text: str) -> bool:
     """True when text read with ``surrogateescape`` held bytes that were not valid in its encoding."""
     return _ESCAPED_BYTE.search(text) is not None
+
+
+def empty_file_letter(tenant: str, source: str, file: Path) -> DeadLetter | None:
+    """A dead letter for an input file with no bytes at all (often a failed or partial export)."""
+    try:
+        if file.stat().st_size:
+            return None
+    except OSError as exc:
+        raise SourceError(f"{file}: cannot open ({exc.strerror or exc})") from exc
+    return dead_letter(tenant, source, str(file), RecordError("empty file"))
+
+
+READ_PIECE_CHARS = 1 << 20  # a longer line is handed on in pieces, so no line is held whole
+
+
+def text_pieces(file: Path, handle: BinaryIO) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text without newline, continues previous piece) for a text file, streamed.
+
+    The encoding is UTF-16 when a BOM says so, else UTF-8 (BOM dropped); bytes
+    that do not decode survive as surrogate escapes so the caller can report
+    the one bad line (see ``undecodable``) and keep reading.
+    """
+    start = handle.read(4)
+    handle.seek(0)
+    encoding = "utf-16" if start[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline=None)
+    lineno, continued = 0, False
+    while True:
+        piece = text.readline(READ_PIECE_CHARS)
+        if not piece:
+            return
+        if not continued:
+            lineno += 1
+        ends = piece.endswith("\n")
+        yield lineno, piece.rstrip("\n"), continued
+        continued = not ends

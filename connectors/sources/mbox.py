@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from memtape.connectors.base import Record, register
-from memtape.connectors.sources._common import LimitError, dead_letter, input_files, limits, open_binary
+from memtape.connectors.sources._common import LimitError, dead_letter, empty_file_letter, input_files, limits, open_binary
 from memtape.connectors.sources._email import Threader, parse_message
 
 _SCHEME = "mbox"
@@ -33,27 +33,26 @@ def _separator_time(line: bytes) -> datetime | None:
 
 
 def _messages(handle: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None, bytes, bytes]]:
-    """Yield (offset, message bytes or None when oversize, separator line, head) per message."""
-    offset, parts, size, separator = 0, [], 0, b""
-    position, at_line_start, previous_blank = 0, True, True
-    started = False
+    """Yield (offset, message bytes or None when oversize, separator line, first bytes) per message."""
+    offset, parts, size, separator, head = 0, [], 0, b"", b""
+    position, at_line_start, previous_blank, started = 0, True, True, False
     while True:
         piece = handle.readline(READ_PIECE_BYTES)
-        if at_line_start and piece.startswith(b"From ") and previous_blank or not piece:
+        if not piece or (at_line_start and previous_blank and piece.startswith(b"From ")):
             if started:
-                body = b"".join(parts) if size <= max_bytes else None
-                yield offset, body, separator, (parts[0] if parts else b"")[:1024]
+                yield offset, (b"".join(parts) if size <= max_bytes else None), separator, head
             if not piece:
                 return
-            offset, parts, size, separator, started = position, [], 0, piece, True
+            offset, parts, size, separator, head, started = position, [], 0, piece, b"", True
         else:
-            if not started:  # text before the first separator is still a message
+            if not started:  # text before any separator is still a message
                 offset, started = position, True
             size += len(piece)
+            head = head or piece[:1024]
             if size <= max_bytes:
                 parts.append(_QUOTED_FROM.sub(rb"\1", piece) if at_line_start else piece)
-            elif parts and len(parts) > 1:
-                parts = parts[:1]
+            else:
+                parts = []
         position += len(piece)
         at_line_start = piece.endswith(b"\n")
         previous_blank = at_line_start and not piece.strip()
@@ -64,6 +63,10 @@ def read_mbox(path: str, tenant: str) -> Iterator[Record]:
     conf = limits()
     threader = Threader()
     for file in input_files(path):
+        empty = empty_file_letter(tenant, _SCHEME, file)
+        if empty:
+            yield empty
+            continue
         with open_binary(file) as handle:
             for offset, raw, separator, head in _messages(handle, conf.max_attachment_bytes):
                 position = f"{file}@{offset}"

@@ -1,0 +1,594 @@
+"""Kafka transport: topics, the publisher, the consumer group and bounded topic reads.
+
+Records go to one topic per source family (``<prefix>.raw.im|email|meeting|health``)
+keyed by tenant + conversation, so one conversation stays in one partition and
+in order; anything a stage cannot handle goes to ``<prefix>.deadletter`` with
+the reason in headers. Delivery is at least once: the publisher treats a pass
+as done only when the broker still holds what it acknowledged, and replays the
+(re-readable) input otherwise; ids are content-derived, so the sink dedupes
+replays by ``event_id``. This module moves messages only; it never parses
+sources (``memtape.connectors.base``) or lands rows (the sink).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from datetime import datetime
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from memtape.config import KafkaConfig
+from memtape.connectors.base import SOURCE_KINDS, Record, read_source
+from memtape.connectors.kafka_codec import (
+    DEFAULT_MAX_MESSAGE_BYTES, CodecError, dead_letter_headers, decode_event, encode_dead_letter, encode_event, event_key,
+)
+from memtape.errors import UserError
+from memtape.schemas.records import DeadLetter, RawEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "memtape"
+DEFAULT_PARTITIONS = 6
+REPLICATION_FACTOR = -1  # the cluster's default.replication.factor (KIP-464); Tansu accepts it too
+MAX_IN_FLIGHT_RECORDS = 20_000  # unacknowledged records held before the publisher waits for acks
+MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+DELIVERY_TIMEOUT_MS = 300_000  # a broker may be away this long (a 30 s outage with ample margin)
+STALL_S = 2.0  # an ack this late means the broker is away or lost its topics: try to recreate them
+MAX_REPLAYS = 3
+VERIFY_TIMEOUT_S = 30.0
+LINGER_MS = 5
+BATCH_BYTES = 256 * 1024
+RECONNECT_BACKOFF_MAX_MS = 1000
+PROGRESS_EVERY = 500
+POLL_TIMEOUT_MS = 500
+MAX_POLL_RECORDS = 2000
+SESSION_TIMEOUT_MS = 10_000
+RANGE_IDLE_LIMIT_S = 15.0  # a bounded read with no new data this long fails rather than truncate silently
+ADMIN_TIMEOUT_MS = 5000
+_ENCODE_STAGE = "kafka-encode"
+_DECODE_STAGE = "kafka-decode"
+
+
+def raw_topic(kind: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The topic of one source family: ``memtape.raw.email``."""
+    return f"{prefix}.raw.{kind}"
+
+
+def raw_topics(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    return [raw_topic(kind, prefix) for kind in SOURCE_KINDS]
+
+
+def dead_letter_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.deadletter"
+
+
+def client_options(cfg: KafkaConfig) -> dict[str, str]:
+    """kafka-python settings for SASL/TLS from ``[kafka]`` config; empty values are left to kafka-python."""
+    options = {"security_protocol": cfg.security_protocol}
+    if cfg.sasl_mechanism:
+        options.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
+                       sasl_plain_password=cfg.sasl_password)
+    if cfg.ssl_cafile:
+        options["ssl_cafile"] = cfg.ssl_cafile
+    return options
+
+
+def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = DEFAULT_PARTITIONS,
+                  options: Mapping[str, object] | None = None) -> None:
+    """Create the topics that do not exist yet; existing ones keep their partition count."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=ADMIN_TIMEOUT_MS, **(options or {}))
+    try:
+        for topic in topics:
+            try:
+                admin.create_topics([NewTopic(topic, partitions, REPLICATION_FACTOR)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+# ---------------------------------------------------------------- publishing
+
+
+@dataclasses.dataclass
+class PublishReport:
+    """What the last complete pass delivered, and how many passes the broker's losses forced."""
+
+    events: int = 0
+    dead_letters: int = 0
+    replays: int = 0
+    by_topic: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRecords:
+    """The records of source URIs, re-read on every iteration so a replay holds nothing in memory."""
+
+    uris: tuple[str, ...]
+    tenant: str
+    since: datetime | None = None
+
+    def __iter__(self) -> Iterator[Record]:
+        for uri in self.uris:
+            yield from read_source(uri, self.tenant, self.since)
+
+
+class _LogLost(Exception):
+    """The broker no longer holds (or never took) records this pass sent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tip:
+    offset: int
+    key: bytes | None
+    timestamp: int
+
+
+class Publisher:
+    """Sends records to their family topics with at-least-once delivery and bounded memory.
+
+    ``acks=all`` and one request in flight per connection keep a conversation's
+    order through retries (Tansu has no idempotent producer). At most
+    ``max_in_flight`` records (and ``MAX_IN_FLIGHT_BYTES``) wait for acks.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, prefix: str = DEFAULT_PREFIX, partitions: int = DEFAULT_PARTITIONS,
+                 max_in_flight: int = MAX_IN_FLIGHT_RECORDS, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 options: Mapping[str, object] | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.prefix = prefix
+        self.partitions = partitions
+        self.max_in_flight = max_in_flight
+        self.max_message_bytes = max_message_bytes
+        self.options = dict(options or {})
+        self._topics: set[str] = set()
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> KafkaProducer:
+        try:
+            return KafkaProducer(
+                bootstrap_servers=self.bootstrap_servers, acks="all", retries=2**31 - 1, enable_idempotence=False,
+                max_in_flight_requests_per_connection=1, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                request_timeout_ms=min(30_000, DELIVERY_TIMEOUT_MS), linger_ms=LINGER_MS, batch_size=BATCH_BYTES,
+                max_request_size=self.max_message_bytes + 64 * 1024, allow_auto_create_topics=False,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **self.options,
+            )
+        except NoBrokersAvailable as exc:
+            raise UserError(f"{self.bootstrap_servers}: no Kafka broker answers (start one with `memtape broker`)") from exc
+
+    def publish(self, records: Iterable[Record], progress: Callable[[int], None] | None = None) -> PublishReport:
+        """Send every record; return once the broker holds all of them.
+
+        If the broker lost acknowledged records (a memory-only broker restarted,
+        a topic deleted) the whole input is sent again, which needs a
+        re-iterable ``records`` such as ``SourceRecords``; a one-shot iterator
+        raises ``UserError`` instead of silently losing data.
+        """
+        replays = 0
+        while True:
+            try:
+                report = self._publish_once(records, progress)
+                report.replays = replays
+                return report
+            except _LogLost as lost:
+                if iter(records) is records:
+                    raise UserError(f"{lost}; the input is a one-shot iterator, so it cannot be sent again") from None
+                if replays >= MAX_REPLAYS:
+                    raise UserError(f"{lost}; gave up after {MAX_REPLAYS} replays") from None
+                replays += 1
+                log.warning("%s: sending the input again (replay %d of at most %d)", lost, replays, MAX_REPLAYS)
+                self._producer.close(timeout=0)
+                self._producer = self._new_producer()
+                self._heal()
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _publish_once(self, records: Iterable[Record], progress: Callable[[int], None] | None) -> PublishReport:
+        report = PublishReport()
+        pending: collections.deque = collections.deque()
+        pending_bytes = 0
+        tips: dict[TopicPartition, _Tip] = {}
+        unreported = 0
+        dlq = dead_letter_topic(self.prefix)
+        for record in records:
+            if isinstance(record, RawEvent):
+                topic, key = raw_topic(record.source_kind, self.prefix), event_key(record)
+                try:
+                    value, headers = encode_event(record, self.max_message_bytes)
+                except CodecError as exc:
+                    record = DeadLetter(record.tenant, record.source, _ENCODE_STAGE, str(exc), position=record.source_id,
+                                        source_uri=record.source_uri, raw=(record.payload or record.text or "").encode())
+            if isinstance(record, DeadLetter):
+                topic = dlq
+                key, value, headers = encode_dead_letter(record)
+                report.dead_letters += 1
+            else:
+                report.events += 1
+            report.by_topic[topic] += 1
+            if topic not in self._topics:
+                self._ensure([topic])
+            pending.append((self._producer.send(topic, key=key, value=value, headers=headers), key))
+            pending_bytes += len(value)
+            while len(pending) > self.max_in_flight or pending_bytes > MAX_IN_FLIGHT_BYTES:
+                pending_bytes -= self._settle(*pending.popleft(), tips)
+            unreported += 1
+            if progress is not None and unreported >= PROGRESS_EVERY:
+                progress(unreported)
+                unreported = 0
+        self._producer.flush()
+        while pending:
+            self._settle(*pending.popleft(), tips)
+        if progress is not None and unreported:
+            progress(unreported)
+        self._verify(tips)
+        return report
+
+    def _settle(self, future, key: bytes | None, tips: dict[TopicPartition, _Tip]) -> int:
+        """Wait for one ack, healing the broker's topics while it stalls; the acked value's size."""
+        while True:
+            try:
+                meta = future.get(STALL_S)
+                break
+            except KafkaTimeoutError:
+                if future.is_done:
+                    raise _LogLost(f"a record was not acknowledged within {DELIVERY_TIMEOUT_MS // 1000} s") from None
+                self._heal()
+            except KafkaError as exc:
+                raise _LogLost(f"a send failed ({type(exc).__name__}: {exc})") from None
+        tp = meta.topic_partition
+        previous = tips.get(tp)
+        if previous is not None and meta.offset <= previous.offset:
+            raise _LogLost(f"{tp.topic}[{tp.partition}] offsets went back from {previous.offset} to {meta.offset}: "
+                           "the broker lost acknowledged records")
+        tips[tp] = _Tip(meta.offset, key, meta.timestamp)
+        return meta.serialized_value_size
+
+    def _ensure(self, topics: Iterable[str]) -> None:
+        topics = list(topics)
+        try:
+            ensure_topics(self.bootstrap_servers, topics, self.partitions, self.options)
+        except (KafkaError, NoBrokersAvailable) as exc:
+            raise UserError(f"{self.bootstrap_servers}: cannot create topics {topics}: {exc}") from exc
+        self._topics.update(topics)
+
+    def _heal(self) -> None:
+        """Recreate this publisher's topics if the broker came back without them; quiet while it is away."""
+        try:
+            ensure_topics(self.bootstrap_servers, sorted(self._topics), self.partitions, self.options)
+        except (KafkaError, NoBrokersAvailable) as exc:
+            log.info("broker %s not ready yet (%s); waiting", self.bootstrap_servers, type(exc).__name__)
+
+    def _verify(self, tips: Mapping[TopicPartition, _Tip]) -> None:
+        """Read back the last acknowledged record of every partition: it proves the broker still holds the pass."""
+        if not tips:
+            return
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                                 allow_auto_create_topics=False, **self.options)
+        try:
+            for tp in tips:
+                if not consumer.partitions_for_topic(tp.topic) or tp.partition not in consumer.partitions_for_topic(tp.topic):
+                    raise _LogLost(f"{tp.topic}[{tp.partition}] no longer exists: the broker lost acknowledged records")
+            consumer.assign(list(tips))
+            for tp, tip in tips.items():
+                consumer.seek(tp, tip.offset)
+            unseen = set(tips)
+            deadline = time.monotonic() + VERIFY_TIMEOUT_S
+            while unseen and time.monotonic() < deadline:
+                for tp, messages in consumer.poll(POLL_TIMEOUT_MS).items():
+                    if tp not in unseen or not messages:
+                        continue
+                    got, tip = messages[0], tips[tp]
+                    if (got.offset, got.key, got.timestamp) != (tip.offset, tip.key, tip.timestamp):
+                        raise _LogLost(f"{tp.topic}[{tp.partition}] offset {tip.offset} holds another record: "
+                                       "the broker lost acknowledged records")
+                    unseen.discard(tp)
+                    consumer.pause(tp)
+                for tp in list(unseen):
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and highwater <= tips[tp].offset:
+                        raise _LogLost(f"{tp.topic}[{tp.partition}] ends at {highwater}, before acknowledged offset "
+                                       f"{tips[tp].offset}: the broker lost acknowledged records")
+            if unseen:
+                raise _LogLost(f"could not read back {len(unseen)} partitions within {VERIFY_TIMEOUT_S:.0f} s")
+        finally:
+            consumer.close()
+
+
+def publish_records(records: Iterable[Record], bootstrap_servers: str, *, prefix: str = DEFAULT_PREFIX,
+                    partitions: int = DEFAULT_PARTITIONS, options: Mapping[str, object] | None = None,
+                    progress: Callable[[int], None] | None = None) -> PublishReport:
+    """Publish ``records`` through a short-lived ``Publisher`` (see ``Publisher.publish``)."""
+    with Publisher(bootstrap_servers, prefix=prefix, partitions=partitions, options=options) as publisher:
+        return publisher.publish(records, progress)
+
+
+# ---------------------------------------------------------------- consuming
+
+
+@dataclasses.dataclass(frozen=True)
+class Consumed:
+    """One decoded event and the message position it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    event: RawEvent
+
+
+@dataclasses.dataclass
+class Batch:
+    """Decoded events of one poll; ``offsets`` are the next positions to commit, poison messages included."""
+
+    events: list[Consumed]
+    offsets: dict[TopicPartition, int]
+    dead_lettered: int = 0
+
+
+class RawEventConsumer:
+    """A consumer-group member over the raw topics with manual commits.
+
+    Poison messages (anything ``decode_event`` refuses) are copied to the
+    dead-letter topic with the reason in headers before the batch is handed
+    out, so committing ``Batch.offsets`` never skips an undocumented message.
+    """
+
+    def __init__(self, bootstrap_servers: str, group: str, topics: Sequence[str] | None = None, *,
+                 prefix: str = DEFAULT_PREFIX, partitions: int = DEFAULT_PARTITIONS,
+                 options: Mapping[str, object] | None = None, max_poll_records: int = MAX_POLL_RECORDS,
+                 session_timeout_ms: int = SESSION_TIMEOUT_MS) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.options = dict(options or {})
+        self.topics = list(topics or raw_topics(prefix))
+        self.dead_letter_topic = dead_letter_topic(prefix)
+        try:
+            ensure_topics(bootstrap_servers, [*self.topics, self.dead_letter_topic], partitions, self.options)
+            self._consumer = KafkaConsumer(
+                *self.topics, bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False,
+                auto_offset_reset="earliest", allow_auto_create_topics=False, max_poll_records=max_poll_records,
+                session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=session_timeout_ms // 5, **self.options,
+            )
+        except (KafkaError, NoBrokersAvailable) as exc:
+            raise UserError(f"{bootstrap_servers}: cannot join consumer group {group!r}: {exc}") from exc
+        self._dlq: KafkaProducer | None = None
+
+    def poll(self, timeout_ms: int = POLL_TIMEOUT_MS) -> Batch | None:
+        """One poll's worth of decoded events, or None when nothing arrived."""
+        polled = self._consumer.poll(timeout_ms)
+        if not polled:
+            return None
+        batch = Batch(events=[], offsets={})
+        sends = []
+        for tp, messages in polled.items():
+            for m in messages:
+                try:
+                    batch.events.append(Consumed(m.topic, m.partition, m.offset, decode_event(m.value, m.headers)))
+                except CodecError as exc:
+                    sends.append(self._dead_letter(m, str(exc)))
+            batch.offsets[tp] = messages[-1].offset + 1
+        for future in sends:
+            future.get(DELIVERY_TIMEOUT_MS / 1000)
+        batch.dead_lettered = len(sends)
+        return batch
+
+    def batches(self, idle_stop_s: float | None = None) -> Iterator[Batch]:
+        """Batches as they arrive; forever, or until nothing arrived for ``idle_stop_s`` seconds."""
+        last = time.monotonic()
+        while idle_stop_s is None or time.monotonic() - last < idle_stop_s:
+            batch = self.poll()
+            if batch is not None:
+                last = time.monotonic()
+                yield batch
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit next positions (``Batch.offsets``) once their events are durable downstream."""
+        self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+
+    def close(self) -> None:
+        self._consumer.close()
+        if self._dlq is not None:
+            self._dlq.close()
+
+    def __enter__(self) -> RawEventConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _dead_letter(self, message, reason: str):
+        if self._dlq is None:
+            self._dlq = KafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=LINGER_MS,
+                                      allow_auto_create_topics=False, **self.options)
+        headers = [*(message.headers or []),
+                   *dead_letter_headers(reason, _DECODE_STAGE, topic=message.topic, partition=message.partition,
+                                        offset=message.offset)]
+        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        return self._dlq.send(self.dead_letter_topic, key=message.key, value=message.value, headers=headers)
+
+
+# ---------------------------------------------------------------- bounded reads and offsets
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicRange:
+    """``kafka://TOPIC?from=N&to=M&partition=P``: offsets ``[from, to)`` of each chosen partition."""
+
+    topic: str
+    start: int | None = None
+    stop: int | None = None
+    partitions: tuple[int, ...] | None = None
+
+
+def parse_kafka_uri(uri: str) -> TopicRange:
+    """Parse a ``kafka://`` range URI; missing bounds mean the first and the last record present."""
+    parts = urlsplit(uri)
+    if parts.scheme != "kafka" or not parts.netloc:
+        raise UserError(f"{uri}: expected kafka://TOPIC?from=OFFSET&to=OFFSET")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"from", "to", "partition"}
+    if unknown:
+        raise UserError(f"{uri}: unknown parameters {sorted(unknown)} (known: from, to, partition)")
+
+    def offset(name: str) -> int | None:
+        if name not in query:
+            return None
+        try:
+            value = int(query[name][-1])
+        except ValueError:
+            raise UserError(f"{uri}: {name}= must be an offset (a non-negative integer)") from None
+        if value < 0:
+            raise UserError(f"{uri}: {name}= must not be negative")
+        return value
+
+    try:
+        partitions = tuple(int(p) for p in query["partition"]) if "partition" in query else None
+    except ValueError:
+        raise UserError(f"{uri}: partition= must be an integer") from None
+    return TopicRange(parts.netloc, offset("from"), offset("to"), partitions)
+
+
+def _assign(consumer: KafkaConsumer, topic: str, partitions: Iterable[int] | None) -> list[TopicPartition]:
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        raise UserError(f"{topic}: no such topic on {consumer.config['bootstrap_servers']}")
+    chosen = sorted(known if partitions is None else partitions)
+    missing = set(chosen) - known
+    if missing:
+        raise UserError(f"{topic}: no partitions {sorted(missing)} (it has {len(known)})")
+    tps = [TopicPartition(topic, p) for p in chosen]
+    consumer.assign(tps)
+    return tps
+
+
+def read_range(uri: str | TopicRange, bootstrap_servers: str, tenant: str = "default",
+               options: Mapping[str, object] | None = None) -> Iterator[Consumed | DeadLetter]:
+    """Stream exactly the records of a ``kafka://`` range, then stop.
+
+    Each partition stops on the data itself: at the first record at or past
+    ``to``, or once the read position reaches the high watermark that the
+    broker's fetch responses carry. ``end_offsets()`` (ListOffsets) is never
+    trusted: Tansu 0.6.0 answers the last batch's base offset + 1 there.
+    Undecodable messages come out as ``DeadLetter`` values, as from any connector.
+    """
+    span = parse_kafka_uri(uri) if isinstance(uri, str) else uri
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, allow_auto_create_topics=False,
+                             max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=100, **(options or {}))
+    try:
+        tps = _assign(consumer, span.topic, span.partitions)
+        first = consumer.beginning_offsets(tps)
+        open_ = set()
+        for tp in tps:
+            start = max(span.start or 0, first[tp])
+            if span.stop is None or start < span.stop:
+                consumer.seek(tp, start)
+                open_.add(tp)
+        last_progress = time.monotonic()
+        while open_:
+            for tp, messages in consumer.poll(POLL_TIMEOUT_MS).items():
+                if tp not in open_:
+                    continue
+                last_progress = time.monotonic()
+                for m in messages:
+                    if span.stop is not None and m.offset >= span.stop:
+                        open_.discard(tp)
+                        break
+                    try:
+                        yield Consumed(m.topic, m.partition, m.offset, decode_event(m.value, m.headers))
+                    except CodecError as exc:
+                        yield DeadLetter(tenant, "kafka", _DECODE_STAGE, str(exc), position=f"{m.topic}:{m.partition}:{m.offset}",
+                                         source_uri=f"kafka://{m.topic}", raw=m.value)
+            for tp in list(open_):
+                highwater = consumer.highwater(tp)
+                position = consumer.position(tp)
+                if (highwater is not None and position >= highwater) or (span.stop is not None and position >= span.stop):
+                    open_.discard(tp)
+            for tp in tps:
+                if tp not in open_ and tp not in consumer.paused():
+                    consumer.pause(tp)
+            if open_ and time.monotonic() - last_progress > RANGE_IDLE_LIMIT_S:
+                raise UserError(f"{span.topic}: no data from partitions {sorted(tp.partition for tp in open_)} "
+                                f"for {RANGE_IDLE_LIMIT_S:.0f} s before the end of the range")
+    finally:
+        consumer.close()
+
+
+def data_end_offsets(consumer: KafkaConsumer, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """Next offset of each partition, as the fetch responses' high watermark states it.
+
+    ListOffsets (``end_offsets()``) only seeds the fetch position: it is never
+    past the true end (Tansu reports the last batch's base offset + 1), so the
+    fetch from there returns at most the last batch and its exact watermark.
+    """
+    consumer.assign(list(tps))
+    hints = consumer.end_offsets(list(tps))
+    for tp in tps:
+        consumer.seek(tp, max(0, hints[tp] - 1))
+    ends: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + VERIFY_TIMEOUT_S
+    while len(ends) < len(tps) and time.monotonic() < deadline:
+        consumer.poll(POLL_TIMEOUT_MS)
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is not None and tp not in ends:
+                ends[tp] = highwater
+                consumer.pause(tp)
+    missing = [f"{tp.topic}[{tp.partition}]" for tp in tps if tp not in ends]
+    if missing:
+        raise UserError(f"no fetch answer for {', '.join(missing)} within {VERIFY_TIMEOUT_S:.0f} s")
+    return ends
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionInfo:
+    topic: str
+    partition: int
+    end_offset: int
+    committed: dict[str, int | None]  # consumer group -> committed offset (None: never committed)
+
+    def lag(self, group: str) -> int | None:
+        done = self.committed.get(group)
+        return None if done is None else self.end_offset - done
+
+
+def describe_topics(bootstrap_servers: str, options: Mapping[str, object] | None = None) -> list[PartitionInfo]:
+    """Every topic's partitions with their end offsets and each consumer group's committed offset."""
+    options = dict(options or {})
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                 allow_auto_create_topics=False, fetch_max_wait_ms=100, **options)
+    except NoBrokersAvailable as exc:
+        raise UserError(f"{bootstrap_servers}: no Kafka broker answers") from exc
+    try:
+        tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = data_end_offsets(consumer, tps) if tps else {}
+    finally:
+        consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=ADMIN_TIMEOUT_MS, **options)
+    try:
+        groups = sorted(g for g, _ in admin.list_consumer_groups())
+    finally:
+        admin.close()
+    committed: dict[TopicPartition, dict[str, int | None]] = {tp: {} for tp in tps}
+    for group in groups:
+        member = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False, **options)
+        try:
+            for tp in tps:
+                offset = member.committed(tp)
+                if offset is not None:
+                    committed[tp][group] = offset
+        finally:
+            member.close()
+    return [PartitionInfo(tp.topic, tp.partition, ends[tp], committed[tp]) for tp in tps]
