@@ -52,6 +52,8 @@ MAX_POLL_RECORDS = 2000
 SESSION_TIMEOUT_MS = 10_000
 RANGE_IDLE_LIMIT_S = 15.0  # a bounded read with no new data this long fails rather than truncate silently
 ADMIN_TIMEOUT_MS = 5000
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+RECEIVE_MAX_BYTES = FETCH_MAX_BYTES + 4 * 1024 * 1024  # a fetch may overshoot by one batch (KIP-74)
 _ENCODE_STAGE = "kafka-encode"
 _DECODE_STAGE = "kafka-decode"
 
@@ -92,6 +94,20 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
                 pass
     finally:
         admin.close()
+
+
+def _consumer(bootstrap_servers: str, options: Mapping[str, object], *topics: str, **config: object) -> KafkaConsumer:
+    """A consumer with manual commits, no topic auto-creation and a frame limit that fits its fetch size.
+
+    kafka-python's defaults disagree (50 MB fetches, 1 MB frames), which a
+    broker that fills the fetch turns into ``InvalidReceiveError``.
+    """
+    try:
+        return KafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                             allow_auto_create_topics=False, fetch_max_bytes=FETCH_MAX_BYTES,
+                             receive_message_max_bytes=RECEIVE_MAX_BYTES, **config, **options)
+    except NoBrokersAvailable as exc:
+        raise UserError(f"{bootstrap_servers}: no Kafka broker answers (start one with `memtape broker`)") from exc
 
 
 # ---------------------------------------------------------------- publishing
@@ -276,11 +292,10 @@ class Publisher:
         """Read back the last acknowledged record of every partition: it proves the broker still holds the pass."""
         if not tips:
             return
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                 allow_auto_create_topics=False, **self.options)
+        consumer = _consumer(self.bootstrap_servers, self.options)
         try:
             for tp in tips:
-                if not consumer.partitions_for_topic(tp.topic) or tp.partition not in consumer.partitions_for_topic(tp.topic):
+                if tp.partition not in (consumer.partitions_for_topic(tp.topic) or ()):
                     raise _LogLost(f"{tp.topic}[{tp.partition}] no longer exists: the broker lost acknowledged records")
             consumer.assign(list(tips))
             for tp, tip in tips.items():
@@ -356,10 +371,10 @@ class RawEventConsumer:
         self.dead_letter_topic = dead_letter_topic(prefix)
         try:
             ensure_topics(bootstrap_servers, [*self.topics, self.dead_letter_topic], partitions, self.options)
-            self._consumer = KafkaConsumer(
-                *self.topics, bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False,
-                auto_offset_reset="earliest", allow_auto_create_topics=False, max_poll_records=max_poll_records,
-                session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=session_timeout_ms // 5, **self.options,
+            self._consumer = _consumer(
+                bootstrap_servers, self.options, *self.topics, group_id=group, auto_offset_reset="earliest",
+                max_poll_records=max_poll_records, session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=session_timeout_ms // 5,
             )
         except (KafkaError, NoBrokersAvailable) as exc:
             raise UserError(f"{bootstrap_servers}: cannot join consumer group {group!r}: {exc}") from exc
@@ -484,8 +499,7 @@ def read_range(uri: str | TopicRange, bootstrap_servers: str, tenant: str = "def
     Undecodable messages come out as ``DeadLetter`` values, as from any connector.
     """
     span = parse_kafka_uri(uri) if isinstance(uri, str) else uri
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, allow_auto_create_topics=False,
-                             max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=100, **(options or {}))
+    consumer = _consumer(bootstrap_servers, options or {}, max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=100)
     try:
         tps = _assign(consumer, span.topic, span.partitions)
         first = consumer.beginning_offsets(tps)
@@ -566,11 +580,7 @@ class PartitionInfo:
 def describe_topics(bootstrap_servers: str, options: Mapping[str, object] | None = None) -> list[PartitionInfo]:
     """Every topic's partitions with their end offsets and each consumer group's committed offset."""
     options = dict(options or {})
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                 allow_auto_create_topics=False, fetch_max_wait_ms=100, **options)
-    except NoBrokersAvailable as exc:
-        raise UserError(f"{bootstrap_servers}: no Kafka broker answers") from exc
+    consumer = _consumer(bootstrap_servers, options, fetch_max_wait_ms=100)
     try:
         tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) for p in sorted(consumer.partitions_for_topic(t) or ())]
         ends = data_end_offsets(consumer, tps) if tps else {}
@@ -583,7 +593,7 @@ def describe_topics(bootstrap_servers: str, options: Mapping[str, object] | None
         admin.close()
     committed: dict[TopicPartition, dict[str, int | None]] = {tp: {} for tp in tps}
     for group in groups:
-        member = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False, **options)
+        member = _consumer(bootstrap_servers, options, group_id=group)
         try:
             for tp in tps:
                 offset = member.committed(tp)

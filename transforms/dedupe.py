@@ -379,7 +379,7 @@ class Deduper:
 
     def process_batch(self, rows: Iterable[dict]) -> Iterator[tuple[dict | None, dict | None]]:
         """Process rows in event-time order (ties by event_id), so replays give the same result."""
-        for row in sorted(rows, key=_event_order):
+        for row in sorted(rows, key=event_order):
             yield self.process(row)
 
     @staticmethod
@@ -400,9 +400,10 @@ class Deduper:
         }
 
 
-def _event_order(row: dict) -> tuple:
+def event_order(row: dict) -> tuple:
+    """Sort key: event time (untimed rows first), then event_id, so every replay orders alike."""
     t = row.get("event_time")
-    return (t is None, t.timestamp() if hasattr(t, "timestamp") else (t or 0), row["event_id"])
+    return (t is not None, t.timestamp() if t is not None else 0.0, row["event_id"])
 
 
 def describe_dropped(dropped: Iterable[dict]) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 import apache_beam as beam
 
 from memtape.schemas.records import stable_id
-from memtape.transforms.entities import EntityResolver
+from memtape.transforms.entities import EntityResolver, split_address
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, spacy_model
 from memtape.transforms.structured_triples import structured_triples
 
@@ -42,6 +42,9 @@ DEFAULT_CONFIDENCE = 0.8
 STRUCTURED_KINDS = frozenset({"health"})
 NLP_BATCH_SIZE = 64
 NLP_DISABLE = ()  # tagger, parser, attribute_ruler, lemmatizer and ner are all read here
+MAX_EPISODES_PER_BATCH = 32
+TRIPLES_TAG = "triples"
+ENTITIES_TAG = "entities"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,3 +332,195 @@ class Mentions:
         return None
 
 
+@dataclasses.dataclass
+class Mentions:
+    """An episode's speakers and named people so far, for resolving pronouns to the nearest clear referent."""
+
+    speakers: list[str] = dataclasses.field(default_factory=list)
+    people: list[str] = dataclasses.field(default_factory=list)
+
+    def see(self, sender: str | None, doc: Any) -> None:
+        if sender:
+            if sender in self.speakers:
+                self.speakers.remove(sender)
+            self.speakers.append(sender)
+        self.people += [ent.text for ent in doc.ents if ent.label_ == "PERSON"]
+
+    def resolve(self, pronoun: str, sender: str | None) -> str | None:
+        """I is the sender; you the one other speaker; he/she the latest named person; otherwise None."""
+        p = pronoun.lower()
+        if p in FIRST_PERSON:
+            return sender
+        if p in SECOND_PERSON:
+            others = {s for s in self.speakers if s != sender}
+            return others.pop() if len(others) == 1 else None
+        if p in THIRD_PERSON_HUMAN:
+            return next((n for n in reversed(self.people) if n != sender), None)
+        return None
+
+
+def _argument(doc: Any, idx: tuple[int, ...], sender: str | None, mentions: Mentions) -> tuple[str, bool]:
+    """Argument text, a lone personal pronoun replaced by its referent; True when a pronoun stays unresolved."""
+    text = text_of(doc, idx)
+    if len(idx) == 1 and doc[idx[0]].lower_ in PERSONAL_PRONOUNS:
+        who = mentions.resolve(doc[idx[0]].text, sender)
+        return (who, False) if who else (text, True)
+    return text, False
+
+
+def _label(doc: Any, idx: Sequence[int]) -> str | None:
+    """The NER label of the argument's syntactic head, if it lies in an entity."""
+    inside = set(idx)
+    head = next((i for i in idx if doc[i].head.i not in inside or doc[i].head.i == i), None)
+    return doc[head].ent_type_ or None if head is not None else None
+
+
+def _propositions(doc: Any, ex: Extraction) -> list[tuple[tuple[int, ...], str, tuple[int, ...]]]:
+    """(subject, predicate, object) index triples of one extraction: the main one in active voice
+    when a by-agent is known, then one per further prepositional argument ("send to", "send on")."""
+    if ex.active is not None:
+        out = [(ex.agent, ex.active, ex.subject)]
+    else:
+        out = [(ex.subject, ex.predicate, ex.object)]
+    for extra in ex.extras:
+        prep = doc[extra[0]]
+        if prep.dep_ in ("prep", "agent") and len(extra) > 1 and extra[1:] != ex.agent:
+            out.append((ex.subject, f"{ex.stem} {prep.lower_}", extra[1:]))
+    return out
+
+
+def triple_rows(
+    doc: Any,
+    *,
+    tenant: str,
+    raw_event_id: str,
+    event_time: Any = None,
+    episode_id: str | None = None,
+    sender: str | None = None,
+    mentions: Mentions | None = None,
+    resolver: EntityResolver | None = None,
+) -> list[dict[str, Any]]:
+    """``triples`` rows for one parsed unit text, character offsets relative to that text.
+
+    Pass the same ``mentions`` for every unit of an episode, in order, so pronouns
+    resolve to earlier speakers and names; unresolved ones are flagged.
+    """
+    mentions = mentions if mentions is not None else Mentions()
+    mentions.see(sender, doc)
+    rows = []
+    for ex in extract(doc):
+        for subj_idx, predicate, obj_idx in _propositions(doc, ex):
+            subject, subj_open = _argument(doc, subj_idx, sender, mentions)
+            obj, obj_open = _argument(doc, obj_idx, sender, mentions)
+            if not subject or not obj:
+                continue
+            used = [*subj_idx, *ex.relation, *obj_idx]
+            char_start = min(doc[i].idx for i in used)
+            char_end = max(doc[i].idx + len(doc[i]) for i in used)
+            rows.append(
+                {
+                    "tenant": tenant,
+                    "triple_id": stable_id(tenant, raw_event_id, char_start, subject, predicate, obj, ex.negated),
+                    "episode_id": episode_id,
+                    "subject": subject,
+                    "predicate": predicate,
+                    "object": obj,
+                    "negated": ex.negated,
+                    "modality": ex.modality,
+                    "event_time": event_time,
+                    "confidence": DEFAULT_CONFIDENCE,
+                    "subject_entity_id": resolver.mention(subject, _label(doc, subj_idx), raw_event_id) if resolver else None,
+                    "object_entity_id": resolver.mention(obj, _label(doc, obj_idx), raw_event_id) if resolver else None,
+                    "raw_event_id": raw_event_id,
+                    "char_start": char_start,
+                    "char_end": char_end,
+                    "flags": [UNRESOLVED_PRONOUN] if subj_open or obj_open else [],
+                    "support_count": 1,
+                    "last_seen": event_time,
+                }
+            )
+    return rows
+
+
+# ---------------------------------------------------------------- episodes and the Beam stage
+
+
+def _needs_parse(unit: dict[str, Any]) -> bool:
+    """Free text is parsed; FHIR resources are structured through and through and skip the parser."""
+    return bool(unit.get("text")) and unit.get("source_kind") not in STRUCTURED_KINDS
+
+
+def episode_triples(bundle: dict[str, Any], docs: Iterable[Any | None], resolver: EntityResolver) -> list[dict[str, Any]]:
+    """``triples`` rows of one episode bundle given each unit's parse (None where it was not parsed)."""
+    episode = bundle["episode"]
+    mentions = Mentions()
+    rows: list[dict[str, Any]] = []
+    for unit, doc in zip(bundle["units"], docs):
+        resolver.speaker(unit.get("sender"), unit["event_id"])
+        rows += structured_triples(unit, resolver, episode.get("episode_id"))
+        if doc is None:
+            continue
+        rows += triple_rows(
+            doc,
+            tenant=unit["tenant"],
+            raw_event_id=unit["event_id"],
+            event_time=unit.get("event_time"),
+            episode_id=episode.get("episode_id"),
+            sender=_speaker_name(unit.get("sender")),
+            mentions=mentions,
+            resolver=resolver,
+        )
+    return rows
+
+
+def _speaker_name(sender: str | None) -> str | None:
+    """The display name of ``Name <addr>`` senders, else the sender as given."""
+    if not sender:
+        return None
+    name, address = split_address(sender)
+    return name or address or sender
+
+
+class _ExtractFn(beam.DoFn):
+    """Parses a batch of episode bundles with one ``nlp.pipe`` call and emits tagged triples and entities."""
+
+    def __init__(self, model: str, batch_size: int) -> None:
+        self._model_name = model
+        self._batch_size = batch_size
+
+    def setup(self) -> None:
+        self._nlp = spacy_model(self._model_name, disable=NLP_DISABLE)
+        self._resolvers: dict[str, EntityResolver] = {}
+
+    def process(self, bundles: list[dict[str, Any]]) -> Iterator[Any]:
+        texts = [u["text"] for b in bundles for u in b["units"] if _needs_parse(u)]
+        parsed = iter(self._nlp.pipe(texts, batch_size=self._batch_size))
+        for bundle in bundles:
+            docs = [next(parsed) if _needs_parse(u) else None for u in bundle["units"]]
+            tenant = bundle["episode"]["tenant"]
+            resolver = self._resolvers.setdefault(tenant, EntityResolver(tenant))
+            for row in episode_triples(bundle, docs, resolver):
+                yield beam.pvalue.TaggedOutput(TRIPLES_TAG, row)
+            for row in resolver.rows(touched_only=True):
+                yield beam.pvalue.TaggedOutput(ENTITIES_TAG, row)
+
+
+class ExtractTriples(beam.PTransform):
+    """Episode bundles -> tagged ``triples`` and ``entities`` rows (``result.triples``, ``result.entities``).
+
+    Entity rows are re-emitted with their grown alias lists whenever an episode
+    touches them; keep the last row per ``entity_id``.
+    """
+
+    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE, max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:
+        super().__init__()
+        self._model = model
+        self._batch_size = batch_size
+        self._max_batch = max_episodes_per_batch
+
+    def expand(self, bundles: Any) -> Any:
+        return (
+            bundles
+            | "BatchEpisodes" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
+            | "ParseAndExtract" >> beam.ParDo(_ExtractFn(self._model, self._batch_size)).with_outputs(TRIPLES_TAG, ENTITIES_TAG)
+        )
