@@ -174,7 +174,7 @@ class Publisher:
                 max_in_flight_requests_per_connection=1, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 request_timeout_ms=min(30_000, DELIVERY_TIMEOUT_MS), linger_ms=LINGER_MS, batch_size=BATCH_BYTES,
                 max_request_size=self.max_message_bytes + 64 * 1024, allow_auto_create_topics=False,
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **self.options,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, max_block_ms=int(STALL_S * 1000), **self.options,
             )
         except NoBrokersAvailable as exc:
             raise UserError(f"{self.bootstrap_servers}: no Kafka broker answers (start one with `memtape broker`)") from exc
@@ -237,7 +237,7 @@ class Publisher:
             report.by_topic[topic] += 1
             if topic not in self._topics:
                 self._ensure([topic])
-            pending.append((self._producer.send(topic, key=key, value=value, headers=headers), key))
+            pending.append((self._send(topic, key, value, headers), key))
             pending_bytes += len(value)
             while len(pending) > self.max_in_flight or pending_bytes > MAX_IN_FLIGHT_BYTES:
                 pending_bytes -= self._settle(*pending.popleft(), tips)
@@ -252,6 +252,18 @@ class Publisher:
             progress(unreported)
         self._verify(tips)
         return report
+
+    def _send(self, topic: str, key: bytes, value: bytes, headers: list):
+        """Queue one record; while the topic's metadata is missing (broker away or emptied) heal and retry."""
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return self._producer.send(topic, key=key, value=value, headers=headers)
+            except KafkaTimeoutError:
+                if time.monotonic() > deadline:
+                    raise UserError(f"{self.bootstrap_servers}: no metadata for {topic} within "
+                                    f"{DELIVERY_TIMEOUT_MS // 1000} s; is the broker up?") from None
+                self._heal()
 
     def _settle(self, future, key: bytes | None, tips: dict[TopicPartition, _Tip]) -> int:
         """Wait for one ack, healing the broker's topics while it stalls; the acked value's size."""

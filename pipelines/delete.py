@@ -88,8 +88,6 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
     if source_uri:
         deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, [f"source_uri = {_q(source_uri)}"])
     maintain(store, cleanup_older_than=timedelta(0), indexes=True)
-    for name in store.info():
-        store.table(name.name).cleanup_old_versions(older_than=timedelta(0), delete_unverified=True)
     return DeleteReport(deleted)
 
 

@@ -10,6 +10,8 @@ import dataclasses
 import logging
 from datetime import timedelta
 
+from lancedb.index import BTree
+
 from memtape.connectors.lance_store import Store
 from memtape.schemas import TABLES
 
@@ -42,7 +44,7 @@ def _indexes(store: Store, name: str) -> list[str]:
     built = []
     for column in SCALAR_INDEXES.get(name, []):
         if (column,) not in existing:
-            tbl.create_scalar_index(column, replace=True)
+            tbl.create_index(column, config=BTree(), replace=True)
             built.append(f"btree({column})")
     if name in FTS_COLUMNS:
         tbl.create_fts_index(FTS_COLUMNS[name], replace=True)  # rebuilt so new rows are searchable
@@ -50,23 +52,22 @@ def _indexes(store: Store, name: str) -> list[str]:
     if name == "memories" and rows >= VECTOR_INDEX_MIN_ROWS:
         tbl.create_index(metric="cosine", vector_column_name="embedding", index_type="IVF_PQ", replace=True)
         built.append("ivf_pq(embedding)")
-    elif any(i.columns == ["embedding"] for i in tbl.list_indices()):
-        tbl.optimize()  # folds new rows into the existing vector index
     return built
 
 
 def maintain_table(store: Store, name: str, cleanup_older_than: timedelta, indexes: bool) -> TableReport:
+    """Build missing indexes, then compact, fold new rows into indexes and drop old versions."""
     tbl = store.table(name)
     before = len(tbl.to_lance().get_fragments())
+    versions = len(tbl.list_versions())
     try:
-        tbl.compact_files()
-        stats = tbl.cleanup_old_versions(older_than=cleanup_older_than)
         built = _indexes(store, name) if indexes else []
+        tbl.optimize(cleanup_older_than=cleanup_older_than, delete_unverified=cleanup_older_than == timedelta(0))
     except Exception as exc:  # a commit conflict with a concurrent writer: try again next round
         log.warning("maintain %s: %s", name, str(exc).splitlines()[0])
         return TableReport(name, before, before, 0, [], str(exc).splitlines()[0])
     after = len(tbl.to_lance().get_fragments())
-    return TableReport(name, before, after, getattr(stats, "old_versions", 0), built)
+    return TableReport(name, before, after, max(0, versions + 1 - len(tbl.list_versions())), built)
 
 
 def maintain(store: Store, cleanup_older_than: timedelta = timedelta(hours=1), indexes: bool = True,

@@ -31,7 +31,8 @@ DEFAULT_BUDGET_RATIO = 0.45  # share of the kept units' tokens a memory may spen
 MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to a fragment
 NAME_OR_NUMBER_WEIGHT = 1.5  # names, figures and dates are what questions ask about
 GENERIC_WEIGHT = 0.15  # chit-chat words say little about the episode
-TRIPLE_WEIGHT = 2.0  # a sentence that states an extracted fact is worth keeping for its provenance
+TRIPLE_WEIGHT = 2.0
+COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out long informative sentences  # a sentence that states an extracted fact is worth keeping for its provenance
 INITIAL_STRENGTH = 1.0
 EPISODES_TAG = "episodes"
 
@@ -123,14 +124,15 @@ def speaker_label(sender: str | None) -> str:
     return name.split("@")[0] if "@" in name else name
 
 
-def _word_weights(text: str) -> dict[str, float]:
+def _word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
+    """Weight of each content word; ``known`` words (the participants' own names, already in the header) count little."""
     weights: dict[str, float] = {}
     for i, match in enumerate(WORD_RE.finditer(text)):
         raw = match.group()
         w = raw.casefold()
         if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
             continue
-        if w in GENERIC_WORDS:
+        if w in GENERIC_WORDS or w in known:
             weight = GENERIC_WEIGHT
         elif any(c.isdigit() for c in raw) or (i > 0 and raw[0].isupper()):
             weight = NAME_OR_NUMBER_WEIGHT
@@ -145,7 +147,12 @@ def _triple_words(triple: dict) -> set[str]:
     return {w for w in WORD_RE.findall(text) if w not in STOPWORDS}
 
 
+def _name_words(units: list[dict]) -> frozenset[str]:
+    return frozenset(w for u in units for w in WORD_RE.findall(speaker_label(u.get("sender")).casefold().replace(".", " ")))
+
+
 def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
+    known = _name_words(units)
     by_event: dict[str, list[dict]] = {}
     for t in triples:
         by_event.setdefault(t.get("raw_event_id"), []).append(t)
@@ -153,7 +160,7 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
     for i, unit in enumerate(units):
         text = unwrap(unit.get("text") or "")
         unit_sentences = [
-            _Sentence(i, a, text[a:b], count_tokens(text[a:b]), _word_weights(text[a:b]), set()) for a, b in sentence_spans(text)
+            _Sentence(i, a, text[a:b], count_tokens(text[a:b]), _word_weights(text[a:b], known), set()) for a, b in sentence_spans(text)
         ]
         for t in by_event.get(unit.get("event_id"), []):
             wanted = _triple_words(t)
@@ -179,7 +186,7 @@ def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: 
     def ratio(s: _Sentence) -> float:
         gain = sum(w for word, w in s.weights.items() if word not in covered) + TRIPLE_WEIGHT * len(s.triples - facts)
         cost = s.tokens + (0 if s.unit in opened else label_cost[s.unit])
-        return gain / max(cost, 1)
+        return gain / max(cost, 1) ** COST_EXPONENT
 
     heap = [(-ratio(s), i) for i, s in enumerate(sentences)]
     heapq.heapify(heap)

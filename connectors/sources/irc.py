@@ -2,7 +2,8 @@
 
 Logs carry only the time of day, so the date comes from the file name
 (``2004-11-15_03.ascii.txt``, ``#ubuntu.20041115.log``) or from ``?date=YYYY-MM-DD``;
-a clock that runs backwards by more than an hour means midnight passed.
+a clock that runs backwards by more than an hour has wrapped: by twelve hours
+while every hour seen is 1-12 (logs written with a 12-hour clock), else by a day.
 ``* nick waves`` lines are actions, ``=== ...`` and ``-!- ...`` lines (joins,
 quits, nick changes) are system events stamped with the last time seen.
 Logs carry no zone: ``?tz=`` states it (UTC otherwise). The conversation is
@@ -34,7 +35,9 @@ from memtape.connectors.sources._common import (
 from memtape.schemas.records import RawEvent
 
 _SCHEME = "irc"
-MIDNIGHT_SLACK = timedelta(hours=1)  # a clock this far behind the previous line has crossed midnight
+MIDNIGHT_SLACK = timedelta(hours=1)  # a clock this far behind the previous line has wrapped round
+HALF_DAY = timedelta(hours=12)
+FULL_DAY = timedelta(days=1)
 SNIFF_LINES = 20  # a file whose first lines hold no log line at all is reported once, not line by line
 _LINE = re.compile(r"^\[(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\]\s+(?P<rest>.*)$")
 _SAY = re.compile(r"^<[@+%&~ ]?(?P<nick>[^>\s]+)>\s?(?P<text>.*)$")
@@ -74,6 +77,8 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
     tz = zone(options.get("tz"))
     conversation = options.get("channel") or file.name.split(".")[0]
     last: datetime | None = None
+    shift = timedelta(0)  # added when the clock wraps: 12 h for a 12-hour clock, else a day
+    twelve_hour = True  # until an hour of 0 or above 12 shows a 24-hour clock
     held: list[Record] = []  # errors before the first good line: one file-level letter if no line is good
     good = False
     with open_binary(file) as handle:
@@ -91,10 +96,12 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
                 nick, text, subtype = _classify(stamped.group("rest") if stamped else line)
                 if stamped:
                     clock = time(int(stamped.group("h")), int(stamped.group("m")), int(stamped.group("s") or 0))
-                    when = datetime.combine(day, clock)
+                    twelve_hour = twelve_hour and 1 <= clock.hour <= 12
+                    when = datetime.combine(day, clock) + shift
                     if last is not None and when < last.replace(tzinfo=None) - MIDNIGHT_SLACK:
-                        day += timedelta(days=1)
-                        when += timedelta(days=1)
+                        half = twelve_hour and when + HALF_DAY >= last.replace(tzinfo=None) - MIDNIGHT_SLACK
+                        shift += HALF_DAY if half else FULL_DAY
+                        when += HALF_DAY if half else FULL_DAY
                     last = checked_time(when, tz)
                 elif subtype != "system":
                     raise RecordError("message line without a [hh:mm] time")
@@ -104,7 +111,7 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
                     source=_SCHEME,
                     source_id=f"{file.name}:{lineno}",
                     text=text,
-                    event_time=last or checked_time(datetime.combine(day, time()), tz),
+                    event_time=last or checked_time(datetime.combine(day, time()) + shift, tz),
                     conversation_id=conversation,
                     sender=nick,
                     payload=line,

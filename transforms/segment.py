@@ -1,0 +1,320 @@
+"""Cut one conversation's ordered units into episodes at surprise boundaries, incrementally.
+
+The rule follows EM-LLM's event segmentation: a unit opens a candidate
+boundary when its surprise exceeds the trailing mean by ``gamma`` standard
+deviations; the candidate is then moved to the cut of the local similarity
+graph with the lowest conductance (or highest modularity) once a few units
+of lookahead have arrived. Surprise mixes two signals: how unlikely the
+unit's words are under the tenant's adaptive language model with a cache of
+the open episode, and how far its static embedding lies from the episode's
+recent members (a kernel density). Time gaps per source family and explicit
+structure (a new thread, meeting or encounter) force a boundary; idle
+timeouts and the end of a bounded run close the open episode. All state (the
+open episode's tail, the pending candidate and the tenant model's statistics)
+round-trips through JSON, so a conversation split across runs is cut exactly
+as in one run. This module segments only: it loads models through
+``memtape.transforms`` and never reads or writes the store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from memtape.schemas.records import stable_id
+from memtape.transforms.static_embed import StaticEmbeddings
+from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
+
+GAMMA = 1.0  # a boundary needs surprise this many trailing standard deviations above the trailing mean
+WINDOW = 50  # span, in units, of the exponentially weighted trailing window
+WARMUP_UNITS = 8  # no surprise boundary until the tenant model has seen this many units
+LM_WEIGHT = 0.5  # weight of the language-model surprise beside the embedding density
+KERNEL = 8.0  # concentration of the von Mises-Fisher kernel around each recent episode member
+RECENCY = 0.6  # weight decay per step back in the episode, so recent members dominate the density
+TAIL_UNITS = 8  # members of the open episode kept with text and vectors for context and refinement
+LOOKAHEAD = 2  # units to wait after a candidate before refining it
+REFINE_BACK = 4  # units before the candidate that join the local similarity graph
+REFINE_RADIUS = 1  # how far refinement may move a candidate boundary
+REFINE_METHODS = ("conductance", "modularity")
+HOUR = 3600.0
+MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
+    "im": 1 * HOUR,
+    "email": 72 * HOUR,
+    "meeting": 0.25 * HOUR,
+    "health": 30 * 24 * HOUR,
+}
+DEFAULT_MAX_GAP_S = 1 * HOUR
+UNIT_KEYS = ("event_id", "tenant", "conversation_id", "source_kind", "sender", "event_time", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterConfig:
+    """Tunables of the boundary rule; the defaults carry across chat, email, meetings and dialogue."""
+
+    gamma: float = GAMMA
+    window: int = WINDOW
+    lm_weight: float = LM_WEIGHT
+    kernel: float = KERNEL
+    recency: float = RECENCY
+    refine: str = "conductance"
+    max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
+
+    def gap_for(self, source_kind: str | None) -> float:
+        return float(self.max_gap_s.get(source_kind or "", DEFAULT_MAX_GAP_S))
+
+
+class _Trailing:
+    """Exponentially weighted mean and variance over the last ``window`` values (plain average while young)."""
+
+    def __init__(self, window: int, state: Sequence[float] = (0, 0.0, 0.0)) -> None:
+        self.window = window
+        self.n, self.mean, self.var = int(state[0]), float(state[1]), float(state[2])
+
+    def z(self, x: float) -> float:
+        return (x - self.mean) / math.sqrt(self.var) if self.n > 1 and self.var > 0 else 0.0
+
+    def push(self, x: float) -> None:
+        self.n += 1
+        a = max(1.0 / self.n, 2.0 / (self.window + 1))
+        d = x - self.mean
+        self.mean += a * d
+        self.var = (1 - a) * (self.var + a * d * d)
+
+    def state(self) -> list[float]:
+        return [self.n, self.mean, self.var]
+
+
+class TenantModel:
+    """What a tenant's stream has taught the segmenter: the predictor, token document frequencies, surprise scales."""
+
+    def __init__(self, vocab_size: int, config: SegmenterConfig, predictor: Predictor | None = None,
+                 state: Mapping[str, Any] | None = None) -> None:
+        state = state or {}
+        self.predictor = predictor or NgramSurprise(vocab_size, state.get("predictor"))
+        self.doc_freq = np.zeros(vocab_size, dtype=np.int64)
+        if "doc_freq" in state:
+            self.doc_freq[np.asarray(state["doc_freq"]["ids"], dtype=np.int64)] = state["doc_freq"]["counts"]
+        self.docs = int(state.get("docs", 0))
+        stats = state.get("stats", {})
+        self.emb = _Trailing(config.window, stats.get("emb", (0, 0.0, 0.0)))
+        self.lm = _Trailing(config.window, stats.get("lm", (0, 0.0, 0.0)))
+        self.mixed = _Trailing(config.window, stats.get("mixed", (0, 0.0, 0.0)))
+
+    def weights(self, ids: np.ndarray) -> np.ndarray:
+        """Inverse document frequency over the tenant's own units: words this person always uses weigh little."""
+        return np.log((self.docs + 1) / (self.doc_freq[ids] + 1)) + 1.0
+
+    def learn(self, unit: Unit) -> None:
+        self.predictor.learn(unit)
+        self.doc_freq[np.unique(unit.ids)] += 1
+        self.docs += 1
+
+    def state(self) -> dict[str, Any]:
+        nz = np.flatnonzero(self.doc_freq)
+        return {
+            "predictor": self.predictor.state(),
+            "doc_freq": {"ids": nz.tolist(), "counts": self.doc_freq[nz].tolist()},
+            "docs": self.docs,
+            "stats": {"emb": self.emb.state(), "lm": self.lm.state(), "mixed": self.mixed.state()},
+        }
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def conductance(affinity: np.ndarray, cut: int) -> float:
+    """Edge weight crossing the cut over the smaller side's volume: low means two well-separated groups."""
+    crossing = affinity[:cut, cut:].sum()
+    vol_a, vol_b = affinity[:cut].sum(), affinity[cut:].sum()
+    smaller = min(vol_a, vol_b)
+    return float(crossing / smaller) if smaller > 0 else 1.0
+
+
+def modularity(affinity: np.ndarray, cut: int) -> float:
+    """Newman modularity of the two-block split at ``cut`` (higher is better; negated so lower is better)."""
+    degree = affinity.sum(1)
+    total = degree.sum()
+    if total <= 0:
+        return 0.0
+    same = np.zeros_like(affinity, dtype=bool)
+    same[:cut, :cut] = True
+    same[cut:, cut:] = True
+    q = ((affinity - np.outer(degree, degree) / total) * same).sum() / total
+    return -float(q)
+
+
+_CUT_SCORES = {"conductance": conductance, "modularity": modularity}
+
+
+class EpisodeSegmenter:
+    """Segments one conversation incrementally; ``feed`` returns the episodes closed so far as EPISODES rows."""
+
+    def __init__(self, embeddings: StaticEmbeddings, config: SegmenterConfig = SegmenterConfig(),
+                 model: TenantModel | None = None, state: Mapping[str, Any] | None = None,
+                 predictor: Predictor | None = None) -> None:
+        if config.refine not in REFINE_METHODS:
+            raise ValueError(f"refine must be one of {REFINE_METHODS}, not {config.refine!r}")
+        state = state or {}
+        self.embeddings = embeddings
+        self.config = config
+        self.model = model or TenantModel(embeddings.vocab_size, config, predictor, state.get("model"))
+        self.key: dict[str, Any] = dict(state.get("key", {}))
+        self.members: list[dict[str, Any]] = list(state.get("members", []))
+        self.tail: list[Unit] = [self._unit_from_state(u) for u in state.get("tail", [])]
+        self.pending: list[float] | None = state.get("pending")  # [member index of the candidate, its score]
+        self.last_time = _time(state.get("last_time"))
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def feed(self, units: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Add ordered units of this conversation; return the episodes they closed."""
+        batch = list(units)
+        ids = self.embeddings.token_ids([u.get("text") or "" for u in batch])
+        closed: list[dict[str, Any]] = []
+        for raw, token_ids in zip(batch, ids):
+            closed.extend(self._step(raw, token_ids))
+        return closed
+
+    def close_idle(self, now: datetime) -> list[dict[str, Any]]:
+        """Close the open episode when no unit arrived within its source family's gap before ``now``."""
+        if not self.members or self.last_time is None:
+            return []
+        idle = (_time(now) - self.last_time).total_seconds()
+        if idle <= self.config.gap_for(self.key.get("source_kind")):
+            return []
+        return self._close_all("idle", idle / self.config.gap_for(self.key.get("source_kind")))
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Close everything at the end of a bounded run."""
+        return self._close_all("end", None)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state: conversation key, open episode, its tail, the pending candidate and the tenant model."""
+        return {
+            "key": self.key,
+            "members": self.members,
+            "tail": [
+                {"event_id": u.event_id, "text": u.text, "ids": u.ids.tolist(), "vector": u.vector.tolist()}
+                for u in self.tail
+            ],
+            "pending": self.pending,
+            "last_time": self.last_time.isoformat() if self.last_time else None,
+            "model": self.model.state(),
+        }
+
+    # -- one unit -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unit_from_state(u: Mapping[str, Any]) -> Unit:
+        return Unit(u["event_id"], u["text"], np.asarray(u["ids"], dtype=np.int64),
+                    np.asarray(u["vector"], dtype=np.float32))
+
+    def _step(self, raw: Mapping[str, Any], token_ids: np.ndarray) -> list[dict[str, Any]]:
+        if not self.key:
+            self.key = {k: raw.get(k) for k in ("tenant", "conversation_id", "source_kind")}
+        when = _time(raw.get("event_time"))
+        unit = Unit(str(raw["event_id"]), raw.get("text") or "", token_ids,
+                    self.embeddings.vector(token_ids, self.model.weights(token_ids)), when, raw.get("sender"))
+        closed: list[dict[str, Any]] = []
+        forced = self._forced(raw, when)
+        score = self._surprise(unit)
+        if forced is not None and self.members:
+            closed.extend(self._close_all(*forced))
+        elif score > self.config.gamma and self.pending is None and self.members and self.model.docs >= WARMUP_UNITS:
+            self.pending = [len(self.members), score]
+        self.members.append({"event_id": unit.event_id, "event_time": when.isoformat() if when else None,
+                             "surprise": score})
+        self.tail = (self.tail + [unit])[-TAIL_UNITS:]
+        self.model.learn(unit)
+        if when is not None:
+            self.last_time = when
+        if self.pending is not None and len(self.members) - int(self.pending[0]) >= LOOKAHEAD:
+            closed.extend(self._resolve())
+        return closed
+
+    def _forced(self, raw: Mapping[str, Any], when: datetime | None) -> tuple[str, float] | None:
+        if raw.get("structure_break") and self.members:
+            return ("structure", 1.0)
+        if when is not None and self.last_time is not None:
+            gap = (when - self.last_time).total_seconds()
+            limit = self.config.gap_for(self.key.get("source_kind"))
+            if gap > limit:
+                return ("time_gap", gap / limit)
+        return None
+
+    def _surprise(self, unit: Unit) -> float:
+        """Mixed surprise of ``unit`` against the open episode, in trailing standard deviations above the mean."""
+        m = self.model
+        context = self.tail
+        if context:
+            sims = np.stack([u.vector for u in context]) @ unit.vector
+            ages = np.arange(len(context) - 1, -1, -1)
+            w = self.config.recency ** ages
+            density = float((w * np.exp(self.config.kernel * (sims - 1.0))).sum() / w.sum())
+            s_emb = -math.log(max(density, 1e-12))
+        else:
+            s_emb = 0.0
+        s_lm = m.predictor.surprise(unit, context)
+        mixed = m.emb.z(s_emb) + self.config.lm_weight * m.lm.z(s_lm)
+        score = m.mixed.z(mixed)
+        if context:
+            m.emb.push(s_emb)
+            m.lm.push(s_lm)
+            m.mixed.push(mixed)
+        return score
+
+    # -- closing episodes ---------------------------------------------------------------------
+
+    def _resolve(self) -> list[dict[str, Any]]:
+        """Move the pending candidate to the best local graph cut and close the episode before it."""
+        candidate, score = int(self.pending[0]), float(self.pending[1])
+        self.pending = None
+        n = len(self.members)
+        first_tail = n - len(self.tail)
+        lo = max(first_tail, candidate - REFINE_BACK, 0)
+        vectors = np.stack([u.vector for u in self.tail[lo - first_tail :]])
+        affinity = np.clip(vectors @ vectors.T, 0.0, None)
+        np.fill_diagonal(affinity, 0.0)
+        cuts = range(max(1, lo + 1, candidate - REFINE_RADIUS), min(n - 1, candidate + REFINE_RADIUS) + 1)
+        measure = _CUT_SCORES[self.config.refine]
+        best = min(cuts, key=lambda c: (measure(affinity, c - lo), abs(c - candidate)), default=candidate)
+        return [self._close_before(best, "surprise", score)]
+
+    def _close_before(self, cut: int, signal: str, score: float | None) -> dict[str, Any]:
+        row = self._row(self.members[:cut], signal, score)
+        self.members = self.members[cut:]
+        keep = min(len(self.tail), len(self.members))
+        self.tail = self.tail[len(self.tail) - keep :]
+        return row
+
+    def _close_all(self, signal: str, score: float | None) -> list[dict[str, Any]]:
+        closed = self._resolve() if self.pending is not None else []
+        if self.members:
+            closed.append(self._close_before(len(self.members), signal, score))
+        return closed
+
+    def _row(self, members: list[dict[str, Any]], signal: str, score: float | None) -> dict[str, Any]:
+        times = [_time(m["event_time"]) for m in members if m["event_time"]]
+        tenant, conversation = self.key.get("tenant"), self.key.get("conversation_id")
+        return {
+            "tenant": tenant,
+            "episode_id": stable_id(tenant, conversation, members[0]["event_id"]),
+            "conversation_id": conversation,
+            "source_kind": self.key.get("source_kind"),
+            "start_time": min(times) if times else None,
+            "end_time": max(times) if times else None,
+            "member_ids": [m["event_id"] for m in members],
+            "surprise": [float(m["surprise"]) for m in members],
+            "boundary_score": score,
+            "boundary_signal": signal,
+            "dropped_ids": [],
+            "dropped_summary": None,
+        }
