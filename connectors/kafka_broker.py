@@ -119,7 +119,7 @@ class EmbeddedBroker:
             self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not _accepts(self.host, self.port):

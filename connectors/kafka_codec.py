@@ -55,7 +55,7 @@ def _iso(dt: datetime | None) -> str | None:
 
 def _check_media_ref(ref: str | None) -> None:
     if ref is not None and (len(ref) > MAX_MEDIA_REF_CHARS or ref.startswith("data:")):
-        raise CodecError(f"media_ref must be a file or object URI, not inline data ({len(ref)} chars)")
+        raise CodecError(f"media_ref must be a reference (a file or object URI), not inline data ({len(ref)} chars)")
 
 
 def encode_event(event: RawEvent, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[bytes, Headers]:

@@ -116,6 +116,7 @@ TRIPLES = _schema(
         pa.field("char_start", pa.int32()),
         pa.field("char_end", pa.int32()),
         pa.field("flags", _IDS),  # e.g. unresolved_pronoun
+        pa.field("supporting_event_ids", _IDS),  # every raw event that stated this fact
         pa.field("support_count", pa.int32()),
         pa.field("last_seen", _TS),
     ],
@@ -187,9 +188,22 @@ CURSORS = _schema(
     ],
 )
 
+PIPELINE_STATE = _schema(
+    "pipeline_state",
+    "state_id",
+    [
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("state_id", pa.string(), nullable=False),  # kind + scope
+        pa.field("kind", pa.string(), nullable=False),  # dedupe | segmenter | offsets
+        pa.field("scope", pa.string(), nullable=False),  # tenant, conversation key, or group/topic/partition
+        pa.field("payload", pa.large_string(), nullable=False),  # JSON
+        pa.field("updated_time", _TS, nullable=False),
+    ],
+)
+
 TABLES: dict[str, pa.Schema] = {
     s.metadata[b"memtape.table"].decode(): s
-    for s in (RAW_EVENTS, UTTERANCES, EPISODES, TRIPLES, ENTITIES, MEMORIES, DEAD_LETTERS, CURSORS)
+    for s in (RAW_EVENTS, UTTERANCES, EPISODES, TRIPLES, ENTITIES, MEMORIES, DEAD_LETTERS, CURSORS, PIPELINE_STATE)
 }
 
 

@@ -61,6 +61,7 @@ class Extraction:
     stem: str = ""  # the predicate without the preposition folded into it, for the extras' own triples
     active: str | None = None  # for a passive with a by-agent: its active predicate ("write")
     agent: tuple[int, ...] = ()  # that agent's span
+    possessed: tuple[int, ...] = ()  # for a possessive: the thing owned, which CaRB writes as (owner, has, thing)
 
 
 def _span(doc: Any, head: int, cut: frozenset[str] | None = None, skip: frozenset[int] = frozenset()) -> tuple[int, ...]:
@@ -181,9 +182,11 @@ def _control_chain(verb: Any) -> list[Any]:
 
 def _objects(doc: Any, head: Any) -> tuple[list[tuple[int, ...]], bool]:
     """Direct objects, attributes or complements of ``head`` (one per conjunct), and whether "no" negates them."""
-    for child in head.children:
-        if child.dep_ in OBJECT_DEPS:
-            objects = [_span(doc, child.i)] if child.dep_ == "acomp" else _arguments(doc, child)
+    by_dep = {c.dep_: c for c in reversed(list(head.children))}
+    for dep in OBJECT_DEPS:
+        if dep in by_dep:
+            child = by_dep[dep]
+            objects = [_span(doc, child.i)] if dep == "acomp" else _arguments(doc, child)
             return objects, any(doc[i].lower_ == "no" and doc[i].dep_ == "det" for i in objects[0])
     for child in head.children:
         if child.dep_ in CLAUSE_OBJECT_DEPS:
@@ -232,36 +235,34 @@ def _verb_extractions(doc: Any, verb: Any) -> Iterator[Extraction]:
 
 
 def _copular_extractions(doc: Any, noun: Any) -> Iterator[Extraction]:
-    """Appositions ("Bob, Alice's manager, ...") and possessives ("Alice's manager" gives manager of Alice)."""
-    named = None
+    """Appositions ("Carol, the CEO of Acme") and possessives ("Alice's manager" gives manager of Alice)."""
+    holder = None
     for child in noun.children:
         if child.dep_ == "appos" and child.pos_ != "PRON":
             base = _span(doc, noun.i, skip=frozenset({child.i}))
             yield Extraction(base, (), "be", _span(doc, child.i), stem="be")
-            named = noun if noun.pos_ == "PROPN" else None
-            if child.pos_ != "PROPN":
+            if child.pos_ == "PROPN":
+                holder = _span(doc, child.i)  # "Alice's manager, Bob": Bob is the manager
+            else:
                 yield from _possessive(doc, child, base)
-    if noun.dep_ == "appos" or named is not None:
+    if noun.dep_ == "appos":
         return
-    subject = None
-    if noun.dep_ == "attr" and noun.head.lemma_ == "be":
-        subj = [c for c in noun.head.children if c.dep_ == "nsubj"]
-        subject = _span(doc, subj[0].i) if subj else None
-    yield from _possessive(doc, noun, subject)
+    if holder is None and noun.dep_ == "attr" and noun.head.lemma_ == "be":
+        subjects = [c for c in noun.head.children if c.dep_ == "nsubj"]
+        holder = _span(doc, subjects[0].i) if subjects else None  # "Bob is Alice's manager"
+    yield from _possessive(doc, noun, holder)
 
 
 def _possessive(doc: Any, noun: Any, holder: tuple[int, ...] | None) -> Iterator[Extraction]:
-    """``X's N``: (holder, N of, X) when the NP names its referent, else (X, has, N)."""
+    """``X's N`` gives (holder, N of, X), the holder being the named referent or else the phrase itself."""
     for child in noun.children:
         if child.dep_ != "poss" or child.pos_ == "PRON":
             continue
-        owner = _span(doc, child.i)
-        owner = tuple(i for i in owner if doc[i].tag_ != "POS")
-        thing = tuple(i for i in _span(doc, noun.i) if i not in _span(doc, child.i) and doc[i].tag_ != "POS")
-        if holder:
-            yield Extraction(holder, (), f"{noun.lemma_.lower()} of", owner, stem=noun.lemma_.lower())
-        else:
-            yield Extraction(owner, (), "have", thing, stem="have")
+        owner_span = _span(doc, child.i)
+        owner = tuple(i for i in owner_span if doc[i].tag_ != "POS")
+        whole = _span(doc, noun.i)
+        thing = tuple(i for i in whole if i not in owner_span)
+        yield Extraction(holder or whole, (), f"{noun.lemma_.lower()} of", owner, stem=noun.lemma_.lower(), possessed=thing)
 
 
 def _folded(verb: Any) -> bool:
@@ -297,8 +298,9 @@ def text_of(doc: Any, idx: Sequence[int]) -> str:
 def carb_tuple(doc: Any, ex: Extraction) -> tuple[str, tuple[str, ...]]:
     """The n-ary (relation, args) view of an extraction, as CaRB's gold writes it (space-joined tokens)."""
     words = lambda idx: " ".join(doc[i].text for i in idx)  # noqa: E731
-    relation = words(ex.relation) if ex.relation else ex.predicate.replace("have", "has")
-    return relation, (words(ex.subject), words(ex.object), *(words(e) for e in ex.extras))
+    if ex.possessed:
+        return "has", (words(ex.object), words(ex.possessed))
+    return (words(ex.relation) or ex.predicate), (words(ex.subject), words(ex.object), *(words(e) for e in ex.extras))
 
 
 # ---------------------------------------------------------------- rows with provenance and pronoun resolution
@@ -306,56 +308,34 @@ def carb_tuple(doc: Any, ex: Extraction) -> tuple[str, tuple[str, ...]]:
 
 @dataclasses.dataclass
 class Mentions:
-    """Named people seen so far in an episode, and its speakers, for resolving pronouns to the nearest one."""
+    """An episode's speakers and the people named in earlier units, for resolving pronouns where it is clear."""
 
     speakers: list[str] = dataclasses.field(default_factory=list)
     people: list[str] = dataclasses.field(default_factory=list)
 
-    def see(self, sender: str | None, doc: Any) -> None:
-        if sender:
-            if sender in self.speakers:
-                self.speakers.remove(sender)
+    def add_speaker(self, sender: str | None) -> None:
+        if sender and sender not in self.speakers:
             self.speakers.append(sender)
+
+    def add_people(self, doc: Any) -> None:
         self.people += [ent.text for ent in doc.ents if ent.label_ == "PERSON"]
 
-    def resolve(self, pronoun: str, sender: str | None) -> str | None:
-        """The referent of ``pronoun`` when exactly one candidate fits, else None."""
-        p = pronoun.lower()
-        if p in FIRST_PERSON:
-            return sender
-        if p in SECOND_PERSON:
-            others = [s for s in self.speakers if s != sender]
-            return others[0] if len(set(others)) == 1 else None
-        if p in THIRD_PERSON_HUMAN:
-            candidates = [n for n in reversed(self.people) if n != sender]
-            return candidates[0] if candidates else None
-        return None
+    def resolve(self, pronoun: Any, sender: str | None) -> str | None:
+        """I is the sender; you the one other speaker; he/she the one person named before it; else None.
 
-
-@dataclasses.dataclass
-class Mentions:
-    """An episode's speakers and named people so far, for resolving pronouns to the nearest clear referent."""
-
-    speakers: list[str] = dataclasses.field(default_factory=list)
-    people: list[str] = dataclasses.field(default_factory=list)
-
-    def see(self, sender: str | None, doc: Any) -> None:
-        if sender:
-            if sender in self.speakers:
-                self.speakers.remove(sender)
-            self.speakers.append(sender)
-        self.people += [ent.text for ent in doc.ents if ent.label_ == "PERSON"]
-
-    def resolve(self, pronoun: str, sender: str | None) -> str | None:
-        """I is the sender; you the one other speaker; he/she the latest named person; otherwise None."""
-        p = pronoun.lower()
+        Without gender or salience models a third-person pronoun is only clear when a
+        single person has been named so far in the episode (the sender aside).
+        """
+        p = pronoun.lower_
         if p in FIRST_PERSON:
             return sender
         if p in SECOND_PERSON:
             others = {s for s in self.speakers if s != sender}
             return others.pop() if len(others) == 1 else None
         if p in THIRD_PERSON_HUMAN:
-            return next((n for n in reversed(self.people) if n != sender), None)
+            earlier = self.people + [e.text for e in pronoun.doc.ents if e.label_ == "PERSON" and e.end <= pronoun.i]
+            named = {n for n in earlier if n != sender}
+            return named.pop() if len(named) == 1 else None
         return None
 
 
@@ -363,7 +343,7 @@ def _argument(doc: Any, idx: tuple[int, ...], sender: str | None, mentions: Ment
     """Argument text, a lone personal pronoun replaced by its referent; True when a pronoun stays unresolved."""
     text = text_of(doc, idx)
     if len(idx) == 1 and doc[idx[0]].lower_ in PERSONAL_PRONOUNS:
-        who = mentions.resolve(doc[idx[0]].text, sender)
+        who = mentions.resolve(doc[idx[0]], sender)
         return (who, False) if who else (text, True)
     return text, False
 
@@ -406,7 +386,7 @@ def triple_rows(
     resolve to earlier speakers and names; unresolved ones are flagged.
     """
     mentions = mentions if mentions is not None else Mentions()
-    mentions.see(sender, doc)
+    mentions.add_speaker(sender)
     rows = []
     for ex in extract(doc):
         for subj_idx, predicate, obj_idx in _propositions(doc, ex):
@@ -439,6 +419,7 @@ def triple_rows(
                     "last_seen": event_time,
                 }
             )
+    mentions.add_people(doc)
     return rows
 
 

@@ -57,13 +57,15 @@ class JsonItems:
         self.context: dict[str, object] = {}
         self.root: dict[str, object] = {}
         self.items = 0
+        self.top: str | None = None  # the document's first character: "[" or "{" for a usable document
 
     def __iter__(self) -> Iterator[Item]:
         path: list[str] = []
         try:
             if self._peek() == "\ufeff":
                 self._i += 1
-            if self._peek() is None:
+            self.top = self._peek()
+            if self.top is None:
                 raise BrokenDocument("empty document")
             yield from self._walk(self._patterns, path)
             if self._peek() is not None:

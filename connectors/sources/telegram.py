@@ -11,6 +11,7 @@ of exports. Reads only.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -57,7 +58,8 @@ def _placeholder(obj: dict) -> str:
     raise RecordError("message has neither text nor media")
 
 
-def _message(obj: object, chat: dict, index: str, tenant: str, options: dict[str, str], max_bytes: int) -> RawEvent:
+def _message(obj: object, chat: dict, index: str, file: Path, tenant: str, options: dict[str, str],
+             max_bytes: int) -> RawEvent:
     if not isinstance(obj, dict):
         raise RecordError("message is not a JSON object")
     if "date_unixtime" in obj:
@@ -71,7 +73,7 @@ def _message(obj: object, chat: dict, index: str, tenant: str, options: dict[str
     media_ref = next((str(obj[k]) for k in _MEDIA_KEYS if isinstance(obj.get(k), str)), None)
     if not text and media_ref is None:
         text = _placeholder(obj)
-    chat_key = str(chat.get("id") or chat.get("name") or "chat")
+    chat_key = str(chat.get("id") or chat.get("name") or file.stem)
     attrs = {
         key: value
         for key, value in (
@@ -96,6 +98,7 @@ def _message(obj: object, chat: dict, index: str, tenant: str, options: dict[str
         conversation_id=chat_key,
         sender=str(sender) if sender is not None else None,
         media_ref=media_ref,
+        payload=json.dumps(obj, ensure_ascii=False),
         attrs=attrs,
     )
 
@@ -119,7 +122,8 @@ def read_telegram(path: str, tenant: str) -> Iterator[Record]:
                     yield dead_letter(tenant, _SCHEME, position, item.error, item.raw)
                     continue
                 try:
-                    yield _message(item.value, items.context, item.position, tenant, options, conf.max_message_bytes)
+                    yield _message(item.value, items.context, item.position, file, tenant, options,
+                                   conf.max_message_bytes)
                 except Exception as exc:  # one bad message must not stop the export
                     yield dead_letter(tenant, _SCHEME, position, exc, repr(item.value)[:1024])
             if items.items == 0 and not broken:
