@@ -9,7 +9,7 @@ inserts of the same new keys. Store and connector handles are opened in
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -57,10 +57,46 @@ class ReadSources(beam.PTransform):
         )
 
 
-class _MergeInsertFn(beam.DoFn):
-    def __init__(self, home: str, storage_options: dict[str, str]) -> None:
+class _ReadTableFn(beam.DoFn):
+    def __init__(self, home: str, storage_options: dict[str, str], where: str) -> None:
         self.home = home
         self.storage_options = storage_options
+        self.where = where
+
+    def setup(self) -> None:
+        from memtape.connectors.lance_store import Store
+
+        self.store = Store(self.home, self.storage_options)
+
+    def process(self, table: str) -> Iterator[dict]:
+        for batch in self.store.dataset(table).to_batches(filter=self.where):
+            yield from batch.to_pylist()
+
+
+class ReadFromLance(beam.PTransform):
+    """Rows of one table matching a Lance filter, streamed batch by batch."""
+
+    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None, where: str | None = None) -> None:
+        super().__init__()
+        self.table = table
+        self.home = home
+        self.storage_options = dict(storage_options or {})
+        self.where = where
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "Table" >> beam.Create([self.table])
+            | "Scan" >> beam.ParDo(_ReadTableFn(self.home, self.storage_options, self.where))
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+class _MergeInsertFn(beam.DoFn):
+    def __init__(self, home: str, storage_options: dict[str, str], merge: Callable[[dict, dict], dict] | None) -> None:
+        self.home = home
+        self.storage_options = storage_options
+        self.merge = merge
 
     def setup(self) -> None:
         from memtape.connectors.lance_store import Store
@@ -71,6 +107,8 @@ class _MergeInsertFn(beam.DoFn):
         table, rows = keyed
         landed = 0
         for chunk in _chunks(rows, WRITE_CHUNK_ROWS):
+            if self.merge is not None:
+                chunk = self.store.fold_with_stored(table, chunk, self.merge)
             landed += self.store.upsert(table, chunk)
         beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
         yield table, landed
@@ -88,18 +126,24 @@ def _chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 class WriteToLance(beam.PTransform):
-    """Land rows of one table into the store at ``home``, through one writer; emits (table, rows landed)."""
+    """Land rows of one table into the store at ``home``, through one writer; emits (table, rows landed).
 
-    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None) -> None:
+    With ``merge``, rows sharing a key (in the input or already stored) are
+    folded with it first, so repeated facts accumulate instead of overwriting.
+    """
+
+    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None,
+                 merge: Callable[[dict, dict], dict] | None = None) -> None:
         super().__init__()
         self.table = table
         self.home = home
         self.storage_options = dict(storage_options or {})
+        self.merge = merge
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         return (
             rows
             | "KeyByTable" >> beam.WithKeys(lambda _row, t=self.table: t)
             | "OneWriter" >> beam.GroupByKey()
-            | "MergeInsert" >> beam.ParDo(_MergeInsertFn(self.home, self.storage_options))
+            | "MergeInsert" >> beam.ParDo(_MergeInsertFn(self.home, self.storage_options, self.merge))
         )

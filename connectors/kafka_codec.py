@@ -30,6 +30,7 @@ SCHEMA = f"raw_events/{SCHEMA_VERSION}".encode()
 PAYLOAD_HEADER = "memtape-payload"
 PAYLOAD_OMITTED = b"omitted"
 DEAD_LETTER_PREFIX = "memtape-dlq-"
+DEAD_LETTER_REASON = DEAD_LETTER_PREFIX + "reason"
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 MAX_MEDIA_REF_CHARS = 2048
 KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in a tenant name or conversation id by accident

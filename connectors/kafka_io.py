@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 from datetime import datetime
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -27,12 +27,14 @@ from kafka.structs import OffsetAndMetadata
 from memtape.config import KafkaConfig
 from memtape.connectors.base import SOURCE_KINDS, Record, read_source
 from memtape.connectors.kafka_codec import (
-    DEFAULT_MAX_MESSAGE_BYTES, CodecError, dead_letter_headers, decode_event, encode_dead_letter, encode_event, event_key,
+    DEAD_LETTER_REASON, DEFAULT_MAX_MESSAGE_BYTES, CodecError, dead_letter_headers, decode_dead_letter, decode_event,
+    encode_dead_letter, encode_event, event_key,
 )
 from memtape.errors import UserError
 from memtape.schemas.records import DeadLetter, RawEvent
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "memtape"
 DEFAULT_PARTITIONS = 6
@@ -108,6 +110,19 @@ def _consumer(bootstrap_servers: str, options: Mapping[str, object], *topics: st
                              receive_message_max_bytes=RECEIVE_MAX_BYTES, **config, **options)
     except NoBrokersAvailable as exc:
         raise UserError(f"{bootstrap_servers}: no Kafka broker answers (start one with `memtape broker`)") from exc
+
+
+def _when_up(make: Callable[[], T], bootstrap_servers: str, timeout_s: float = DELIVERY_TIMEOUT_MS / 1000) -> T:
+    """``make()`` a client, retrying while no broker answers (a restart in progress) for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return make()
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            log.info("no broker at %s yet; retrying", bootstrap_servers)
+            time.sleep(STALL_S / 2)
 
 
 # ---------------------------------------------------------------- publishing
@@ -201,7 +216,7 @@ class Publisher:
                 replays += 1
                 log.warning("%s: sending the input again (replay %d of at most %d)", lost, replays, MAX_REPLAYS)
                 self._producer.close(timeout=0)
-                self._producer = self._new_producer()
+                self._producer = _when_up(self._new_producer, self.bootstrap_servers)
                 self._heal()
 
     def close(self) -> None:
@@ -304,7 +319,11 @@ class Publisher:
         """Read back the last acknowledged record of every partition: it proves the broker still holds the pass."""
         if not tips:
             return
-        consumer = _consumer(self.bootstrap_servers, self.options)
+        try:
+            consumer = _when_up(lambda: _consumer(self.bootstrap_servers, self.options), self.bootstrap_servers,
+                                VERIFY_TIMEOUT_S)
+        except UserError as exc:
+            raise _LogLost(f"cannot read back what the broker acknowledged ({exc})") from None
         try:
             for tp in tips:
                 if tp.partition not in (consumer.partitions_for_topic(tp.topic) or ()):
@@ -508,7 +527,8 @@ def read_range(uri: str | TopicRange, bootstrap_servers: str, tenant: str = "def
     ``to``, or once the read position reaches the high watermark that the
     broker's fetch responses carry. ``end_offsets()`` (ListOffsets) is never
     trusted: Tansu 0.6.0 answers the last batch's base offset + 1 there.
-    Undecodable messages come out as ``DeadLetter`` values, as from any connector.
+    Messages of a dead-letter topic and undecodable ones come out as
+    ``DeadLetter`` values, as from any connector.
     """
     span = parse_kafka_uri(uri) if isinstance(uri, str) else uri
     consumer = _consumer(bootstrap_servers, options or {}, max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=100)
@@ -531,6 +551,9 @@ def read_range(uri: str | TopicRange, bootstrap_servers: str, tenant: str = "def
                     if span.stop is not None and m.offset >= span.stop:
                         open_.discard(tp)
                         break
+                    if any(k == DEAD_LETTER_REASON for k, _ in m.headers or ()):
+                        yield decode_dead_letter(m.value, m.headers, tenant)
+                        continue
                     try:
                         yield Consumed(m.topic, m.partition, m.offset, decode_event(m.value, m.headers))
                     except CodecError as exc:

@@ -12,7 +12,7 @@ import dataclasses
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import lancedb
 import pyarrow as pa
@@ -21,6 +21,7 @@ from memtape.errors import UserError
 from memtape.schemas import TABLES, conform, key_of
 
 INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
+_KEY_CHUNK = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,19 @@ class Store:
             builder = builder.when_matched_update_all()
         builder.execute(data)
         return data.num_rows
+
+    def fold_with_stored(self, name: str, rows: list[dict], merge: Callable[[dict, dict], dict]) -> list[dict]:
+        """Fold rows sharing a key with each other and with the stored row of that key."""
+        key = key_of(name)
+        folded: dict[str, dict] = {}
+        for row in rows:
+            folded[row[key]] = merge(folded[row[key]], row) if row[key] in folded else row
+        for start in range(0, len(folded), _KEY_CHUNK):
+            ids = list(folded)[start:start + _KEY_CHUNK]
+            listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+            for stored in self.read(name, where=f"{key} IN ({listed})").to_pylist():
+                folded[stored[key]] = merge(stored, folded[stored[key]])
+        return list(folded.values())
 
     def read(self, name: str, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
         """Rows of ``name`` matching a Lance SQL filter, as Arrow."""

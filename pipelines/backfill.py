@@ -14,10 +14,11 @@ from pathlib import Path
 import apache_beam as beam
 
 from memtape.connectors.base import connector_for
-from memtape.connectors.beam_io import DEAD, RAW, ReadSources, WriteToLance
+from memtape.connectors.beam_io import DEAD, RAW, ReadSources
 from memtape.connectors.lance_store import Store
 from memtape.errors import UserError
 from memtape.pipelines.cursors import advance_cursors, load_cursors
+from memtape.pipelines.derive import _landed, derive, land_tables
 from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
 
 _REMOTE_SCHEMES = frozenset({"imap"})
@@ -48,19 +49,24 @@ def run_backfill(
     runner: str = DEFAULT_RUNNER,
     workers: int = 1,
     beam_args: tuple[str, ...] = (),
+    derive_memories: bool = True,
+    close_open: bool = False,
 ) -> BackfillResult:
-    """Run one bounded backfill of ``uris`` for ``tenant`` into ``store``."""
+    """Run one bounded backfill of ``uris`` for ``tenant`` into ``store``.
+
+    Raw events land first; then the derived tables are built from what landed.
+    Episodes still open stay open (state carried) unless idle by now or ``close_open``.
+    """
     check_sources(uris)
     start = time.perf_counter()
     cursors = {u: since for u in uris} if since is not None else load_cursors(store, tenant, uris)
-    landed: dict[str, int] = {}
-    with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as p:
+    options = pipeline_options(runner, workers, beam_args)
+    with beam.Pipeline(options=options) as p:
         read = p | "ReadSources" >> ReadSources(uris, tenant, cursors)
-        for table, rows in ((RAW, read[RAW]), (DEAD, read[DEAD])):
-            rows | f"Write_{table}" >> WriteToLance(table, store.home, store.storage_options)
-    result = p.result
-    for counter in result.metrics().query()["counters"]:
-        name = counter.key.metric.name
-        if name.startswith("landed_"):
-            landed[name.removeprefix("landed_")] = landed.get(name.removeprefix("landed_"), 0) + counter.committed
-    return BackfillResult(landed, time.perf_counter() - start, advance_cursors(store, tenant, uris))
+        land_tables({RAW: read[RAW], DEAD: read[DEAD]}, store)
+    landed = _landed(p.result)
+    advanced = advance_cursors(store, tenant, uris)
+    if derive_memories:
+        for table, n in derive(store, tenant, options, "backfill", close_open).landed.items():
+            landed[table] = landed.get(table, 0) + n
+    return BackfillResult(landed, time.perf_counter() - start, advanced)

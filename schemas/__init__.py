@@ -38,6 +38,7 @@ RAW_EVENTS = _schema(
         pa.field("event_time", _TS),
         pa.field("tz_offset_minutes", pa.int16()),  # the zone the source stated, minutes east of UTC
         pa.field("ingest_time", _TS, nullable=False),
+        pa.field("ingest_path", pa.string()),  # backfill | stream: which job derives memories from it
         pa.field("text", pa.string()),
         pa.field("media_ref", pa.string()),
         pa.field("payload", pa.large_string()),  # the original record as read, kept as-is
@@ -193,9 +194,11 @@ PIPELINE_STATE = _schema(
     "state_id",
     [
         pa.field("tenant", pa.string(), nullable=False),
-        pa.field("state_id", pa.string(), nullable=False),  # kind + scope
-        pa.field("kind", pa.string(), nullable=False),  # dedupe | segmenter | offsets
-        pa.field("scope", pa.string(), nullable=False),  # tenant, conversation key, or group/topic/partition
+        pa.field("state_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # checkpoint | dedupe | segmenter
+        pa.field("scope", pa.string(), nullable=False),  # tenant or conversation key; the checkpoint's own name
+        pa.field("checkpoint", pa.string(), nullable=False),  # the job whose progress this state belongs to
+        pa.field("generation", pa.int64(), nullable=False),  # state is valid once its checkpoint reaches it
         pa.field("payload", pa.large_string(), nullable=False),  # JSON
         pa.field("updated_time", _TS, nullable=False),
     ],

@@ -68,6 +68,7 @@ class RawEvent:
     payload: str | None = None
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     ingest_time: datetime = dataclasses.field(default_factory=utcnow)
+    ingest_path: str = "backfill"
 
     @property
     def event_id(self) -> str:
@@ -87,6 +88,7 @@ class RawEvent:
             "event_time": _utc(self.event_time),
             "tz_offset_minutes": tz_offset_minutes(self.event_time),
             "ingest_time": _utc(self.ingest_time),
+            "ingest_path": self.ingest_path,
             "text": self.text,
             "media_ref": self.media_ref,
             "payload": self.payload,

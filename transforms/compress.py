@@ -2,9 +2,11 @@
 
 The memory text is extractive: greedy budgeted coverage picks the sentences
 that cover the episode's content words, names, numbers and triples best per
-token, kept verbatim in order under a "who:" label, so every word in a memory
-traces back to a raw event. An abstractive summariser (``memtape.transforms.
-summarise``-style interface below) may rewrite that extract, off by default.
+token, in order under a "who:" label, either verbatim or condensed (the same
+words minus low-information ones) when the budget is tight, so every word in a
+memory traces back to a raw event. An optional abstractive summariser (a local
+causal LM or an OpenAI-compatible endpoint) may rewrite the extract; it is off
+by default.
 Repeated facts merge into one triple with a support count. This module reads
 bundles and triples; it never writes tables or touches ``raw_events``.
 """
@@ -15,6 +17,7 @@ import heapq
 import json
 import logging
 import math
+import re
 import urllib.request
 from datetime import datetime
 from typing import Any, Iterable, Protocol
@@ -27,13 +30,23 @@ from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_RATIO = 0.45  # share of the kept units' tokens a memory may spend
+DEFAULT_BUDGET_RATIO = 0.5  # share of the kept units' tokens a memory may spend
 MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to a fragment
 NAME_OR_NUMBER_WEIGHT = 1.5  # names, figures and dates are what questions ask about
 GENERIC_WEIGHT = 0.15  # chit-chat words say little about the episode
 TRIPLE_WEIGHT = 2.0
 COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out long informative sentences  # a sentence that states an extracted fact is worth keeping for its provenance
 INITIAL_STRENGTH = 1.0
+# Function words that change a statement's meaning stay even in the condensed rendering.
+KEPT_FUNCTION_WORDS = frozenset("no not nor never without before after during until against more most few over under off".split())
+FILLER_WORDS = frozenset("wow oh ah hey hi yeah yep haha lol omg um uh well actually definitely absolutely literally basically honestly totally super pretty quite".split())
+_DROPPED_WORDS = (STOPWORDS - KEPT_FUNCTION_WORDS) | FILLER_WORDS
+_WORDS_ALT = "|".join(sorted((re.escape(w) for w in _DROPPED_WORDS | {"I"} if "'" not in w), key=len, reverse=True))
+_DROPPED_RE = re.compile(rf"(?<![\w'&.:-])(?:{_WORDS_ALT})(?![\w'&-]|[.:]\w)")  # lower case only: capitalised ones are names
+_NEGATION_RE = re.compile(r"\b\w+n['\u2019]t\b", re.I)
+_CLITIC_RE = re.compile(r"['\u2019](?:s|m|re|ve|ll|d)\b", re.I)
+_FIRST_WORD_RE = re.compile(r"\W*(\w+)\b(?!['&-]\w)")
+_LOOSE_PUNCT_RE = re.compile(r"(?<![\w])[^\w\s$\u20ac\u00a3#]+|[^\w\s%$\u20ac\u00a3#]+(?!\w)|[$\u20ac\u00a3#](?!\w)")
 EPISODES_TAG = "episodes"
 
 GENERIC_WORDS = frozenset(
@@ -110,10 +123,33 @@ class OpenAICompatibleSummariser:
 class _Sentence:
     unit: int
     start: int
-    text: str
+    full: str
+    short: str  # the condensed rendering: the same words minus the low-information ones
     tokens: int
+    short_tokens: int
     weights: dict[str, float]
     triples: set[str]
+    text: str = ""  # the rendering chosen for the memory
+
+
+def condense(sentence: str) -> str:
+    """``sentence`` without stopwords, fillers and loose punctuation, keeping negations, names and figures.
+
+    Deletion-based compression in the spirit of Selective Context and
+    LLMLingua, with a lexicon in place of a language model's self-information:
+    every word left is the source's own, in order; "n't" becomes "not" so a
+    negation is never lost, and a capitalised stopword inside a sentence is a
+    name or a month ("May", "US") and stays. Regex passes keep it fast.
+    """
+    text = _NEGATION_RE.sub(" not", sentence)
+    text = _CLITIC_RE.sub("", text)
+    first = _FIRST_WORD_RE.match(text)
+    if first and first.group(1).casefold() in _DROPPED_WORDS:
+        text = text[first.end():]
+    text = _DROPPED_RE.sub(" ", text)
+    text = _LOOSE_PUNCT_RE.sub(" ", text)
+    text = " ".join(text.split())
+    return text + "." if text else ""
 
 
 def speaker_label(sender: str | None) -> str:
@@ -134,7 +170,7 @@ def _word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
             continue
         if w in GENERIC_WORDS or w in known:
             weight = GENERIC_WEIGHT
-        elif any(c.isdigit() for c in raw) or (i > 0 and raw[0].isupper()):
+        elif not raw.isalpha() or (i > 0 and raw[0].isupper()):
             weight = NAME_OR_NUMBER_WEIGHT
         else:
             weight = 1.0
@@ -159,9 +195,10 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
     out: list[_Sentence] = []
     for i, unit in enumerate(units):
         text = unwrap(unit.get("text") or "")
-        unit_sentences = [
-            _Sentence(i, a, text[a:b], count_tokens(text[a:b]), _word_weights(text[a:b], known), set()) for a, b in sentence_spans(text)
-        ]
+        unit_sentences = []
+        for a, b in sentence_spans(text):
+            short = condense(text[a:b])
+            unit_sentences.append(_Sentence(i, a, text[a:b], short, count_tokens(text[a:b]), count_tokens(short), _word_weights(text[a:b], known), set()))
         for t in by_event.get(unit.get("event_id"), []):
             wanted = _triple_words(t)
             best = max(unit_sentences, key=lambda s: len(wanted & s.weights.keys()), default=None)
@@ -172,10 +209,12 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
 
 
 def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: int) -> list[_Sentence]:
-    """Lazy greedy budgeted coverage: take the sentence with the most new weight per token until the budget is spent.
+    """Lazy greedy budgeted coverage over condensed sentences, then spend what is left on verbatim renderings.
 
     Coverage is submodular, so a sentence's gain only falls as others are taken;
     re-scoring the heap top until it stays on top gives the plain greedy result.
+    Condensed renderings let the budget reach every informative sentence; the
+    leftover restores the original wording of the first-chosen ones.
     """
     covered: set[str] = set()
     facts: set[str] = set()
@@ -183,30 +222,35 @@ def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: 
     spent = 0
     chosen: list[_Sentence] = []
 
-    def ratio(s: _Sentence) -> float:
-        gain = sum(w for word, w in s.weights.items() if word not in covered) + TRIPLE_WEIGHT * len(s.triples - facts)
-        cost = s.tokens + (0 if s.unit in opened else label_cost[s.unit])
-        return gain / max(cost, 1) ** COST_EXPONENT
+    def cost(s: _Sentence) -> int:
+        return s.short_tokens + (0 if s.unit in opened else label_cost[s.unit])
 
-    heap = [(-ratio(s), i) for i, s in enumerate(sentences)]
+    def gain(s: _Sentence) -> float:
+        return sum(w for word, w in s.weights.items() if word not in covered) + TRIPLE_WEIGHT * len(s.triples - facts)
+
+    heap = [(-gain(s) / max(cost(s), 1) ** COST_EXPONENT, i) for i, s in enumerate(sentences)]
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
         s = sentences[i]
-        current = ratio(s)
-        if current <= 0:
+        current = gain(s) / max(cost(s), 1) ** COST_EXPONENT
+        if current <= 0 or not s.short:
             continue
         if heap and current < -heap[0][0]:
             heapq.heappush(heap, (-current, i))
             continue
-        cost = s.tokens + (0 if s.unit in opened else label_cost[s.unit])
-        if spent + cost > budget:
+        if spent + cost(s) > budget:
             continue
+        spent += cost(s)
+        s.text = s.short
         chosen.append(s)
-        spent += cost
         opened.add(s.unit)
         covered.update(s.weights)
         facts.update(s.triples)
+    for s in chosen:  # greedy order: the most informative sentences regain their wording first
+        if spent + s.tokens - s.short_tokens <= budget:
+            spent += s.tokens - s.short_tokens
+            s.text = s.full
     return sorted(chosen, key=lambda s: (s.unit, s.start))
 
 

@@ -41,8 +41,10 @@ REPETITIVE_MIN_CHARS = 64
 REPETITIVE_MAX_ZLIB_RATIO = 0.2  # text that compresses below this share is a repeated pattern
 AUTO_REPLY_MAX_WORDS = 120
 SIGNATURE_TAIL_LINES = 6  # lines at the end of a sender's own text that may form a signature
+SIGNATURE_MAX_SHARE = 0.5
 VALEDICTION_MAX_TRAILING_WORDS = 6  # a closing line may be followed only by short name/title lines
 HEADER_MAX_LINES = 60  # a quoted header longer than this is not a header
+SAME_BLOCK_MAX_NEWLINES = 4  # a forward line and the quoted header just below it start one block
 
 KEPT, DROPPED, STATE = "kept", "dropped", "state"
 
@@ -60,17 +62,18 @@ _AUTO_REPLY_RE = re.compile(
 )
 _BLOCK_START_RES = {
     "reply": re.compile(
-        r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$"
-        r"|^\s*On\b.{0,200}\bwrote:\s*$"
+        r"^[ \t]*-{2,}\s*Original Message\s*-{2,}[ \t]*$"
+        r"|^[ \t]*On\b.{0,200}\bwrote:[ \t]*$"
         r"|^.{1,120}\bon \d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?::\d{2})?\s*[AP]M\s*$",
         re.I | re.M,
     ),
     "forward": re.compile(
-        r"^\s*-{2,}\s*Forwarded (?:by\b.*|message\s*-{2,}\s*)$|^\s*Begin forwarded message:\s*$",
+        r"^[ \t]*-{2,}[ \t]*Forwarded (?:by\b.*|message[ \t]*-{2,}[ \t]*)$|^[ \t]*Begin forwarded message:[ \t]*$",
         re.I | re.M,
     ),
 }
-_OUTLOOK_HEADER_RE = re.compile(r"^\s*From:\s.+\n\s*(?:Sent|Date):\s", re.I | re.M)
+_OUTLOOK_HEADER_RE = re.compile(r"^[ \t]*From:[ \t].+\n[ \t]*(?:Sent|Date):\s", re.I | re.M)
+_ATTACHMENT_LINE_RE = re.compile(r"^[ \t]*- [^\n]+\.\w{2,4}[ \t]*$", re.M)
 _HEADER_END_RE = re.compile(r"^\s*Subject:.*$", re.I | re.M)
 _FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:fw|fwd)\s*:", re.I)
 _QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*(?:\n|$)", re.M)
@@ -240,7 +243,7 @@ def _block_starts(text: str) -> list[tuple[int, str]]:
     merged: list[tuple[int, str]] = []
     for pos, kind in sorted(starts):
         # A header line right after a block start ("-----Original Message-----\nFrom: ...") is the same block.
-        if merged and text.count("\n", merged[-1][0], pos) <= 2:
+        if merged and text.count("\n", merged[-1][0], pos) <= SAME_BLOCK_MAX_NEWLINES:
             continue
         merged.append((pos, kind))
     return merged
@@ -251,7 +254,10 @@ def _block_body(block: str) -> str:
     lines = block.split("\n")
     head = "\n".join(lines[:HEADER_MAX_LINES])
     end = _HEADER_END_RE.search(head)
-    cut = head.count("\n", 0, end.end()) + 1 if end else 1
+    if end:
+        cut = head.count("\n", 0, end.end()) + 1
+    else:  # no Subject line: the header is the first paragraph
+        cut = next((i for i, ln in enumerate(lines[:HEADER_MAX_LINES]) if i and not ln.strip()), 1)
     return "\n".join(lines[cut:])
 
 
@@ -271,7 +277,7 @@ def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dic
     body = _QUOTED_LINE_RE.sub("", text)
     starts = _block_starts(body)
     own = body[: starts[0][0]] if starts else body
-    has_own = has_content_words(own)
+    has_own = has_content_words(_ATTACHMENT_LINE_RE.sub("", own))
     if quoted_lines:
         if has_own:
             stripped["quoted_reply"] += count_tokens(quoted_lines)
@@ -300,13 +306,17 @@ def strip_signature(text: str, tails: Counter) -> str:
     """``text`` without its signature, disclaimer or sign-off.
 
     A line this sender already ended an earlier message with is a learned
-    signature line; on first sight, a ``-- `` delimiter, a legal disclaimer or a
-    closing word followed only by short name lines mark where the tail begins.
+    signature line, unless such lines make up most of the text (then it is a
+    re-sent message, for near-duplicate detection to judge). On first sight, a
+    ``-- `` delimiter, a legal disclaimer or a closing word followed only by
+    short name lines mark where the tail begins.
     """
     lines = text.rstrip().split("\n")
     end = len(lines)
     while end > 0 and (not lines[end - 1].strip() or tails.get(_short_hash(lines[end - 1]), 0) > 0):
         end -= 1
+    if count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(text):
+        end = len(lines)
     cut = end
     head = "\n".join(lines[:end])
     for rx in (_SIG_DELIMITER_RE, _DISCLAIMER_RE):

@@ -28,16 +28,19 @@ from memtape.schemas.records import stable_id
 from memtape.transforms.static_embed import StaticEmbeddings
 from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 
-GAMMA = 1.0  # a boundary needs surprise this many trailing standard deviations above the trailing mean
+GAMMA = 0.5  # a boundary needs surprise this many trailing standard deviations above the trailing mean
 WINDOW = 50  # span, in units, of the exponentially weighted trailing window
 WARMUP_UNITS = 8  # no surprise boundary until the tenant model has seen this many units
 LM_WEIGHT = 0.5  # weight of the language-model surprise beside the embedding density
-KERNEL = 8.0  # concentration of the von Mises-Fisher kernel around each recent episode member
+KERNEL = 3.0  # von Mises-Fisher kernel concentration around each recent member, per spread of neighbour similarity
+SPREAD_WINDOW = 1000  # units over which that spread is averaged: a property of the embedding, so slow
+MIN_SIM_SPREAD = 0.05  # floor on that spread while the tenant model is young
 RECENCY = 0.6  # weight decay per step back in the episode, so recent members dominate the density
 TAIL_UNITS = 8  # members of the open episode kept with text and vectors for context and refinement
 LOOKAHEAD = 2  # units to wait after a candidate before refining it
 REFINE_BACK = 4  # units before the candidate that join the local similarity graph
 REFINE_RADIUS = 1  # how far refinement may move a candidate boundary
+MAX_CUT = 0.5  # a refined cut is kept only when the local graph splits at least this cleanly
 REFINE_METHODS = ("conductance", "modularity")
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
@@ -60,6 +63,7 @@ class SegmenterConfig:
     kernel: float = KERNEL
     recency: float = RECENCY
     refine: str = "conductance"
+    max_cut: float = MAX_CUT
     max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
 
     def gap_for(self, source_kind: str | None) -> float:
@@ -102,6 +106,7 @@ class TenantModel:
         self.emb = _Trailing(config.window, stats.get("emb", (0, 0.0, 0.0)))
         self.lm = _Trailing(config.window, stats.get("lm", (0, 0.0, 0.0)))
         self.mixed = _Trailing(config.window, stats.get("mixed", (0, 0.0, 0.0)))
+        self.sim = _Trailing(SPREAD_WINDOW, stats.get("sim", (0, 0.0, 0.0)))
 
     def weights(self, ids: np.ndarray) -> np.ndarray:
         """Inverse document frequency over the tenant's own units: words this person always uses weigh little."""
@@ -118,7 +123,7 @@ class TenantModel:
             "predictor": self.predictor.state(),
             "doc_freq": {"ids": nz.tolist(), "counts": self.doc_freq[nz].tolist()},
             "docs": self.docs,
-            "stats": {"emb": self.emb.state(), "lm": self.lm.state(), "mixed": self.mixed.state()},
+            "stats": {"emb": self.emb.state(), "lm": self.lm.state(), "mixed": self.mixed.state(), "sim": self.sim.state()},
         }
 
 
@@ -221,8 +226,8 @@ class EpisodeSegmenter:
         if not self.key:
             self.key = {k: raw.get(k) for k in ("tenant", "conversation_id", "source_kind")}
         when = _time(raw.get("event_time"))
-        unit = Unit(str(raw["event_id"]), raw.get("text") or "", token_ids,
-                    self.embeddings.vector(token_ids, self.model.weights(token_ids)), when, raw.get("sender"))
+        unit = Unit(str(raw["event_id"]), raw.get("text") or "", token_ids, self._vector(raw, token_ids), when,
+                    raw.get("sender"))
         closed: list[dict[str, Any]] = []
         forced = self._forced(raw, when)
         score = self._surprise(unit)
@@ -239,6 +244,15 @@ class EpisodeSegmenter:
         if self.pending is not None and len(self.members) - int(self.pending[0]) >= LOOKAHEAD:
             closed.extend(self._resolve())
         return closed
+
+    def _vector(self, raw: Mapping[str, Any], token_ids: np.ndarray) -> np.ndarray:
+        """The unit's sentence embedding when the caller already has one, else its static-token vector."""
+        given = raw.get("embedding")
+        if given is None:
+            return self.embeddings.vector(token_ids, self.model.weights(token_ids))
+        v = np.asarray(given, dtype=np.float32)
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm > 0 else v
 
     def _forced(self, raw: Mapping[str, Any], when: datetime | None) -> tuple[str, float] | None:
         if raw.get("structure_break") and self.members:
@@ -258,7 +272,8 @@ class EpisodeSegmenter:
             sims = np.stack([u.vector for u in context]) @ unit.vector
             ages = np.arange(len(context) - 1, -1, -1)
             w = self.config.recency ** ages
-            density = float((w * np.exp(self.config.kernel * (sims - 1.0))).sum() / w.sum())
+            density = float((w * np.exp(self._kernel() * (sims - 1.0))).sum() / w.sum())
+            m.sim.push(float(sims[-1]))
             s_emb = -math.log(max(density, 1e-12))
         else:
             s_emb = 0.0
@@ -271,6 +286,11 @@ class EpisodeSegmenter:
             m.mixed.push(mixed)
         return score
 
+    def _kernel(self) -> float:
+        """Kernel concentration in units of the tenant's spread of neighbour similarity, so it fits any embedding."""
+        spread = math.sqrt(self.model.sim.var) if self.model.sim.n > 1 else 0.0
+        return self.config.kernel / max(spread, MIN_SIM_SPREAD)
+
     # -- closing episodes ---------------------------------------------------------------------
 
     def _resolve(self) -> list[dict[str, Any]]:
@@ -281,11 +301,13 @@ class EpisodeSegmenter:
         first_tail = n - len(self.tail)
         lo = max(first_tail, candidate - REFINE_BACK, 0)
         vectors = np.stack([u.vector for u in self.tail[lo - first_tail :]])
-        affinity = np.clip(vectors @ vectors.T, 0.0, None)
+        affinity = np.exp(self._kernel() * (vectors @ vectors.T - 1.0))
         np.fill_diagonal(affinity, 0.0)
         cuts = range(max(1, lo + 1, candidate - REFINE_RADIUS), min(n - 1, candidate + REFINE_RADIUS) + 1)
         measure = _CUT_SCORES[self.config.refine]
         best = min(cuts, key=lambda c: (measure(affinity, c - lo), abs(c - candidate)), default=candidate)
+        if measure(affinity, best - lo) > self.config.max_cut:
+            return []
         return [self._close_before(best, "surprise", score)]
 
     def _close_before(self, cut: int, signal: str, score: float | None) -> dict[str, Any]:

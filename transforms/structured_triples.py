@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from email.utils import getaddresses
 from typing import Any
 
 from memtape.schemas.records import stable_id
@@ -52,12 +53,6 @@ def _attrs(unit: dict[str, Any]) -> dict[str, Any]:
     if isinstance(attrs, str):
         return json.loads(attrs) if attrs else {}
     return dict(attrs or {})
-
-
-def is_structured(unit: dict[str, Any]) -> bool:
-    """True when the unit's attrs carry a FHIR resource or email headers."""
-    attrs = _attrs(unit)
-    return "resource_type" in attrs or "from_address" in attrs or "message_id" in attrs
 
 
 def _row(unit: dict, episode_id: str | None, subject: str, predicate: str, obj: str, when: Any, subject_id: str | None, object_id: str | None, negated: bool = False) -> dict[str, Any]:
@@ -126,8 +121,6 @@ def _addresses(value: Any) -> Iterable[tuple[str | None, str | None]]:
     if not value:
         return []
     if isinstance(value, str):
-        from email.utils import getaddresses
-
         return [(n or None, a.lower() if a and "@" in a else None) for n, a in getaddresses([value]) if n or a]
     return [split_address(v) for v in value]
 

@@ -12,7 +12,6 @@ per worker. This module reads parses and writes rows; it never touches the store
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 

@@ -120,8 +120,10 @@ def check_text(text: str, limit: int) -> str:
 
 def zone(name: str | None) -> tzinfo:
     """A zone from ``UTC``, ``+02:00`` or an IANA name; UTC when none is given."""
-    if not name or name.upper() in ("UTC", "Z", "GMT"):
+    if not name or name.strip().upper() in ("UTC", "Z", "GMT"):
         return timezone.utc
+    if name.startswith(" "):  # "?tz=+02:00" arrives with its '+' decoded to a space
+        name = "+" + name.strip()
     match = _OFFSET.match(name.strip())
     if match:
         sign = -1 if match.group(1) == "-" else 1
@@ -200,27 +202,34 @@ def empty_file_letter(tenant: str, source: str, file: Path) -> DeadLetter | None
     return dead_letter(tenant, source, str(file), RecordError("empty file"))
 
 
-READ_PIECE_CHARS = 1 << 20  # a longer line is handed on in pieces, so no line is held whole
+READ_PIECE_CHARS = 1 << 20  # a longer line is read in pieces, so no line is held whole
 
 
-def text_pieces(file: Path, handle: BinaryIO) -> Iterator[tuple[int, str, bool]]:
-    """(line number, text without newline, continues previous piece) for a text file, streamed.
+def text_lines(handle: BinaryIO, max_chars: int) -> Iterator[tuple[int, str, bool]]:
+    """(line number, line without its newline, oversize) for a text file, streamed.
 
-    The encoding is UTF-16 when a BOM says so, else UTF-8 (BOM dropped); bytes
-    that do not decode survive as surrogate escapes so the caller can report
-    the one bad line (see ``undecodable``) and keep reading.
+    A line longer than ``max_chars`` is cut there and flagged, the rest of it
+    skipped unread into memory. The encoding is UTF-16 when a BOM says so, else
+    UTF-8 (BOM dropped); bytes that do not decode survive as surrogate escapes
+    so the caller can report the one bad line (see ``undecodable``).
     """
     start = handle.read(4)
     handle.seek(0)
     encoding = "utf-16" if start[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
     text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline=None)
-    lineno, continued = 0, False
+    lineno = 0
     while True:
         piece = text.readline(READ_PIECE_CHARS)
         if not piece:
             return
-        if not continued:
-            lineno += 1
-        ends = piece.endswith("\n")
-        yield lineno, piece.rstrip("\n"), continued
-        continued = not ends
+        lineno += 1
+        parts, size = [piece], len(piece)
+        while not piece.endswith("\n"):
+            piece = text.readline(READ_PIECE_CHARS)
+            if not piece:
+                break
+            size += len(piece)
+            if size <= max_chars + 1:
+                parts.append(piece)
+        length = size - 1 if piece.endswith("\n") else size
+        yield lineno, "".join(parts).rstrip("\n")[:max_chars], length > max_chars

@@ -27,6 +27,7 @@ MAX_REMEMBERED_THREADS = 200_000  # message ids and subjects kept for threading;
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr|rif)\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*)+", re.I)
 _LIST_TAG = re.compile(r"^\s*(\[[^\]]{1,40}\])\s*")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_PLAIN_LIST = re.compile(r"^[^\s\"(),:;<>@\\]+@[^\s\"(),:;<>@\\]+(\s*,\s*[^\s\"(),:;<>@\\]+@[^\s\"(),:;<>@\\]+)*\s*,?\s*$")
 _HTML_BLOCKS = {"p", "br", "div", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr"}
 _HTML_HIDDEN = {"script", "style", "head", "title"}
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -104,18 +105,13 @@ def normalised_subject(subject: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def is_reply(subject: str) -> bool:
-    text = subject
-    tag = _LIST_TAG.match(text)
-    return bool(_REPLY_PREFIX.match(text) or (tag and _REPLY_PREFIX.match(text[tag.end():])))
-
-
 class Threader:
     """Assign thread ids as messages stream past, remembering a bounded number of ids and subjects.
 
     A message joins the thread of any message it references or that referenced
-    it; without those headers a reply ("Re:", "Fwd:" ...) joins the latest
-    thread with the same normalised subject, and a non-reply starts its own.
+    it; a message without reply headers joins the thread of the first message
+    seen with the same normalised subject ("Re:", "Fwd:" ... stripped), which
+    is how header-less mail such as the Enron release can still be threaded.
     """
 
     def __init__(self) -> None:
@@ -137,13 +133,13 @@ class Threader:
             thread = thread or self._by_id.get(ref)
         if thread is None and linked:
             thread = linked[0]
-        if thread is None and norm and is_reply(subject):
-            thread = self._by_subject.get(norm) or f"subject:{norm}"
+        if thread is None and norm:
+            thread = self._by_subject.get(norm)
         thread = thread or message_id or f"subject:{norm}"
         for key in [message_id, *linked]:
             if key:
                 self._remember(self._by_id, key, thread)
-        if norm and (not is_reply(subject) or norm not in self._by_subject):
+        if norm and norm not in self._by_subject:
             self._remember(self._by_subject, norm, thread)
         return thread
 
@@ -153,8 +149,14 @@ def _ids(value: object) -> list[str]:
 
 
 def _addresses(msg: Message, *names: str) -> list[tuple[str, str]]:
-    values = [header_text(v) for name in names for v in (msg.get_all(name) or [])]
-    return [(name, addr.strip().lower()) for name, addr in getaddresses(values) if addr.strip()]
+    """(display name, lower-cased address) pairs; bare comma lists skip the slow RFC 5322 parser."""
+    pairs: list[tuple[str, str]] = []
+    for value in (header_text(v) for name in names for v in (msg.get_all(name) or [])):
+        if _PLAIN_LIST.match(value):
+            pairs += [("", addr.strip()) for addr in value.split(",")]
+        else:
+            pairs += getaddresses([value])
+    return [(name, addr.strip().lower()) for name, addr in pairs if addr.strip()]
 
 
 def _event_time(msg: Message, fallback: datetime | None) -> datetime:

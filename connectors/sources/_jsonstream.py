@@ -5,8 +5,9 @@ Exports such as a FHIR Bundle (``entry``), a Telegram ``result.json``
 array) keep their records in arrays. ``JsonItems`` reads the file in chunks,
 walks only the containers on the requested paths, and decodes each item with
 the C JSON decoder, so memory stays near the size of one item. A malformed
-item is reported and skipped when its extent can still be found; a document
-that ends early stops with one final error. This module reads only.
+item (bad JSON, bytes that are not UTF-8, too large) is reported and skipped
+when its extent can still be found; a document that ends early stops with one
+final error. This module reads only.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import json
 import re
 from typing import BinaryIO, Iterator
 
-from memtape.connectors.sources._common import LimitError, RecordError
+from memtape.connectors.sources._common import LimitError, RecordError, undecodable
 
 READ_CHUNK_CHARS = 1 << 16
 MAX_RAW_SNIPPET = 64 * 1024
@@ -34,7 +35,7 @@ class BrokenDocument(RecordError):
 class Item:
     position: str  # the item's path in the document, e.g. "entry/12"
     value: object = None
-    error: RecordError | UnicodeDecodeError | None = None
+    error: RecordError | None = None
     raw: str | None = None
 
 
@@ -47,7 +48,7 @@ class JsonItems:
 
     def __init__(self, handle: BinaryIO, patterns: list[tuple[str, ...]], max_item_chars: int) -> None:
         self._handle = handle
-        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._json = json.JSONDecoder()
         self._patterns = patterns
         self._max = max_item_chars
@@ -70,7 +71,7 @@ class JsonItems:
             yield from self._walk(self._patterns, path)
             if self._peek() is not None:
                 raise BrokenDocument(f"unexpected data after the JSON document at char {self._i}")
-        except (RecordError, UnicodeDecodeError) as exc:
+        except RecordError as exc:
             yield Item("/".join(path) or "document", error=exc, raw=self._buf[self._i:self._i + MAX_RAW_SNIPPET])
 
     # reading
@@ -176,7 +177,10 @@ class JsonItems:
         start = self._i
         position = "/".join(path)
         try:
-            return Item(position, value=self._value(keep=True))
+            value = self._value(keep=True)
+            if undecodable(self._buf[start:self._i]):
+                raise RecordError("item holds bytes that are not valid UTF-8")
+            return Item(position, value=value)
         except BrokenDocument:
             raise
         except RecordError as exc:

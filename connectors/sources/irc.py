@@ -28,7 +28,7 @@ from memtape.connectors.sources._common import (
     limits,
     open_binary,
     split_options,
-    text_pieces,
+    text_lines,
     undecodable,
     zone,
 )
@@ -82,15 +82,13 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
     held: list[Record] = []  # errors before the first good line: one file-level letter if no line is good
     good = False
     with open_binary(file) as handle:
-        for lineno, line, continued in text_pieces(file, handle):
-            if continued:
-                continue  # the oversize line was reported at its first piece
+        for lineno, line, oversize in text_lines(handle, max_bytes):
             try:
                 if not line.strip():
                     continue
                 if undecodable(line):
                     raise UnicodeError("line is not valid UTF-8")
-                if len(line) > max_bytes or len(line.encode("utf-8")) > max_bytes:
+                if oversize or len(line.encode("utf-8", "surrogateescape")) > max_bytes:
                     raise LimitError(f"line exceeds max_message_bytes ({max_bytes})")
                 stamped = _LINE.match(line)
                 nick, text, subtype = _classify(stamped.group("rest") if stamped else line)

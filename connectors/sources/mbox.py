@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from memtape.connectors.base import Record, register

@@ -110,7 +110,8 @@ def _message(obj: object, channel: str, users: dict[str, str], members: list[str
     if subtype == "message_changed" and isinstance(obj.get("message"), dict):
         obj, edited = obj["message"], obj["message"].get("edited") or obj.get("ts")
     when = from_epoch(obj.get("ts"))
-    user = obj.get("user")
+    comment = obj.get("comment") if isinstance(obj.get("comment"), dict) else {}
+    user = obj.get("user") or comment.get("user")
     profile = obj.get("user_profile") if isinstance(obj.get("user_profile"), dict) else {}
     bot = subtype == "bot_message" or (bool(obj.get("bot_id")) and not user)
     sender = users.get(user) or profile.get("real_name") or obj.get("username") or user or obj.get("bot_id")

@@ -12,6 +12,7 @@ of exports. Reads only.
 from __future__ import annotations
 
 import json
+from datetime import tzinfo
 from pathlib import Path
 from typing import Iterator
 
@@ -58,14 +59,14 @@ def _placeholder(obj: dict) -> str:
     raise RecordError("message has neither text nor media")
 
 
-def _message(obj: object, chat: dict, index: str, file: Path, tenant: str, options: dict[str, str],
+def _message(obj: object, chat: dict, index: str, file: Path, tenant: str, local_zone: tzinfo,
              max_bytes: int) -> RawEvent:
     if not isinstance(obj, dict):
         raise RecordError("message is not a JSON object")
     if "date_unixtime" in obj:
         when = from_epoch(obj["date_unixtime"])
     else:
-        when = parse_iso(obj.get("date"), zone(options.get("tz")))
+        when = parse_iso(obj.get("date"), local_zone)
     service = obj.get("type") == "service"
     text = flatten_text(obj.get("text"))
     if service and not text:
@@ -107,6 +108,7 @@ def _message(obj: object, chat: dict, index: str, file: Path, tenant: str, optio
 def read_telegram(path: str, tenant: str) -> Iterator[Record]:
     path, options = split_options(path)
     conf = limits()
+    local_zone = zone(options.get("tz"))
     for file in input_files(path, accept={".json"}):
         empty = empty_file_letter(tenant, _SCHEME, file)
         if empty:
@@ -122,7 +124,7 @@ def read_telegram(path: str, tenant: str) -> Iterator[Record]:
                     yield dead_letter(tenant, _SCHEME, position, item.error, item.raw)
                     continue
                 try:
-                    yield _message(item.value, items.context, item.position, file, tenant, options,
+                    yield _message(item.value, items.context, item.position, file, tenant, local_zone,
                                    conf.max_message_bytes)
                 except Exception as exc:  # one bad message must not stop the export
                     yield dead_letter(tenant, _SCHEME, position, exc, repr(item.value)[:1024])

@@ -30,13 +30,14 @@ from memtape.connectors.sources._common import (
     limits,
     open_binary,
     split_options,
-    text_pieces,
+    text_lines,
     undecodable,
     zone,
 )
 from memtape.schemas.records import RawEvent
 
 _SCHEME = "whatsapp"
+READ_SNIFF_CHARS = 4096  # enough of each line to see its date when deciding day-first
 MAX_AUTHOR_CHARS = 80  # a longer "name" before ": " is a system sentence, not an author
 _DATE = r"(?P<date>\d{1,4}[./-]\d{1,2}[./-]\d{1,4})"
 _TIME = r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)(?:[\s\u202f]*(?P<ampm>[aApP]\.?\s?[mM]\.?))?"
@@ -76,8 +77,8 @@ def _day_first(file: Path) -> bool:
     """Decide day-first from the dates of one file: a part above 12 settles it, else chat order does."""
     firsts: list[tuple[int, int, int]] = []
     with open_binary(file) as handle:
-        for _, line, continued in text_pieces(file, handle):
-            match = None if continued else _header(line)
+        for _, line, _ in text_lines(handle, READ_SNIFF_CHARS):
+            match = _header(line)
             if match:
                 a, b, c = _date_parts(match.group("date"))
                 if a < 100:
@@ -160,22 +161,20 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
             return dead_letter(tenant, _SCHEME, position, exc, item.rest[:1024])
 
     with open_binary(file) as handle:
-        for lineno, line, continued in text_pieces(file, handle):
+        for lineno, line, oversize in text_lines(handle, max_bytes):
             if undecodable(line):
                 yield dead_letter(tenant, _SCHEME, f"{file}:{lineno}", UnicodeError("line is not valid UTF-8"), line)
                 continue
-            match = None if continued else _header(line)
+            match = _header(line)
             if match is None:
                 if pending is None:
                     orphan = orphan or (lineno, [])
                     if len(orphan[1]) < 4:
                         orphan[1].append(line[:256])
                     continue
-                pending.size += len(line) + 1
+                pending.size += len(line) + 1 + (max_bytes if oversize else 0)
                 if pending.size > max_bytes:
                     pending.lines.clear()
-                elif continued and pending.lines:
-                    pending.lines[-1] += line
                 else:
                     pending.lines.append(line)
                 continue
@@ -190,7 +189,8 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
             except (ValueError, OverflowError) as exc:
                 when, error = None, exc
             rest = match.group("rest")
-            pending = _Pending(lineno, when, error, rest, size=len(rest.encode("utf-8", "surrogateescape")))
+            size = len(rest.encode("utf-8", "surrogateescape")) + (max_bytes if oversize else 0)
+            pending = _Pending(lineno, when, error, rest, size=size)
     if pending is not None:
         yield finish(pending)
     if orphan:

@@ -35,7 +35,7 @@ def _thread_of(subject: str) -> str:
     return _SUBJECT_PREFIX_RE.sub("", subject or "").strip().casefold() or "(no subject)"
 
 
-def _maildir_rows(root: Path, tenant: str) -> list[dict]:
+def maildir_rows(root: Path, tenant: str) -> list[dict]:
     """Email rows from the maildir connector when it is installed, else parsed here with the stdlib."""
     from memtape.connectors.base import connectors, read_source
     from memtape.schemas.records import RawEvent
@@ -67,7 +67,7 @@ def _uri_rows(uri: str, tenant: str) -> list[dict]:
     return [r.to_row() for r in read_source(uri, tenant) if isinstance(r, RawEvent)]
 
 
-def _windows(rows: list[dict]) -> list[list[dict]]:
+def thread_windows(rows: list[dict]) -> list[list[dict]]:
     """Episodes for the eval: each conversation in time order, cut into windows of EMAIL_WINDOW."""
     from memtape.transforms.dedupe import event_order
 
@@ -136,10 +136,11 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
     """Share of evidence turns whose content a memory carries through provenance.
 
     A turn survives when a memory lists it (or the unit it duplicates) in
-    ``raw_event_ids`` and that memory's text keeps, verbatim, sentences of the
-    turn that hold at least EVIDENCE_MIN_COVERAGE of its content words and every
+    ``raw_event_ids`` and that memory's text keeps sentences of the turn,
+    verbatim or in their condensed rendering, that hold at least EVIDENCE_MIN_COVERAGE of its content words and every
     answer content word the turn contains.
     """
+    from memtape.transforms.compress import condense
     from memtape.transforms.tokens import content_words, sentence_spans, unwrap
 
     by_member: dict[str, list[dict]] = defaultdict(list)
@@ -156,8 +157,10 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
         sentences = [text[a:b] for a, b in sentence_spans(text)]
         turn_words = content_words(text)
         needed = content_words(answer) & turn_words
+        renderings = [(s, condense(s)) for s in sentences]
         for memory in by_member[event_id]:
-            kept_words = set().union(*(content_words(s) for s in sentences if s in memory["text"]))
+            kept = [full if full in memory["text"] else short for full, short in renderings if full in memory["text"] or (short and short in memory["text"])]
+            kept_words = set().union(*(content_words(s) for s in kept))
             if needed <= kept_words and len(kept_words & turn_words) >= EVIDENCE_MIN_COVERAGE * len(turn_words):
                 return True
         return False
@@ -178,11 +181,11 @@ def evaluate(data: str, budget_ratio: float, tenant: str = "eval") -> dict[str, 
     if path.is_file() and path.suffix == ".json":
         rows, episodes, evidence = locomo_runs(path)
     elif path.is_dir():
-        rows = _maildir_rows(path, tenant)
-        episodes = _windows(rows)
+        rows = maildir_rows(path, tenant)
+        episodes = thread_windows(rows)
     elif ":" in data and not path.exists():
         rows = _uri_rows(data, tenant)
-        episodes = _windows(rows)
+        episodes = thread_windows(rows)
     else:
         raise UserError(f"{data}: no such LoCoMo .json file, Maildir folder or source URI")
     if not rows:

@@ -15,7 +15,7 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -99,12 +99,6 @@ def references(audio_dir: Path) -> dict[Path, str]:
     return found
 
 
-def _timed(run: Callable[[], dict[Path, str]]) -> tuple[float, dict[Path, str]]:
-    began = time.perf_counter()
-    texts = run()
-    return time.perf_counter() - began, texts
-
-
 def _wer(refs: dict[Path, str], hyps: dict[Path, str]) -> float:
     errors = sum(edit_distance(normalise(refs[p]), normalise(hyps.get(p, ""))) for p in refs)
     return errors / max(1, sum(len(normalise(r)) for r in refs.values()))
@@ -146,32 +140,35 @@ def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with
         bare, kwargs = BatchedInferencePipeline(model), {**kwargs, "batch_size": transcriber.batch_size}
     durations: dict[Path, float] = {}
 
-    def baseline() -> dict[Path, str]:
-        out = {}
-        for f in files:
-            segments, info = bare.transcribe(str(f), **kwargs)
-            out[f] = " ".join(s.text.strip() for s in segments)
-            durations[f] = info.duration
-        return out
+    def baseline(f: Path) -> str:
+        segments, info = bare.transcribe(str(f), **kwargs)
+        durations[f] = info.duration
+        return " ".join(s.text.strip() for s in segments)
 
-    def pipeline() -> dict[Path, str]:
-        out = {}
-        for f in files:
-            recording = next(r for r in read_audio(str(f), tenant) if isinstance(r, RawEvent))
-            out[f] = " ".join(row["text"] for tag, row in transcriber.rows(recording.to_row()) if tag == UTTERANCES_TAG)
-        return out
+    def pipeline(f: Path) -> str:
+        recording = next(r for r in read_audio(str(f), tenant) if isinstance(r, RawEvent))
+        return " ".join(row["text"] for tag, row in transcriber.rows(recording.to_row()) if tag == UTTERANCES_TAG)
 
-    baseline()  # warm-up: first-call allocations and page cache count for neither side
-    timings: dict[str, list[float]] = {"pipeline": [], "baseline": []}
-    texts: dict[str, dict[Path, str]] = {}
+    baseline(files[0])  # warm-up: first-call allocations and page cache count for neither side
+    sides = {"pipeline": pipeline, "baseline": baseline}
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    texts: dict[str, dict[Path, str]] = {name: {} for name in sides}
     for repeat in range(repeats):
-        order = [("pipeline", pipeline), ("baseline", baseline)]
-        for name, run in order if repeat % 2 == 0 else order[::-1]:
-            seconds, texts[name] = _timed(run)
-            timings[name].append(seconds)
+        totals = {name: [0.0, 0.0] for name in sides}
+        for index, f in enumerate(files):  # file by file, alternating who goes first, so load from other processes hits both alike
+            names = list(sides) if (repeat + index) % 2 == 0 else list(sides)[::-1]
+            for name in names:
+                began, began_cpu = time.perf_counter(), time.process_time()
+                texts[name][f] = sides[name](f)
+                totals[name][0] += time.perf_counter() - began
+                totals[name][1] += time.process_time() - began_cpu
+        for name, (seconds, cpu_seconds) in totals.items():
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
     audio_seconds = sum(durations.values())
-    rtf = statistics.median(timings["pipeline"]) / audio_seconds
-    base_rtf = statistics.median(timings["baseline"]) / audio_seconds
+    rtf = statistics.median(wall["pipeline"]) / audio_seconds
+    base_rtf = statistics.median(wall["baseline"]) / audio_seconds
     report: dict[str, Any] = {
         "wer": round(_wer(refs, texts["pipeline"]), 4),
         "rtf": round(rtf, 4),
@@ -181,7 +178,9 @@ def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with
         "rtf_ratio": round(rtf / base_rtf, 4),
         "files": len(files),
         "repeats": repeats,
-        "seconds": {name: [round(s, 3) for s in values] for name, values in timings.items()},
+        "seconds": {name: [round(s, 3) for s in values] for name, values in wall.items()},
+        "cpu_seconds": {name: [round(s, 3) for s in values] for name, values in cpu.items()},
+        "cpu_ratio": round(statistics.median(cpu["pipeline"]) / statistics.median(cpu["baseline"]), 4),
         "model": options.model,
         "device": transcriber.model.model.device,
         "compute_type": transcriber.model.model.compute_type,

@@ -1,0 +1,71 @@
+"""Throughput of dedupe + compression (no embeddings), with MiniLM embedding throughput beside it.
+
+Usage: python benchmarks/bench_compress.py [--data PATH ...] [--repeats 3] [--embed-limit 512] [--device auto]
+Prints one JSON object per data set: messages/s as the median of the repeats,
+and memories (and messages) embedded per second on the chosen device.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from memtape.evals.compression import compress_episodes, locomo_runs, maildir_rows, thread_windows
+from memtape.transforms.compress import DEFAULT_BUDGET_RATIO
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = [SHARED / "locomo" / "locomo_dev.json", SHARED / "email" / "skilling-j"]
+
+
+def _load(path: Path) -> tuple[list[dict], list[list[dict]]]:
+    if path.suffix == ".json":
+        rows, episodes, _ = locomo_runs(path)
+        return rows, episodes
+    rows = maildir_rows(path, "bench")
+    return rows, thread_windows(rows)
+
+
+def bench(path: Path, repeats: int, embed_limit: int, device: str | None) -> dict:
+    from memtape.transforms.embed import embed_texts, memory_text
+    from memtape.transforms.models import embedder, pick_device
+
+    rows, episodes = _load(path)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        memories, _, _ = compress_episodes(rows, episodes, DEFAULT_BUDGET_RATIO)
+        seconds.append(time.perf_counter() - start)
+    model = embedder(device=device)
+    texts = [memory_text(m) for m in memories[:embed_limit]]
+    embed_texts(texts[:8], model)  # warm-up
+    start = time.perf_counter()
+    embed_texts(texts, model)
+    embed_s = time.perf_counter() - start
+    messages_covered = sum(len(m["raw_event_ids"]) for m in memories[:embed_limit])
+    return {
+        "data": str(path),
+        "messages": len(rows),
+        "episodes": len(episodes),
+        "dedupe_compress_messages_per_s": round(len(rows) / statistics.median(seconds), 1),
+        "dedupe_compress_runs_s": [round(s, 3) for s in seconds],
+        "embed_device": pick_device(device),
+        "embed_memories_per_s": round(len(texts) / embed_s, 1),
+        "embed_messages_per_s": round(messages_covered / embed_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, action="append", help="LoCoMo .json or Maildir folder (repeatable)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--embed-limit", type=int, default=512, help="memories to embed for the embedding rate")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
+    args = parser.parse_args()
+    for path in args.data or DEFAULT_DATA:
+        print(json.dumps(bench(path, args.repeats, args.embed_limit, args.device)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Dedupe keeps information, drops low-entropy units with a traceable reason, and carries state between batches."""
+from __future__ import annotations
+
+import email
+import json
+from datetime import datetime, timedelta, timezone
+from email import policy
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from memtape.transforms.dedupe import DROPPED, STATE, Dedupe, Deduper, DedupeState, describe_dropped
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENRON = SHARED / "email" / "skilling-j"
+PAIRS = Path(__file__).parent / "fixtures" / "dedupe" / "near_dup_pairs.jsonl"
+T0 = datetime(2001, 5, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def _row(event_id: str, text: str, minutes: int = 0, kind: str = "email", sender: str = "ann@example.com", subject: str = "") -> dict:
+    return {"tenant": "t1", "event_id": event_id, "source_kind": kind, "conversation_id": "c1", "sender": sender,
+            "event_time": T0 + timedelta(minutes=minutes), "text": text, "attrs": json.dumps({"subject": subject})}
+
+
+def _enron_row(name: str, minutes: int = 0) -> dict:
+    msg = email.message_from_bytes((ENRON / name).read_bytes(), policy=policy.compat32)
+    return _row(name, msg.get_payload(), minutes, sender=str(msg["From"]), subject=str(msg["Subject"] or ""))
+
+
+def test_exact_duplicate_is_dropped_with_the_event_it_repeats():
+    deduper = Deduper()
+    deduper.process(_row("a", "The quarterly review moved to Friday at 3pm in room 50M."))
+    kept, dropped = deduper.process(_row("b", "the quarterly review  moved to Friday at 3pm in room 50M.", 5))
+    assert kept is None
+    assert dropped == {"tenant": "t1", "event_id": "b", "conversation_id": "c1", "event_time": T0 + timedelta(minutes=5),
+                       "reason": "exact_duplicate", "duplicate_of": "a"}
+
+
+@pytest.mark.parametrize("text,reason", [("ok", "short_ack"), ("thanks!", "short_ack"), ("lol", "short_ack"),
+                                         ("hahahaha", "short_ack"), ("\U0001F602\U0001F44D", "emoji_only"),
+                                         ("ha" * 60, "short_ack"), ("see you later! " * 10, "repetitive")])
+def test_low_entropy_units_are_dropped_with_their_reason(text, reason):
+    kept, dropped = Deduper().process(_row("x", text, kind="im"))
+    assert kept is None and dropped["reason"] == reason
+
+
+def test_short_message_with_content_is_kept():
+    kept, dropped = Deduper().process(_row("x", "ok, the demo moved to 3pm Thursday", kind="im"))
+    assert dropped is None and kept["text"] == "ok, the demo moved to 3pm Thursday"
+
+
+def test_out_of_office_reply_is_dropped():
+    text = "I am currently out of the office until Monday with limited access to email. For urgent matters call Bob."
+    _, dropped = Deduper().process(_row("x", text, subject="Out of Office: budget"))
+    assert dropped["reason"] == "auto_reply"
+
+
+def test_dropped_units_are_summarised_by_reason():
+    dropped = [{"reason": "short_ack"}, {"reason": "short_ack"}, {"reason": "auto_reply"}, {"reason": "near_duplicate"}]
+    assert describe_dropped(dropped) == "2 short acknowledgements, 1 auto-reply, 1 near-duplicate"
+    assert describe_dropped([]) is None
+
+
+def test_signature_learned_from_repeated_tails_is_removed():
+    tail = "\n\nDana Whitfield\nSenior Buyer, Plant 4\nExt. 5521"
+    deduper = Deduper()
+    first, _ = deduper.process(_row("a", "Please ship the 40 gaskets to dock B before noon." + tail, sender="dana@acme.test"))
+    second, _ = deduper.process(_row("b", "The invoice for order 7781 is attached; net 30 terms apply." + tail, 10, sender="dana@acme.test"))
+    assert "Dana Whitfield" in first["text"]  # first sight: nothing to learn from yet
+    assert second["text"] == "The invoice for order 7781 is attached; net 30 terms apply."
+    assert second["stripped"]["signature"] > 0
+
+
+def test_near_duplicate_with_new_content_keeps_only_the_new_sentences():
+    notice = ("Executive Committee Weekly Meeting will be held in the 50th Floor Boardroom. Video connections will be "
+              "established with remote locations upon request. Please return this e-mail with your response.")
+    deduper = Deduper()
+    deduper.process(_row("a", notice + "\nDate: Monday, June 11th"))
+    kept, _ = deduper.process(_row("b", notice + "\nDate: Monday, June 18th, agenda item: Q2 trading limits", 60))
+    assert kept["duplicate_of"] == "a"
+    assert kept["text"] == "Date: Monday, June 18th, agenda item: Q2 trading limits"
+
+
+def test_near_duplicate_pairs_are_found_with_precision_and_recall_of_at_least_0_9():
+    pairs = [json.loads(line) for line in PAIRS.read_text().splitlines()]
+    assert len(pairs) >= 50
+    tp = fp = fn = 0
+    for i, pair in enumerate(pairs):
+        deduper = Deduper()
+        deduper.process(_row(f"a{i}", pair["a"]))
+        kept, dropped = deduper.process(_row(f"b{i}", pair["b"], 60))
+        found = (dropped is not None and dropped["reason"] in ("near_duplicate", "exact_duplicate")) or (kept is not None and kept["duplicate_of"] == f"a{i}")
+        tp += found and pair["near_duplicate"]
+        fp += found and not pair["near_duplicate"]
+        fn += (not found) and pair["near_duplicate"]
+    assert tp / (tp + fp) >= 0.9 and tp / (tp + fn) >= 0.9
+
+
+def test_state_carried_between_micro_batches_still_finds_duplicates():
+    text = "Board pack for the July meeting: revenue up 12%, headcount flat, two new LNG contracts signed in Dabhol."
+    first = Deduper()
+    first.process(_row("a", text))
+    carried = DedupeState.from_json(first.state.to_json())
+    _, exact = Deduper(carried).process(_row("b", text, 30))
+    _, near = Deduper(carried).process(_row("c", text + " Sent from my BlackBerry", 40))
+    assert exact["duplicate_of"] == "a"
+    assert near["reason"] == "near_duplicate" and near["duplicate_of"] == "a"
+
+
+def test_dedupe_transform_yields_kept_dropped_and_state():
+    rows = [_row("a", "Lunch with the Dabhol team is on Tuesday at noon.", kind="im"), _row("b", "ok", 1, kind="im"),
+            _row("c", "Lunch with the Dabhol team is on Tuesday at noon.", 2, kind="im")]
+    with TestPipeline() as p:
+        out = p | beam.Create(rows) | Dedupe()
+        assert_that(out.kept | "KeptIds" >> beam.Map(lambda u: (u["event_id"], u["text"])),
+                    equal_to([("a", "Lunch with the Dabhol team is on Tuesday at noon.")]), label="kept")
+        assert_that(out[DROPPED] | "Reasons" >> beam.Map(lambda d: (d["event_id"], d["reason"], d["duplicate_of"])),
+                    equal_to([("b", "short_ack", None), ("c", "exact_duplicate", "a")]), label="dropped")
+        assert_that(out[STATE] | "Tenants" >> beam.Map(lambda kv: (kv[0], len(json.loads(kv[1])["hashes"]) > 0)),
+                    equal_to([("t1", True)]), label="state")
+
+
+needs_enron = pytest.mark.skipif(not ENRON.exists(), reason="../shared/data absent: Enron skilling-j Maildir needed")
+
+
+@needs_enron
+def test_enron_quoted_reply_is_removed_but_counted():
+    kept, _ = Deduper().process(_enron_row("notes_inbox/81."))
+    assert kept["text"] == "I think we'll probably keep it at just Paul and me.  I'll let you know if that changes. Regards/Neil."
+    assert kept["stripped"]["quoted_reply"] > 500
+
+
+@needs_enron
+def test_enron_sign_off_and_phone_signature_are_removed():
+    kept, _ = Deduper().process(_enron_row("notes_inbox/87."))
+    assert kept["text"] == (
+        "Jeff,\n\nThank you for taking some time to speak with me today regarding the Harvard Business School.  "
+        "I will call you at 3pm CST at 713-853-6894.  As a primer for our conversation, I have attached my Bio and "
+        "Accomplishments.  I look forward to speaking with you.")
+    assert "303-575-6463" not in kept["text"]
+
+
+@needs_enron
+def test_enron_forward_keeps_the_forwarded_message_without_its_header():
+    kept, _ = Deduper().process(_enron_row("notes_inbox/289."))
+    assert kept["text"].startswith("Jeff, fyi")
+    assert "UC/CSU sued us for breach of contract in March." in kept["text"]
+    assert "Subject: UC/CSU" not in kept["text"] and "Forwarded by" not in kept["text"]

@@ -1,0 +1,63 @@
+"""Embedding stage: fill the 384-dim ``embedding`` column of memories with the offline MiniLM.
+
+Beam's ``RunInference`` batches the rows and keeps one model per worker,
+loaded through ``memtape.transforms.models.embedder`` on the device it picks
+(GPU when present). The embedded text is the memory's header and text, so
+recall can match who/when/where as well as content. This module never writes
+tables and never reaches a model hub.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedder
+
+DEFAULT_BATCH_SIZE = 64
+MAX_BATCH_SIZE = 256
+
+
+def memory_text(row: dict) -> str:
+    """What a memory is embedded as: its header line, then its text."""
+    return "\n".join(part for part in (row.get("header"), row.get("text")) if part)
+
+
+def embed_texts(texts: Sequence[str], model: Any | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text (queries use this too, so both sides match)."""
+    model = model or embedder()
+    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+class _MiniLMHandler(ModelHandler[dict, dict, Any]):
+    """RunInference handler: the shared MiniLM in, memory rows with embeddings out."""
+
+    def __init__(self, model_name: str, device: str | None, batch_size: int) -> None:
+        super().__init__()
+        self._model_name = model_name
+        self._device = device
+        self._batch_size = batch_size
+
+    def load_model(self) -> Any:
+        return embedder(self._model_name, self._device)
+
+    def run_inference(self, batch: Sequence[dict], model: Any, inference_args: dict | None = None) -> Iterable[dict]:
+        vectors = embed_texts([memory_text(row) for row in batch], model, self._batch_size)
+        return [{**row, "embedding": vector.tolist()} for row, vector in zip(batch, vectors)]
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return {"min_batch_size": 1, "max_batch_size": MAX_BATCH_SIZE}
+
+
+class EmbedMemories(beam.PTransform):
+    """MEMORIES rows -> the same rows with ``embedding`` filled (384 float32, unit length)."""
+
+    def __init__(self, model_name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__()
+        self._handler = _MiniLMHandler(model_name, device, batch_size)
+
+    def expand(self, memories):
+        return memories | "EmbedWithMiniLM" >> RunInference(self._handler)
