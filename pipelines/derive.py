@@ -45,7 +45,7 @@ def land_tables(outputs: dict[str, beam.PCollection], store: Store) -> None:
 def derive(store: Store, tenant: str, options: beam.options.pipeline_options.PipelineOptions,
            ingest_path: str = "backfill", close_open: bool = False, now: datetime | None = None) -> DeriveResult:
     """Process the tenant's raw events ingested by ``ingest_path`` since the checkpoint."""
-    checkpoint = load_checkpoint(store, tenant, f"{ingest_path}:derive")
+    checkpoint = load_checkpoint(store, tenant, f"{ingest_path}:{tenant}")
     base = f"tenant = {_q(tenant)} AND ingest_path = {_q(ingest_path)}"
     since = checkpoint.progress.get("ingest_watermark")
     pending = base + (f" AND ingest_time > {_ts(datetime.fromisoformat(since))}" if since else "")
@@ -59,7 +59,7 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
     with beam.Pipeline(options=options) as p:
         raw = p | "PendingRaw" >> ReadFromLance("raw_events", store.home, store.storage_options, selected)
         outputs = raw | "BuildMemories" >> BuildMemories(StateTarget(checkpoint.name, generation),
-                                                         load_carried(store, checkpoint), close_open, now or utcnow())
+                                                         load_carried(store, [checkpoint]), close_open, now or utcnow())
         land_tables(outputs, store)
     committed = Checkpoint(checkpoint.name, tenant, generation,
                            {"ingest_watermark": watermark.isoformat() if watermark else since})

@@ -3,7 +3,7 @@
 ``BuildMemories`` wires the stages in order: transcribe recordings, dedupe,
 segment each conversation into episodes, extract triples and entities,
 compress episodes into memories, embed them. It returns a PCollection per
-table, plus the carried state (dedupe sketches per tenant, open episodes per
+table, plus the carried state (dedupe sketches per scope, open episodes per
 conversation) for the next run. Backfill and the streaming job both use it;
 neither runs a stage outside it. No I/O happens here: the caller lands the outputs.
 """
@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import apache_beam as beam
 
 from memtape.pipelines.episodes import ConversationAssembler, conversation_key
 from memtape.schemas.records import stable_id, utcnow
-from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes
+from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
 from memtape.transforms.transcribe import DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, needs_transcription
@@ -30,7 +30,7 @@ SEGMENTER_STATE = "segmenter"
 
 @dataclasses.dataclass(frozen=True)
 class CarriedState:
-    """State from the previous run: dedupe JSON per tenant, assembler JSON per conversation key."""
+    """State from the previous run: dedupe JSON per scope, assembler JSON per conversation key."""
 
     dedupe: dict[str, str] = dataclasses.field(default_factory=dict)
     conversations: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -38,24 +38,28 @@ class CarriedState:
 
 @dataclasses.dataclass(frozen=True)
 class StateTarget:
-    """Where new state rows go: the checkpoint they belong to and the generation they will be valid at."""
+    """Where new state rows go: the checkpoint of each scope (``default`` unless mapped) and the generation."""
 
-    checkpoint: str
+    default: str
     generation: int
+    checkpoint_of: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def row(self, tenant: str, kind: str, scope: str, payload: str) -> dict:
-        return {"tenant": tenant, "state_id": stable_id(tenant, kind, scope, self.checkpoint, self.generation),
-                "kind": kind, "scope": scope, "checkpoint": self.checkpoint, "generation": self.generation,
+        checkpoint = self.checkpoint_of.get(scope, self.default)
+        return {"tenant": tenant, "state_id": stable_id(tenant, kind, scope, checkpoint, self.generation),
+                "kind": kind, "scope": scope, "checkpoint": checkpoint, "generation": self.generation,
                 "payload": payload, "updated_time": utcnow()}
 
 
 class _AssembleFn(beam.DoFn):
     """Segments one conversation (its kept and dropped units) and emits bundles and its new state."""
 
-    def __init__(self, carried: dict[str, str], close_open: bool, now: datetime | None, target: StateTarget) -> None:
+    def __init__(self, carried: dict[str, str], close_open: bool, now: datetime | None, flush_keys: frozenset[str],
+                 target: StateTarget) -> None:
         self._carried = carried
         self._close_open = close_open
         self._now = now
+        self._flush_keys = flush_keys
         self._target = target
 
     def setup(self) -> None:
@@ -67,7 +71,7 @@ class _AssembleFn(beam.DoFn):
         key, grouped = element
         assembler = ConversationAssembler(self._embeddings, self._carried.get(key))
         bundles = assembler.feed(grouped["kept"], grouped["dropped"])
-        if self._close_open:
+        if self._close_open or key in self._flush_keys:
             bundles += assembler.flush()
         elif self._now is not None:
             bundles += assembler.close_idle(self._now)
@@ -76,31 +80,37 @@ class _AssembleFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATE, self._target.row(tenant, SEGMENTER_STATE, key, assembler.state_json()))
 
 
-def _fact_id(triple: dict) -> dict:
+def _by_fact(triple: dict) -> dict:
     """Key a triple by the fact it states, so repeats merge into one row with more support."""
-    from memtape.transforms.compress import fact_key
-
     return {**triple, "triple_id": stable_id(*fact_key(triple)), "supporting_event_ids": [triple["raw_event_id"]],
             "support_count": 1, "last_seen": triple.get("event_time")}
 
 
 def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[dict]:
     _episode_id, grouped = element
-    triples = grouped["triples"]
     for bundle in grouped["bundle"]:
-        yield {**bundle, "triples": triples}
+        yield {**bundle, "triples": grouped["triples"]}
 
 
 class BuildMemories(beam.PTransform):
-    """raw_events rows -> a dict of PCollections, one per derived table plus ``pipeline_state``."""
+    """raw_events rows -> a dict of PCollections, one per derived table plus ``pipeline_state``.
 
-    def __init__(self, target: StateTarget, carried: CarriedState | None = None, close_open: bool = True,
-                 now: datetime | None = None, transcribe_options: Any = None) -> None:
+    ``close_open`` closes every open episode at the end (a final backfill);
+    otherwise episodes idle at ``now`` close and the rest stay open in the
+    carried state, as do the ones in ``flush_keys`` unless named there.
+    ``scope_of`` picks the dedupe state scope of a row (the tenant by default).
+    """
+
+    def __init__(self, target: StateTarget, carried: CarriedState | None = None, close_open: bool = False,
+                 now: datetime | None = None, flush_keys: frozenset[str] = frozenset(),
+                 scope_of: Callable[[dict], str] | None = None, transcribe_options: Any = None) -> None:
         super().__init__()
         self.target = target
         self.carried = carried or CarriedState()
         self.close_open = close_open
         self.now = now
+        self.flush_keys = flush_keys
+        self.scope_of = scope_of
         self.transcribe_options = transcribe_options
 
     def expand(self, raw: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -109,18 +119,21 @@ class BuildMemories(beam.PTransform):
         written = raw | "TextUnits" >> beam.Filter(lambda r: not needs_transcription(r) and bool(r.get("text")))
         units = (written, spoken) | "AllUnits" >> beam.Flatten()
 
-        deduped = units | "Dedupe" >> Dedupe(_merged_dedupe_state(self.carried.dedupe))
+        deduped = units | "Dedupe" >> Dedupe(_merged_dedupe_state(self.carried.dedupe), self.scope_of)
+        visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
         by_conversation = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
-             "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u))}
+             "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),
+             "visit": visits}
             | "ByConversation" >> beam.CoGroupByKey()
         )
         assembled = by_conversation | "Segment" >> beam.ParDo(
-            _AssembleFn(self.carried.conversations, self.close_open, self.now, self.target)).with_outputs(STATE, main="bundles")
+            _AssembleFn(self.carried.conversations, self.close_open, self.now, self.flush_keys, self.target)
+        ).with_outputs(STATE, main="bundles")
         bundles = assembled["bundles"]
 
         extracted = bundles | "ExtractTriples" >> ExtractTriples()
-        triples = extracted[TRIPLES_TAG] | "KeyTriplesByFact" >> beam.Map(_fact_id)
+        triples = extracted[TRIPLES_TAG] | "KeyTriplesByFact" >> beam.Map(_by_fact)
         with_triples = (
             {"bundle": bundles | "KeyBundle" >> beam.Map(lambda b: (b["episode"]["episode_id"], b)),
              "triples": triples | "KeyTriple" >> beam.Map(lambda t: (t["episode_id"], t))}
@@ -131,7 +144,7 @@ class BuildMemories(beam.PTransform):
         memories = compressed["memories"] | "Embed" >> EmbedMemories()
 
         dedupe_state = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(
-            lambda tenant, payload, target=self.target: target.row(tenant, DEDUPE_STATE, tenant, payload))
+            lambda scope, payload, target=self.target: target.row(scope.split("\x1f", 1)[0], DEDUPE_STATE, scope, payload))
         return {
             "utterances": heard["utterances"],
             "dead_letters": heard[DEAD_LETTERS_TAG],
@@ -143,8 +156,8 @@ class BuildMemories(beam.PTransform):
         }
 
 
-def _merged_dedupe_state(per_tenant: dict[str, str]) -> str | None:
-    """One DedupeState JSON holding every tenant's carried state."""
-    if not per_tenant:
+def _merged_dedupe_state(per_scope: dict[str, str]) -> str | None:
+    """One DedupeState JSON holding every scope's carried state."""
+    if not per_scope:
         return None
-    return json.dumps({t: json.loads(s) for t, s in per_tenant.items()})
+    return json.dumps({scope: json.loads(s) for scope, s in per_scope.items()})

@@ -54,15 +54,20 @@ def commit_checkpoint(store: Store, checkpoint: Checkpoint) -> None:
         "updated_time": utcnow()}])
 
 
-def load_carried(store: Store, checkpoint: Checkpoint) -> CarriedState:
-    """The newest committed state per scope for this checkpoint (nothing newer than its generation)."""
-    where = (f"tenant = {_q(checkpoint.tenant)} AND checkpoint = {_q(checkpoint.name)} "
-             f"AND kind != {_q(CHECKPOINT)} AND generation <= {checkpoint.generation}")
-    rows = store.read("pipeline_state", where=where, columns=["kind", "scope", "generation", "payload"])
+def load_carried(store: Store, checkpoints: list[Checkpoint]) -> CarriedState:
+    """The newest committed state per scope of these checkpoints (nothing newer than each one's generation).
+
+    State rows may belong to any tenant: a stream checkpoint covers a Kafka
+    partition, which carries many tenants' conversations.
+    """
     newest: dict[tuple[str, str], tuple[int, str]] = {}
-    for kind, scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("kind", "scope", "generation", "payload"))):
-        if (kind, scope) not in newest or gen > newest[(kind, scope)][0]:
-            newest[(kind, scope)] = (gen, payload)
+    for checkpoint in checkpoints:
+        where = (f"checkpoint = {_q(checkpoint.name)} AND kind != {_q(CHECKPOINT)} "
+                 f"AND generation <= {checkpoint.generation}")
+        rows = store.read("pipeline_state", where=where, columns=["kind", "scope", "generation", "payload"])
+        for kind, scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("kind", "scope", "generation", "payload"))):
+            if (kind, scope) not in newest or gen > newest[(kind, scope)][0]:
+                newest[(kind, scope)] = (gen, payload)
     return CarriedState(
         dedupe={scope: p for (kind, scope), (_, p) in newest.items() if kind == DEDUPE_STATE},
         conversations={scope: p for (kind, scope), (_, p) in newest.items() if kind == SEGMENTER_STATE},
@@ -71,7 +76,7 @@ def load_carried(store: Store, checkpoint: Checkpoint) -> CarriedState:
 
 def prune_states(store: Store, checkpoint: Checkpoint) -> int:
     """Delete state rows superseded by a committed newer generation, and uncommitted leftovers above it."""
-    where = f"tenant = {_q(checkpoint.tenant)} AND checkpoint = {_q(checkpoint.name)} AND kind != {_q(CHECKPOINT)}"
+    where = f"checkpoint = {_q(checkpoint.name)} AND kind != {_q(CHECKPOINT)}"
     rows = store.read("pipeline_state", where=where, columns=["state_id", "kind", "scope", "generation"])
     if rows.num_rows == 0:
         return 0

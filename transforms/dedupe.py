@@ -19,7 +19,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -445,20 +445,28 @@ class _DedupeTenantFn(beam.DoFn):
 
 
 class Dedupe(beam.PTransform):
-    """raw_events rows -> kept units (main), dropped units ``dropped``, per-tenant state ``state``.
+    """raw_events rows -> kept units (main), dropped units ``dropped``, per-scope state ``state``.
 
-    ``state`` is a ``DedupeState`` (or its JSON) from the previous micro-batch;
-    the ``state`` output holds ``(tenant, TenantState JSON)`` for the next one.
+    Rows are deduplicated within a state scope: the tenant by default, or any
+    finer key ``scope_of(row)`` gives (the streaming job uses tenant plus Kafka
+    partition, so each partition's state moves with it). ``state`` is a
+    ``DedupeState`` (or its JSON) keyed by scope from the previous micro-batch;
+    the ``state`` output holds ``(scope, TenantState JSON)`` for the next one.
     """
 
-    def __init__(self, state: DedupeState | str | None = None) -> None:
+    def __init__(self, state: DedupeState | str | None = None, scope_of: Callable[[dict], str] | None = None) -> None:
         super().__init__()
         self._state_json = state.to_json() if isinstance(state, DedupeState) else state
+        self._scope_of = scope_of or _tenant_of
 
     def expand(self, rows):
         return (
             rows
-            | "KeyByTenant" >> beam.Map(lambda row: (row["tenant"], row))
-            | "GroupByTenant" >> beam.GroupByKey()
+            | "KeyByScope" >> beam.Map(lambda row, key=self._scope_of: (key(row), row))
+            | "GroupByScope" >> beam.GroupByKey()
             | "DedupeInEventOrder" >> beam.ParDo(_DedupeTenantFn(self._state_json)).with_outputs(DROPPED, STATE, main=KEPT)
         )
+
+
+def _tenant_of(row: dict) -> str:
+    return row["tenant"]

@@ -31,7 +31,7 @@ from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 GAMMA = 0.5  # a boundary needs surprise this many trailing standard deviations above the trailing mean
 WINDOW = 50  # span, in units, of the exponentially weighted trailing window
 WARMUP_UNITS = 8  # no surprise boundary until the tenant model has seen this many units
-LM_WEIGHT = 0.5  # weight of the language-model surprise beside the embedding density
+LM_WEIGHT = 0.1  # weight of the language-model surprise beside the embedding density (topic shifts live mostly in the latter)
 KERNEL = 3.0  # von Mises-Fisher kernel concentration around each recent member, per spread of neighbour similarity
 SPREAD_WINDOW = 1000  # units over which that spread is averaged: a property of the embedding, so slow
 MIN_SIM_SPREAD = 0.05  # floor on that spread while the tenant model is young
@@ -40,8 +40,8 @@ TAIL_UNITS = 8  # members of the open episode kept with text and vectors for con
 LOOKAHEAD = 2  # units to wait after a candidate before refining it
 REFINE_BACK = 4  # units before the candidate that join the local similarity graph
 REFINE_RADIUS = 1  # how far refinement may move a candidate boundary
-MAX_CUT = 0.5  # a refined cut is kept only when the local graph splits at least this cleanly
-REFINE_METHODS = ("conductance", "modularity")
+MAX_CONDUCTANCE = 0.5  # a refined cut is kept only when the local graph splits at least this cleanly ...
+MIN_MODULARITY = 0.0  # ... or, when refining by modularity, when its two blocks are this modular
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
     "im": 1 * HOUR,
@@ -50,7 +50,6 @@ MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a
     "health": 30 * 24 * HOUR,
 }
 DEFAULT_MAX_GAP_S = 1 * HOUR
-UNIT_KEYS = ("event_id", "tenant", "conversation_id", "source_kind", "sender", "event_time", "text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +62,6 @@ class SegmenterConfig:
     kernel: float = KERNEL
     recency: float = RECENCY
     refine: str = "conductance"
-    max_cut: float = MAX_CUT
     max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
 
     def gap_for(self, source_kind: str | None) -> float:
@@ -144,7 +142,7 @@ def conductance(affinity: np.ndarray, cut: int) -> float:
 
 
 def modularity(affinity: np.ndarray, cut: int) -> float:
-    """Newman modularity of the two-block split at ``cut`` (higher is better; negated so lower is better)."""
+    """Newman modularity of the two-block split at ``cut``: high means denser inside blocks than chance."""
     degree = affinity.sum(1)
     total = degree.sum()
     if total <= 0:
@@ -152,11 +150,14 @@ def modularity(affinity: np.ndarray, cut: int) -> float:
     same = np.zeros_like(affinity, dtype=bool)
     same[:cut, :cut] = True
     same[cut:, cut:] = True
-    q = ((affinity - np.outer(degree, degree) / total) * same).sum() / total
-    return -float(q)
+    return float(((affinity - np.outer(degree, degree) / total) * same).sum() / total)
 
 
-_CUT_SCORES = {"conductance": conductance, "modularity": modularity}
+# each refinement: a cost to minimise over candidate cuts, and the highest cost a kept cut may have
+_REFINERS = {
+    "conductance": (conductance, MAX_CONDUCTANCE),
+    "modularity": (lambda a, c: -modularity(a, c), -MIN_MODULARITY),
+}
 
 
 class EpisodeSegmenter:
@@ -165,8 +166,8 @@ class EpisodeSegmenter:
     def __init__(self, embeddings: StaticEmbeddings, config: SegmenterConfig = SegmenterConfig(),
                  model: TenantModel | None = None, state: Mapping[str, Any] | None = None,
                  predictor: Predictor | None = None) -> None:
-        if config.refine not in REFINE_METHODS:
-            raise ValueError(f"refine must be one of {REFINE_METHODS}, not {config.refine!r}")
+        if config.refine not in _REFINERS:
+            raise ValueError(f"refine must be one of {sorted(_REFINERS)}, not {config.refine!r}")
         state = state or {}
         self.embeddings = embeddings
         self.config = config
@@ -304,9 +305,9 @@ class EpisodeSegmenter:
         affinity = np.exp(self._kernel() * (vectors @ vectors.T - 1.0))
         np.fill_diagonal(affinity, 0.0)
         cuts = range(max(1, lo + 1, candidate - REFINE_RADIUS), min(n - 1, candidate + REFINE_RADIUS) + 1)
-        measure = _CUT_SCORES[self.config.refine]
-        best = min(cuts, key=lambda c: (measure(affinity, c - lo), abs(c - candidate)), default=candidate)
-        if measure(affinity, best - lo) > self.config.max_cut:
+        cost, limit = _REFINERS[self.config.refine]
+        best = min(cuts, key=lambda c: (cost(affinity, c - lo), abs(c - candidate)), default=candidate)
+        if cost(affinity, best - lo) > limit:
             return []
         return [self._close_before(best, "surprise", score)]
 

@@ -20,8 +20,7 @@ import numpy as np
 CACHE_WEIGHT = 0.3  # share of probability given to words already said in the open episode
 UNIGRAM_PRIOR = 0.5  # add-k pseudo-count of every vocabulary token in the unigram floor
 MAX_BIGRAMS = 400_000  # prune the rarest bigrams beyond this, so a tenant's state stays bounded
-CONTEXT_TOKENS = 256
-RELATIVE = True  # causal LM: at most this many tokens of the open episode before the unit
+CONTEXT_TOKENS = 256  # causal LM: at most this many tokens of the open episode before the unit
 
 
 @dataclass
@@ -98,7 +97,7 @@ class NgramSurprise:
             p = (1 - CACHE_WEIGHT) * p_lm + CACHE_WEIGHT * p_cache
         else:
             p = p_lm
-        return float(-np.log(p).mean() + (np.log(p_lm).mean() if RELATIVE else 0))
+        return float(-np.log(p).mean())
 
     def learn(self, unit: Unit) -> None:
         ids = unit.ids

@@ -24,7 +24,7 @@ from memtape.errors import UserError
 
 FIXED_EVERY = 10
 TEXTTILING_W, TEXTTILING_K = 10, 3
-EMBEDDING_RATE_SAMPLE = 512  # utterances encoded by MiniLM to report its rate beside ours
+EMBED_BATCH = 64
 EVAL_TENANT = "eval"
 
 
@@ -104,24 +104,43 @@ def texttiling_lengths(utterances: Sequence[str]) -> list[int]:
     return counts if sum(counts) == len(utterances) else [len(utterances)]
 
 
-def segment_dialogues(dialogues: Sequence[dict[str, Any]], config: Any = None) -> tuple[list[list[int]], float]:
-    """Our segmenter over all dialogues as one tenant's stream; returns lengths per dialogue and seconds spent."""
+def segment_dialogues(dialogues: Sequence[dict[str, Any]], config: Any = None,
+                      embeddings: Sequence[np.ndarray] | None = None) -> tuple[list[list[int]], float]:
+    """Our segmenter over all dialogues as one tenant's stream; returns lengths per dialogue and seconds spent.
+
+    ``embeddings``, one array per dialogue, stand in for the static vectors, as when a caller already embeds units.
+    """
     from memtape.transforms.segment import EpisodeSegmenter, SegmenterConfig, TenantModel
     from memtape.transforms.static_embed import static_embeddings
 
-    embeddings = static_embeddings()
+    static = static_embeddings()
     config = config or SegmenterConfig()
-    model = TenantModel(embeddings.vocab_size, config)
+    model = TenantModel(static.vocab_size, config)
     out: list[list[int]] = []
     start = time.perf_counter()
     for i, d in enumerate(dialogues):
-        segmenter = EpisodeSegmenter(embeddings, config, model)
+        segmenter = EpisodeSegmenter(static, config, model)
         units = [{"event_id": f"{i}:{j}", "tenant": EVAL_TENANT, "conversation_id": str(d.get("dial_id", i)),
                   "source_kind": "im", "sender": None, "event_time": None, "text": u}
                  for j, u in enumerate(d["utterances"])]
+        if embeddings is not None:
+            units = [dict(u, embedding=v) for u, v in zip(units, embeddings[i])]
         rows = segmenter.feed(units) + segmenter.flush()
         out.append([len(r["member_ids"]) for r in rows])
     return out, time.perf_counter() - start
+
+
+def minilm_embeddings(dialogues: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], float]:
+    """MiniLM sentence embeddings per dialogue, and the utterances per second it took to make them."""
+    from memtape.transforms.models import embedder
+
+    model = embedder()
+    texts = [u for d in dialogues for u in d["utterances"]]
+    start = time.perf_counter()
+    flat = model.encode(texts, batch_size=EMBED_BATCH, normalize_embeddings=True)
+    rate = len(texts) / (time.perf_counter() - start)
+    edges = np.cumsum([0] + [len(d["utterances"]) for d in dialogues])
+    return [flat[a:b] for a, b in zip(edges, edges[1:])], rate
 
 
 def _score(dialogues: Sequence[dict[str, Any]], hyps: Sequence[Sequence[int]]) -> dict[str, float]:
@@ -133,33 +152,26 @@ def _score(dialogues: Sequence[dict[str, Any]], hyps: Sequence[Sequence[int]]) -
     return {"pk": round(float(np.mean(p)), 4), "windowdiff": round(float(np.mean(w)), 4)}
 
 
-def _embedding_rate(dialogues: Sequence[dict[str, Any]]) -> float:
-    from memtape.transforms.models import embedder
-
-    sample = [u for d in dialogues for u in d["utterances"]][:EMBEDDING_RATE_SAMPLE]
-    model = embedder()
-    model.encode(sample[:32])
-    start = time.perf_counter()
-    model.encode(sample, batch_size=64)
-    return len(sample) / (time.perf_counter() - start)
-
-
-def evaluate(dialogues: Sequence[dict[str, Any]], embedding_rate: bool = False) -> dict[str, Any]:
-    hyps, seconds = segment_dialogues(dialogues)
+def evaluate(dialogues: Sequence[dict[str, Any]], embeddings: str = "static") -> dict[str, Any]:
+    """Scores of our segmenter and the baselines; ``embeddings="minilm"`` feeds MiniLM vectors, timed apart."""
+    vectors, embed_rate = minilm_embeddings(dialogues) if embeddings == "minilm" else (None, None)
+    hyps, seconds = segment_dialogues(dialogues, embeddings=vectors)
     n = sum(len(d["utterances"]) for d in dialogues)
     result: dict[str, Any] = {
         **_score(dialogues, hyps),
         "dialogues": len(dialogues),
         "utterances": n,
         "utterances_per_s": round(n / seconds, 1),
+        "embeddings": embeddings,
         "baselines": {
             "texttiling": _score(dialogues, [texttiling_lengths(d["utterances"]) for d in dialogues]),
             "fixed10": _score(dialogues, [fixed_lengths(len(d["utterances"])) for d in dialogues]),
             "none": _score(dialogues, [[len(d["utterances"])] for d in dialogues]),
         },
     }
-    if embedding_rate:
-        result["minilm_utterances_per_s"] = round(_embedding_rate(dialogues), 1)
+    if embed_rate is not None:
+        result["embedding_utterances_per_s"] = round(embed_rate, 1)
+        result["end_to_end_utterances_per_s"] = round(n / (seconds + n / embed_rate), 1)
     return result
 
 
@@ -167,14 +179,15 @@ def evaluate(dialogues: Sequence[dict[str, Any]], embedding_rate: bool = False) 
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help="Dialogues JSON: a list of {utterances: [str], segments: [run lengths]}.")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
-@click.option("--embedding-rate", is_flag=True, help="Also time MiniLM sentence embeddings on a sample, for comparison.")
-def command(data: Path, fmt: str, embedding_rate: bool) -> None:
+@click.option("--embeddings", type=click.Choice(["static", "minilm"]), default="static", show_default=True,
+              help="Unit vectors: static MiniLM token embeddings, or full MiniLM sentence embeddings (timed apart).")
+def command(data: Path, fmt: str, embeddings: str) -> None:
     """Score episode segmentation (Pk, WindowDiff) against gold segments, beside TextTiling, fixed-10 and no cuts."""
-    result = evaluate(load_dialogues(data), embedding_rate)
+    result = evaluate(load_dialogues(data), embeddings)
     if fmt == "json":
         click.echo(json.dumps(result))
-    else:
-        click.echo(f"ours        pk {result['pk']:.4f}  windowdiff {result['windowdiff']:.4f}  "
-                   f"({result['utterances_per_s']:.0f} utterances/s)")
-        for name, s in result["baselines"].items():
-            click.echo(f"{name:<11} pk {s['pk']:.4f}  windowdiff {s['windowdiff']:.4f}")
+        return
+    click.echo(f"ours ({embeddings})  pk {result['pk']:.4f}  windowdiff {result['windowdiff']:.4f}  "
+               f"({result['utterances_per_s']:.0f} utterances/s)")
+    for name, s in result["baselines"].items():
+        click.echo(f"{name:<15} pk {s['pk']:.4f}  windowdiff {s['windowdiff']:.4f}")

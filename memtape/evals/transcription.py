@@ -121,23 +121,22 @@ def _beam_seconds(transcriber: Any, files: list[Path], tenant: str) -> float:
     return time.perf_counter() - began
 
 
-def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with_beam: bool = True, tenant: str = "eval") -> dict[str, Any]:
-    """Transcribe every referenced file with the pipeline and with bare faster-whisper; WER and median RTFs."""
+def compare_speed(files: list[Path], transcriber: Any, repeats: int = DEFAULT_REPEATS, tenant: str = "eval") -> dict[str, Any]:
+    """Time the pipeline stage (connector row + ``Transcriber.rows``) and a bare faster-whisper call on each file.
+
+    Same model object, same decoding settings, same process; file by file with
+    the order alternating, so load from other processes hits both sides alike.
+    Returns median real-time factors, CPU-time medians and each side's text per file.
+    """
     from memtape.connectors.sources.audio import read_audio
     from memtape.schemas.records import RawEvent
-    from memtape.transforms.transcribe import UTTERANCES_TAG, Transcriber
+    from memtape.transforms.transcribe import UTTERANCES_TAG
 
-    refs = references(audio_dir)
-    if not refs:
-        raise UserError(f"{audio_dir}: no audio file with a reference transcript (name.txt or *.transcription)")
-    files = list(refs)
-    transcriber = Transcriber(options)
-    model, kwargs = transcriber.model, {**options.decode_kwargs(), "language": options.language}
-    bare = model
+    bare, kwargs = transcriber.model, {**transcriber.options.decode_kwargs(), "language": transcriber.options.language}
     if transcriber.batch_size > 1:
         from faster_whisper import BatchedInferencePipeline
 
-        bare, kwargs = BatchedInferencePipeline(model), {**kwargs, "batch_size": transcriber.batch_size}
+        bare, kwargs = BatchedInferencePipeline(transcriber.model), {**kwargs, "batch_size": transcriber.batch_size}
     durations: dict[Path, float] = {}
 
     def baseline(f: Path) -> str:
@@ -156,9 +155,8 @@ def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with
     texts: dict[str, dict[Path, str]] = {name: {} for name in sides}
     for repeat in range(repeats):
         totals = {name: [0.0, 0.0] for name in sides}
-        for index, f in enumerate(files):  # file by file, alternating who goes first, so load from other processes hits both alike
-            names = list(sides) if (repeat + index) % 2 == 0 else list(sides)[::-1]
-            for name in names:
+        for index, f in enumerate(files):
+            for name in list(sides) if (repeat + index) % 2 == 0 else list(sides)[::-1]:
                 began, began_cpu = time.perf_counter(), time.process_time()
                 texts[name][f] = sides[name](f)
                 totals[name][0] += time.perf_counter() - began
@@ -169,27 +167,45 @@ def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with
     audio_seconds = sum(durations.values())
     rtf = statistics.median(wall["pipeline"]) / audio_seconds
     base_rtf = statistics.median(wall["baseline"]) / audio_seconds
-    report: dict[str, Any] = {
-        "wer": round(_wer(refs, texts["pipeline"]), 4),
+    return {
         "rtf": round(rtf, 4),
         "audio_seconds": round(audio_seconds, 3),
-        "baseline": {"rtf": round(base_rtf, 4), "wer": round(_wer(refs, texts["baseline"]), 4),
+        "baseline": {"rtf": round(base_rtf, 4),
                      "call": f"{type(bare).__name__}.transcribe(path, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"},
         "rtf_ratio": round(rtf / base_rtf, 4),
-        "files": len(files),
-        "repeats": repeats,
-        "seconds": {name: [round(s, 3) for s in values] for name, values in wall.items()},
-        "cpu_seconds": {name: [round(s, 3) for s in values] for name, values in cpu.items()},
         "cpu_ratio": round(statistics.median(cpu["pipeline"]) / statistics.median(cpu["baseline"]), 4),
-        "model": options.model,
+        "repeats": repeats,
+        "seconds": {name: [round(x, 3) for x in values] for name, values in wall.items()},
+        "cpu_seconds": {name: [round(x, 3) for x in values] for name, values in cpu.items()},
         "device": transcriber.model.model.device,
         "compute_type": transcriber.model.model.compute_type,
         "batch_size": transcriber.batch_size,
+        "texts": texts,
+    }
+
+
+def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with_beam: bool = True, tenant: str = "eval") -> dict[str, Any]:
+    """Transcribe every referenced file with the pipeline and with bare faster-whisper; WER and median RTFs."""
+    from memtape.transforms.transcribe import Transcriber
+
+    refs = references(audio_dir)
+    if not refs:
+        raise UserError(f"{audio_dir}: no audio file with a reference transcript (name.txt or *.transcription)")
+    files = list(refs)
+    transcriber = Transcriber(options)
+    speed = compare_speed(files, transcriber, repeats, tenant)
+    texts = speed.pop("texts")
+    speed["baseline"]["wer"] = round(_wer(refs, texts["baseline"]), 4)
+    report: dict[str, Any] = {
+        "wer": round(_wer(refs, texts["pipeline"]), 4),
+        **speed,
+        "files": len(files),
+        "model": options.model,
         "per_file": [{"file": f.name, "reference": " ".join(normalise(refs[f])), "hypothesis": texts["pipeline"][f]} for f in files],
     }
     if with_beam:
         seconds = _beam_seconds(transcriber, files, tenant)
-        report["beam"] = {"rtf": round(seconds / audio_seconds, 4), "seconds": round(seconds, 3),
+        report["beam"] = {"rtf": round(seconds / speed["audio_seconds"], 4), "seconds": round(seconds, 3),
                           "note": "whole Beam transform once on DirectRunner, pipeline start-up included"}
     return report
 

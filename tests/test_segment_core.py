@@ -1,0 +1,159 @@
+"""The incremental episode segmenter: boundaries, forced cuts, idle close and state that survives a restart."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memtape.schemas import conform
+from memtape.schemas.records import stable_id
+from memtape.transforms.segment import (EpisodeSegmenter, SegmenterConfig, TenantModel, conductance, modularity)
+from memtape.transforms.static_embed import static_embeddings
+
+FIXTURE = Path(__file__).parent / "fixtures" / "segment" / "topics.json"
+T0 = datetime(2024, 5, 3, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return static_embeddings()
+
+
+def _units(conversation: str = "c1", repeats: int = 3, step_s: float = 40.0) -> list[dict]:
+    """The fixture's three topics, repeated with fresh ids, one unit every ``step_s`` seconds."""
+    base = json.loads(FIXTURE.read_text())
+    out = []
+    for r in range(repeats):
+        for i, item in enumerate(base):
+            n = len(out)
+            out.append({"event_id": f"{conversation}-{n}", "tenant": "t1", "conversation_id": conversation,
+                        "source_kind": "im", "sender": item["sender"], "text": item["text"],
+                        "event_time": T0 + timedelta(seconds=step_s * n), "topic": f"{r}-{item['topic']}"})
+    return out
+
+
+def _run(emb, units, split: int | None = None) -> list[dict]:
+    seg = EpisodeSegmenter(emb)
+    if split is None:
+        return seg.feed(units) + seg.flush()
+    rows = seg.feed(units[:split])
+    restored = EpisodeSegmenter(emb, state=json.loads(json.dumps(seg.state())))
+    return rows + restored.feed(units[split:]) + restored.flush()
+
+
+def test_static_embeddings_keep_words_and_drop_punctuation(emb):
+    ids = emb.token_ids(["Book a taxi, please!"])[0]
+    pieces = [emb.tokenizer.id_to_token(int(i)) for i in ids]
+    assert pieces == ["book", "a", "taxi", "please"]
+    vec = emb.vector(ids, np.ones(len(ids)))
+    assert vec.shape == (384,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+
+
+def test_same_topic_units_are_closer_than_other_topic_units(emb):
+    ids = emb.token_ids(["Will it rain tomorrow?", "Showers and wind are forecast.", "Book two train seats."])
+    rain, showers, train = (emb.vector(i, np.ones(len(i))) for i in ids)
+    assert rain @ showers > rain @ train
+
+
+def test_topic_switches_become_episode_boundaries(emb):
+    units = _units()
+    rows = _run(emb, units)
+    topic_of = {u["event_id"]: u["topic"] for u in units}
+    starts = [units.index(next(u for u in units if u["event_id"] == r["member_ids"][0])) for r in rows]
+    gold = [i for i in range(1, len(units)) if units[i]["topic"] != units[i - 1]["topic"]]
+    hits = sum(any(abs(s - g) <= 1 for s in starts) for g in gold[2:])  # the first topics fall in the warm-up
+    assert hits >= len(gold[2:]) // 2, (starts, gold)
+    assert [m for r in rows for m in r["member_ids"]] == [u["event_id"] for u in units]
+    majority = [max(set(t := [topic_of[m] for m in r["member_ids"]]), key=t.count) for r in rows]
+    assert len(set(majority)) >= 4
+
+
+@pytest.mark.parametrize("split", [1, 7, 20, 25, 26, 37, 53])
+def test_conversation_split_across_two_runs_gets_the_same_episodes(emb, split):
+    units = _units()
+    one, two = _run(emb, units), _run(emb, units, split)
+    assert [r["member_ids"] for r in two] == [r["member_ids"] for r in one]
+    assert [r["surprise"] for r in two] == [r["surprise"] for r in one]
+    assert [(r["boundary_signal"], r["boundary_score"]) for r in two] == [
+        (r["boundary_signal"], r["boundary_score"]) for r in one]
+
+
+def test_rows_conform_to_episodes_schema_with_stable_ids(emb):
+    units = _units(repeats=1)
+    rows = _run(emb, units)
+    table = conform("episodes", rows)
+    assert table.num_rows == len(rows)
+    first = rows[0]
+    assert first["episode_id"] == stable_id("t1", "c1", units[0]["event_id"])
+    assert first["start_time"] == units[0]["event_time"]
+    assert len(first["surprise"]) == len(first["member_ids"])
+    assert rows[-1]["boundary_signal"] == "end"
+    assert [r["episode_id"] for r in _run(emb, units)] == [r["episode_id"] for r in rows]
+
+
+def test_time_gap_and_structure_force_boundaries(emb):
+    units = _units(repeats=1)[:6]
+    units[3]["event_time"] = units[2]["event_time"] + timedelta(hours=5)
+    units[4]["event_time"] = units[3]["event_time"] + timedelta(seconds=30)
+    units[5]["event_time"] = units[4]["event_time"] + timedelta(seconds=30)
+    units[5]["structure_break"] = True
+    rows = _run(emb, units)
+    assert [r["member_ids"] for r in rows] == [[u["event_id"] for u in units[:3]],
+                                               [u["event_id"] for u in units[3:5]], [units[5]["event_id"]]]
+    assert [r["boundary_signal"] for r in rows] == ["time_gap", "structure", "end"]
+    assert rows[0]["boundary_score"] == pytest.approx(5.0)  # the gap in units of the im limit (1 h)
+
+
+def test_gap_limit_follows_the_source_family(emb):
+    units = _units(repeats=1)[:4]
+    for u in units:
+        u["source_kind"] = "email"
+    units[2]["event_time"] = units[1]["event_time"] + timedelta(hours=5)
+    rows = _run(emb, units)
+    assert "time_gap" not in [r["boundary_signal"] for r in rows]
+    short = SegmenterConfig(max_gap_s={"email": 60.0})
+    seg = EpisodeSegmenter(emb, short)
+    rows = seg.feed(units) + seg.flush()
+    assert rows[0]["boundary_signal"] == "time_gap" and len(rows[0]["member_ids"]) == 2
+
+
+def test_idle_timeout_closes_the_open_episode(emb):
+    seg = EpisodeSegmenter(emb)
+    units = _units(repeats=1)[:3]
+    assert seg.feed(units) == []
+    last = units[-1]["event_time"]
+    assert seg.close_idle(last + timedelta(minutes=10)) == []
+    rows = seg.close_idle(last + timedelta(hours=2))
+    assert [r["boundary_signal"] for r in rows] == ["idle"]
+    assert rows[0]["member_ids"] == [u["event_id"] for u in units]
+    assert seg.flush() == []
+
+
+def test_tenant_model_learns_across_conversations(emb):
+    model = TenantModel(emb.vocab_size, SegmenterConfig())
+    first = EpisodeSegmenter(emb, model=model)
+    first.feed(_units("a", repeats=1)) + first.flush()
+    seen = model.docs
+    second = EpisodeSegmenter(emb, model=model)
+    second.feed(_units("b", repeats=1))
+    assert seen == 18 and model.docs == 36
+    taxi = emb.token_ids(["train"])[0]
+    assert model.weights(taxi)[0] < np.log(37)  # a word this tenant uses a lot weighs less than an unseen one
+
+
+def test_cut_measures_prefer_the_true_split():
+    blocks = np.kron(np.eye(2), np.ones((3, 3))) + 0.05
+    np.fill_diagonal(blocks, 0.0)
+    assert conductance(blocks, 3) < conductance(blocks, 2)
+    assert modularity(blocks, 3) > modularity(blocks, 2) and modularity(blocks, 3) > 0
+
+
+def test_modularity_refinement_also_segments(emb):
+    seg = EpisodeSegmenter(emb, SegmenterConfig(refine="modularity"))
+    rows = seg.feed(_units()) + seg.flush()
+    assert len(rows) >= 3
+    with pytest.raises(ValueError, match="refine"):
+        EpisodeSegmenter(emb, SegmenterConfig(refine="louvain"))
