@@ -443,6 +443,10 @@ class RawEventConsumer:
         """Commit next positions (``Batch.offsets``) once their events are durable downstream."""
         self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds now (they move on a rebalance)."""
+        return set(self._consumer.assignment())
+
     def close(self) -> None:
         self._consumer.close()
         if self._dlq is not None:

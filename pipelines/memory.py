@@ -30,10 +30,12 @@ SEGMENTER_STATE = "segmenter"
 
 @dataclasses.dataclass(frozen=True)
 class CarriedState:
-    """State from the previous run: dedupe JSON per scope, assembler JSON per conversation key."""
+    """State from the previous run: dedupe JSON per scope, assembler JSON per conversation key,
+    and the checkpoint each scope's state belongs to."""
 
     dedupe: dict[str, str] = dataclasses.field(default_factory=dict)
     conversations: dict[str, str] = dataclasses.field(default_factory=dict)
+    checkpoint_of: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

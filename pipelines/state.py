@@ -61,6 +61,7 @@ def load_carried(store: Store, checkpoints: list[Checkpoint]) -> CarriedState:
     partition, which carries many tenants' conversations.
     """
     newest: dict[tuple[str, str], tuple[int, str]] = {}
+    owner: dict[str, str] = {}
     for checkpoint in checkpoints:
         where = (f"checkpoint = {_q(checkpoint.name)} AND kind != {_q(CHECKPOINT)} "
                  f"AND generation <= {checkpoint.generation}")
@@ -68,9 +69,11 @@ def load_carried(store: Store, checkpoints: list[Checkpoint]) -> CarriedState:
         for kind, scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("kind", "scope", "generation", "payload"))):
             if (kind, scope) not in newest or gen > newest[(kind, scope)][0]:
                 newest[(kind, scope)] = (gen, payload)
+                owner[scope] = checkpoint.name
     return CarriedState(
         dedupe={scope: p for (kind, scope), (_, p) in newest.items() if kind == DEDUPE_STATE},
         conversations={scope: p for (kind, scope), (_, p) in newest.items() if kind == SEGMENTER_STATE},
+        checkpoint_of=owner,
     )
 
 

@@ -29,6 +29,8 @@ SAMPLE_RATE = 16_000  # what Whisper's feature extractor expects
 DEFAULT_WINDOW_SECONDS = 300  # ~19 MB of float32 per channel: long meetings never sit in memory whole
 _CUT_SEARCH_SECONDS = 10  # a window ends at the quietest moment of its last seconds (at most its last quarter), not mid-word
 _CUT_FRAME_SECONDS = 0.05
+_DECODE_FORMAT = "s16p"  # 16-bit like faster-whisper's own decoder, so both hand the model the same samples
+_S16_SCALE = 32768.0
 _TIME_KEYS = ("start_time", "start", "started_at", "date", "time")
 _TAG_TIME_KEYS = ("creation_time", "date", "DATE", "com.apple.quicktime.creationdate")
 _EARLIEST_PLAUSIBLE = datetime(1980, 1, 1, tzinfo=timezone.utc)  # before portable digital recorders
@@ -130,13 +132,13 @@ def decode_windows(path: Path, stereo: bool = False, window_s: float = DEFAULT_W
 
     window_n = int(window_s * SAMPLE_RATE)
     limit_n = int(max_seconds * SAMPLE_RATE) if max_seconds else None
-    resampler = av.AudioResampler(format="fltp", layout="stereo" if stereo else "mono", rate=SAMPLE_RATE)
+    resampler = av.AudioResampler(format=_DECODE_FORMAT, layout="stereo" if stereo else "mono", rate=SAMPLE_RATE)
     pending: list[np.ndarray] = []
     pending_n = offset_n = 0
     with av.open(str(path), metadata_errors="ignore") as container:
         for frame in _decoded_frames(container, container.streams.audio[0]):
             for out in resampler.resample(frame):
-                pending.append(out.to_ndarray().astype(np.float32, copy=False))
+                pending.append(out.to_ndarray().astype(np.float32) / _S16_SCALE)
                 pending_n += pending[-1].shape[1]
             if limit_n is not None and offset_n + pending_n > limit_n:
                 audio = np.concatenate(pending, axis=1)[:, : limit_n - offset_n]
