@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -74,11 +75,18 @@ def _accepts(host: str, port: int) -> bool:
 
 
 def _die_with_parent() -> None:
-    """Linux: ask the kernel to SIGTERM the broker when its parent dies, so no orphan keeps the port."""
+    """Linux: ask the kernel to SIGTERM the broker when its parent dies, so no orphan keeps the port.
+
+    The kernel ties this to the creating *thread*, so it is only asked for from the main thread.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+def _main_thread_on_linux() -> bool:
+    return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
 
 
 class EmbeddedBroker:
@@ -119,7 +127,7 @@ class EmbeddedBroker:
             self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent if _main_thread_on_linux() else None,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not _accepts(self.host, self.port):

@@ -42,11 +42,12 @@ REPLICATION_FACTOR = -1  # the cluster's default.replication.factor (KIP-464); T
 MAX_IN_FLIGHT_RECORDS = 20_000  # unacknowledged records held before the publisher waits for acks
 MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024
 DELIVERY_TIMEOUT_MS = 300_000  # a broker may be away this long (a 30 s outage with ample margin)
-STALL_S = 2.0  # an ack this late means the broker is away or lost its topics: try to recreate them
+STALL_S = 2.0  # an ack this late: check whether the broker is away (wait) or came back empty (replay)
 MAX_REPLAYS = 3
+CLOSE_TIMEOUT_S = 10.0
 VERIFY_TIMEOUT_S = 30.0
-LINGER_MS = 5
-BATCH_BYTES = 256 * 1024
+LINGER_MS = 50  # throughput over latency: publish is bulk; a 50 ms wait is invisible next to the pipeline
+BATCH_BYTES = 512 * 1024  # well under the brokers' default message.max.bytes (1 MiB), which caps a batch
 RECONNECT_BACKOFF_MAX_MS = 1000
 PROGRESS_EVERY = 500
 POLL_TIMEOUT_MS = 500
@@ -125,6 +126,18 @@ def _when_up(make: Callable[[], T], bootstrap_servers: str, timeout_s: float = D
             time.sleep(STALL_S / 2)
 
 
+def _close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close, abandoning whatever is still unsent after ``timeout_s``.
+
+    kafka-python 2.3's ``close(timeout)`` raises from its flush when records
+    remain, before it reaches its own force-close, so that step is done here.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaTimeoutError:
+        producer._sender.force_close()
+
+
 # ---------------------------------------------------------------- publishing
 
 
@@ -155,11 +168,7 @@ class _LogLost(Exception):
     """The broker no longer holds (or never took) records this pass sent."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Tip:
-    offset: int
-    key: bytes | None
-    timestamp: int
+_Tip = tuple[int, "bytes | None", int]  # last acknowledged (offset, key, timestamp) of a partition
 
 
 class Publisher:
@@ -215,18 +224,19 @@ class Publisher:
                     raise UserError(f"{lost}; gave up after {MAX_REPLAYS} replays") from None
                 replays += 1
                 log.warning("%s: sending the input again (replay %d of at most %d)", lost, replays, MAX_REPLAYS)
-                self._producer.close(timeout=0)
+                _close_producer(self._producer, 0)  # drop what is still buffered: the replay sends it in order
                 self._producer = _when_up(self._new_producer, self.bootstrap_servers)
-                self._heal()
+                _when_up(lambda: self._ensure(sorted(self._topics)), self.bootstrap_servers)
 
-    def close(self) -> None:
-        self._producer.close()
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Close the producer; after ``publish`` returned nothing is left to flush, so this is quick."""
+        _close_producer(self._producer, timeout_s)
 
     def __enter__(self) -> Publisher:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(0 if exc_type is not None else CLOSE_TIMEOUT_S)
 
     def _publish_once(self, records: Iterable[Record], progress: Callable[[int], None] | None) -> PublishReport:
         report = PublishReport()
@@ -270,15 +280,19 @@ class Publisher:
 
     def _send(self, topic: str, key: bytes, value: bytes, headers: list):
         """Queue one record; while the topic's metadata is missing (broker away or emptied) heal and retry."""
+        try:
+            return self._producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaTimeoutError:
+            pass
         deadline = time.monotonic() + DELIVERY_TIMEOUT_MS / 1000
         while True:
+            self._heal()
             try:
                 return self._producer.send(topic, key=key, value=value, headers=headers)
             except KafkaTimeoutError:
                 if time.monotonic() > deadline:
                     raise UserError(f"{self.bootstrap_servers}: no metadata for {topic} within "
                                     f"{DELIVERY_TIMEOUT_MS // 1000} s; is the broker up?") from None
-                self._heal()
 
     def _settle(self, future, key: bytes | None, tips: dict[TopicPartition, _Tip]) -> int:
         """Wait for one ack, healing the broker's topics while it stalls; the acked value's size."""
@@ -294,10 +308,10 @@ class Publisher:
                 raise _LogLost(f"a send failed ({type(exc).__name__}: {exc})") from None
         tp = meta.topic_partition
         previous = tips.get(tp)
-        if previous is not None and meta.offset <= previous.offset:
-            raise _LogLost(f"{tp.topic}[{tp.partition}] offsets went back from {previous.offset} to {meta.offset}: "
+        if previous is not None and meta.offset <= previous[0]:
+            raise _LogLost(f"{tp.topic}[{tp.partition}] offsets went back from {previous[0]} to {meta.offset}: "
                            "the broker lost acknowledged records")
-        tips[tp] = _Tip(meta.offset, key, meta.timestamp)
+        tips[tp] = (meta.offset, key, meta.timestamp)
         return meta.serialized_value_size
 
     def _ensure(self, topics: Iterable[str]) -> None:
@@ -309,11 +323,23 @@ class Publisher:
         self._topics.update(topics)
 
     def _heal(self) -> None:
-        """Recreate this publisher's topics if the broker came back without them; quiet while it is away."""
+        """While acks stall: quiet if the broker is away, ``_LogLost`` if it came back without this pass's topics.
+
+        Raising before the topics are recreated keeps the producer's buffered
+        records from landing ahead of the replay, so conversations stay in order.
+        """
         try:
-            ensure_topics(self.bootstrap_servers, sorted(self._topics), self.partitions, self.options)
-        except (KafkaError, NoBrokersAvailable) as exc:
-            log.info("broker %s not ready yet (%s); waiting", self.bootstrap_servers, type(exc).__name__)
+            consumer = _consumer(self.bootstrap_servers, self.options)
+            try:
+                present = consumer.topics()
+            finally:
+                consumer.close()
+        except (UserError, KafkaError) as exc:
+            log.info("broker %s not answering (%s); waiting", self.bootstrap_servers, type(exc).__name__)
+            return
+        missing = sorted(self._topics - present)
+        if missing:
+            raise _LogLost(f"topics {', '.join(missing)} vanished: the broker lost acknowledged records")
 
     def _verify(self, tips: Mapping[TopicPartition, _Tip]) -> None:
         """Read back the last acknowledged record of every partition: it proves the broker still holds the pass."""
@@ -330,7 +356,7 @@ class Publisher:
                     raise _LogLost(f"{tp.topic}[{tp.partition}] no longer exists: the broker lost acknowledged records")
             consumer.assign(list(tips))
             for tp, tip in tips.items():
-                consumer.seek(tp, tip.offset)
+                consumer.seek(tp, tip[0])
             unseen = set(tips)
             deadline = time.monotonic() + VERIFY_TIMEOUT_S
             while unseen and time.monotonic() < deadline:
@@ -338,16 +364,16 @@ class Publisher:
                     if tp not in unseen or not messages:
                         continue
                     got, tip = messages[0], tips[tp]
-                    if (got.offset, got.key, got.timestamp) != (tip.offset, tip.key, tip.timestamp):
-                        raise _LogLost(f"{tp.topic}[{tp.partition}] offset {tip.offset} holds another record: "
+                    if (got.offset, got.key, got.timestamp) != tip:
+                        raise _LogLost(f"{tp.topic}[{tp.partition}] offset {tip[0]} holds another record: "
                                        "the broker lost acknowledged records")
                     unseen.discard(tp)
                     consumer.pause(tp)
                 for tp in list(unseen):
                     highwater = consumer.highwater(tp)
-                    if highwater is not None and highwater <= tips[tp].offset:
+                    if highwater is not None and highwater <= tips[tp][0]:
                         raise _LogLost(f"{tp.topic}[{tp.partition}] ends at {highwater}, before acknowledged offset "
-                                       f"{tips[tp].offset}: the broker lost acknowledged records")
+                                       f"{tips[tp][0]}: the broker lost acknowledged records")
             if unseen:
                 raise _LogLost(f"could not read back {len(unseen)} partitions within {VERIFY_TIMEOUT_S:.0f} s")
         finally:
@@ -438,6 +464,10 @@ class RawEventConsumer:
             if batch is not None:
                 last = time.monotonic()
                 yield batch
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds right now (they change on rebalances)."""
+        return self._consumer.assignment()
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit next positions (``Batch.offsets``) once their events are durable downstream."""

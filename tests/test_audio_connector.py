@@ -86,6 +86,7 @@ def test_corrupt_and_empty_files_become_dead_letters_and_the_folder_still_reads(
     errors = {Path(d.position).name: d.error for d in dead}
     assert errors["corrupt.wav"].startswith("unreadable audio:")
     assert errors["empty.m4a"].startswith("unreadable audio:")
+    assert "without channels" in errors["empty.flac"]
     assert "JSONDecodeError" in errors["broken_meta.json"]
     assert all(d.stage == "connector" and d.raw is None for d in dead if not d.position.endswith(".vtt:14"))
     titles = {e.attrs["title"] for e in events if e.attrs["media"] == "recording"}
@@ -140,7 +141,7 @@ def test_vtt_timestamps_without_hours_and_windows_1252_captions_parse(tmp_path: 
     assert timestamp_ms("1:02:03,456") == 3_723_456
     srt = tmp_path / "legacy.srt"
     srt.write_bytes("1\n00:00:01,000 --> 00:00:02,000\nCaf\xe9 at 9 \u2013 ok\n".encode("cp1252"))
-    assert read_cues(srt) == [Cue(0, 1000, 2000, "Café at 9 – ok")]
+    assert list(read_cues(srt)) == [Cue(0, 1000, 2000, "Café at 9 – ok")]
 
 
 def test_caption_blocks_without_timing_are_reported_not_swallowed():

@@ -55,8 +55,7 @@ def test_missing_folder_is_a_one_line_usage_error(tmp_path: Path):
 
 
 @pytest.mark.skipif(not HAVE_MODEL, reason="memtape[audio] not installed: no packaged Whisper base model")
-def test_eval_prints_wer_rtf_audio_seconds_and_the_baseline_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MEMTAPE_CACHE", str(tmp_path / "cache"))
+def test_eval_prints_wer_rtf_audio_seconds_and_the_baseline_as_json(tmp_path: Path):
     shutil.copyfile(FIXTURES / "standup" / "standup.wav", tmp_path / "standup.wav")
     (tmp_path / "standup.txt").write_text("Good morning, everyone. The budget review moves to Friday.\n")
     result = CliRunner().invoke(command, ["--audio-dir", str(tmp_path), "--format", "json", "--repeats", "1",

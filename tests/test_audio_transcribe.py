@@ -70,6 +70,13 @@ def test_packaged_base_model_is_joined_once_into_the_cache_with_its_checksum(cac
     assert (folder / "model.bin").stat().st_mtime_ns == before
 
 
+def test_a_damaged_model_part_is_refused_and_leaves_no_half_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(wm, "BASE_MODEL_SHA256", "0" * 64)  # stands for parts whose bytes no longer match
+    with pytest.raises(UserError, match="damaged"):
+        wm.packaged_base_dir(tmp_path)
+    assert not (tmp_path / "whisper-base").exists() and not (tmp_path / "whisper-base.partial").exists()
+
+
 def test_an_unknown_model_name_is_a_one_line_error_not_a_download(tmp_path: Path):
     with pytest.raises(UserError, match="neither a local directory nor in the local model cache"):
         wm.resolve_model("definitely-not-a-cached-model-xyz")
@@ -103,6 +110,16 @@ def test_mono_meeting_becomes_utterances_split_at_the_pause_with_words_and_times
     assert all(second["start_ms"] <= w["start_ms"] <= w["end_ms"] <= second["end_ms"] for w in words)
     assert 0.3 < second["confidence"] <= 1.0
     assert conform("utterances", utterances).num_rows == 2
+
+
+def test_batched_inference_the_gpu_path_gives_the_same_turns(cache: Path, standup):
+    batched = Transcriber(TranscribeOptions(cpu_threads=CPU_THREADS, batch_size=4))
+    assert batched.batch_size == 4
+    _, sequential, _ = standup
+    utterances, dead = _run(batched, _recording(FIXTURES / "standup" / "standup.wav"))
+    assert dead == []
+    assert len(utterances) == len(sequential) == 2
+    assert "friday" in utterances[1]["text"].lower() and utterances[1]["words"]
 
 
 def test_stereo_call_with_one_talker_per_channel_gets_two_unknown_speakers(transcriber: Transcriber):

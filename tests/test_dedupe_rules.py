@@ -149,3 +149,17 @@ def test_enron_forward_keeps_the_forwarded_message_without_its_header():
     assert kept["text"].startswith("Jeff, fyi")
     assert "UC/CSU sued us for breach of contract in March." in kept["text"]
     assert "Subject: UC/CSU" not in kept["text"] and "Forwarded by" not in kept["text"]
+
+
+def test_state_carried_per_scope_finds_duplicates_in_the_next_micro_batch():
+    def scope(row: dict) -> str:
+        return row["tenant"] + "/p0"
+
+    first = Deduper(scope_of=scope)
+    first.process(_row("a", "Lunch with the Dabhol team is on Tuesday at noon.", kind="im"))
+    rows = [_row("b", "Lunch with the Dabhol team is on Tuesday at noon.", 5, kind="im"),
+            _row("c", "The Dabhol board call moved to Wednesday 8am.", 6, kind="im")]
+    with TestPipeline() as p:
+        out = p | beam.Create(rows) | Dedupe(first.state, scope_of=scope)
+        assert_that(out[DROPPED] | beam.Map(lambda d: (d["event_id"], d["duplicate_of"])), equal_to([("b", "a")]), label="dropped")
+        assert_that(out[STATE] | beam.Map(lambda kv: (kv[0], len(json.loads(kv[1])["hashes"]))), equal_to([("t1/p0", 2)]), label="state")

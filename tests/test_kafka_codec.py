@@ -28,7 +28,7 @@ def test_event_round_trips_with_its_stated_zone_and_attrs():
     assert back == event
     assert back.event_time.utcoffset() == timedelta(hours=-5)
     assert json.loads(value)["event_id"] == event.event_id
-    assert (CODEC_HEADER, b"json/1") in headers
+    assert headers == [(CODEC_HEADER, b"json/1;raw_events/1")]
 
 
 def test_key_is_tenant_and_conversation_so_a_conversation_shares_a_partition():
@@ -38,9 +38,10 @@ def test_key_is_tenant_and_conversation_so_a_conversation_shares_a_partition():
 
 @pytest.mark.parametrize("headers, value, reason", [
     ([], b"{}", "unsupported memtape-codec"),
-    ([("memtape-codec", b"json/1"), ("memtape-schema", b"raw_events/0")], b"{}", "unsupported memtape-schema"),
-    ([("memtape-codec", b"json/1"), ("memtape-schema", b"raw_events/1")], b"\xff not json", "not JSON"),
-    ([("memtape-codec", b"json/1"), ("memtape-schema", b"raw_events/1")], b'{"tenant": "x"}', "missing string fields"),
+    ([("memtape-codec", b"json/1;raw_events/0")], b"{}", "unsupported memtape-codec"),
+    ([("memtape-codec", b"json/2;raw_events/1")], b"{}", "unsupported memtape-codec"),
+    ([("memtape-codec", b"json/1;raw_events/1")], b"\xff not json", "not JSON"),
+    ([("memtape-codec", b"json/1;raw_events/1")], b'{"tenant": "x"}', "missing string fields"),
 ])
 def test_decoder_refuses_what_it_cannot_read(headers, value, reason):
     with pytest.raises(CodecError, match=reason):

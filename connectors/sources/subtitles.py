@@ -8,6 +8,7 @@ cues around it still come through. This module parses text only: no audio, no re
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import glob
 import html
@@ -23,6 +24,7 @@ _VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+([^>]+)>")
 _TAG = re.compile(r"</?[^>]+>")
 _VTT_BLOCKS_WITHOUT_CUES = ("NOTE", "STYLE", "REGION")
 _FALLBACK_ENCODING = "cp1252"  # what Windows caption tools write when they do not write UTF-8
+_CHECK_BLOCK_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +111,23 @@ def parse_cues(lines: Iterable[str]) -> Iterator[Cue | BadCue]:
             index += 1
 
 
-def read_cues(path: Path) -> list[Cue | BadCue]:
-    """All cues of a transcript file, UTF-8 or else Windows-1252; captions are small enough to hold."""
+def _encoding(path: Path) -> str:
+    """``utf-8-sig`` when the whole file decodes as UTF-8, else Windows-1252; checked in blocks, never read whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        with path.open(encoding="utf-8-sig") as handle:
-            return list(parse_cues(handle))
+        with path.open("rb") as handle:
+            while block := handle.read(_CHECK_BLOCK_BYTES):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        with path.open(encoding=_FALLBACK_ENCODING, errors="replace") as handle:
-            return list(parse_cues(handle))
+        return _FALLBACK_ENCODING
+    return "utf-8-sig"
+
+
+def read_cues(path: Path) -> Iterator[Cue | BadCue]:
+    """The cues of a transcript file in order, streamed, UTF-8 or else Windows-1252."""
+    with path.open(encoding=_encoding(path), errors="replace") as handle:
+        yield from parse_cues(handle)
 
 
 def sidecar_transcript(recording: Path) -> Path | None:

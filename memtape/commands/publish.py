@@ -27,7 +27,7 @@ def _since(value: str | None) -> datetime | None:
 @click.argument("uris", nargs=-1, required=True)
 @click.option("--bootstrap-servers", default=None, help="HOST:PORT[,HOST:PORT...] (default: [kafka] bootstrap_servers).")
 @click.option("--tenant", default=None, help="Tenant the records belong to (default: config tenant).")
-@click.option("--since", default=None, help="Only events after this ISO 8601 time (naive means UTC).")
+@click.option("--since", default=None, help="Only events at or after this ISO 8601 time (naive means UTC).")
 @click.option("--topic-prefix", default=None, help="Topic prefix (default: [kafka] topic_prefix, 'memtape').")
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=6, show_default=True,
               help="Partitions of topics this run creates (existing topics keep theirs).")

@@ -17,7 +17,7 @@ from datetime import datetime
 from email import policy
 from email.utils import parsedate_to_datetime, parseaddr
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 

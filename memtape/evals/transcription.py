@@ -104,7 +104,7 @@ def _wer(refs: dict[Path, str], hyps: dict[Path, str]) -> float:
     return errors / max(1, sum(len(normalise(r)) for r in refs.values()))
 
 
-def _beam_seconds(transcriber: Any, files: list[Path], tenant: str) -> float:
+def beam_seconds(transcriber: Any, files: list[Path], tenant: str = "eval") -> float:
     """Wall time of the whole Beam transform on the files (DirectRunner, model already loaded in this process)."""
     import apache_beam as beam
 
@@ -165,6 +165,8 @@ def compare_speed(files: list[Path], transcriber: Any, repeats: int = DEFAULT_RE
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
     audio_seconds = sum(durations.values())
+    if not audio_seconds:
+        raise UserError("the files decode to no audio at all: nothing to time")
     rtf = statistics.median(wall["pipeline"]) / audio_seconds
     base_rtf = statistics.median(wall["baseline"]) / audio_seconds
     return {
@@ -186,11 +188,18 @@ def compare_speed(files: list[Path], transcriber: Any, repeats: int = DEFAULT_RE
 
 def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with_beam: bool = True, tenant: str = "eval") -> dict[str, Any]:
     """Transcribe every referenced file with the pipeline and with bare faster-whisper; WER and median RTFs."""
+    from memtape.connectors.sources.audio import probe
     from memtape.transforms.transcribe import Transcriber
 
-    refs = references(audio_dir)
+    refs, skipped = references(audio_dir), []
+    for path in list(refs):
+        try:
+            probe(path)
+        except Exception as exc:  # any PyAV failure means this file cannot be scored; the others still are
+            skipped.append({"file": str(path), "error": f"{type(exc).__name__}: {exc}"})
+            del refs[path]
     if not refs:
-        raise UserError(f"{audio_dir}: no audio file with a reference transcript (name.txt or *.transcription)")
+        raise UserError(f"{audio_dir}: no readable audio file with a reference transcript (name.txt or *.transcription)")
     files = list(refs)
     transcriber = Transcriber(options)
     speed = compare_speed(files, transcriber, repeats, tenant)
@@ -200,11 +209,12 @@ def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with
         "wer": round(_wer(refs, texts["pipeline"]), 4),
         **speed,
         "files": len(files),
+        "skipped": skipped,
         "model": options.model,
         "per_file": [{"file": f.name, "reference": " ".join(normalise(refs[f])), "hypothesis": texts["pipeline"][f]} for f in files],
     }
     if with_beam:
-        seconds = _beam_seconds(transcriber, files, tenant)
+        seconds = beam_seconds(transcriber, files, tenant)
         report["beam"] = {"rtf": round(seconds / speed["audio_seconds"], 4), "seconds": round(seconds, 3),
                           "note": "whole Beam transform once on DirectRunner, pipeline start-up included"}
     return report

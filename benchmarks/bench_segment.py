@@ -1,0 +1,56 @@
+"""Throughput of episode segmentation (static vectors, n-gram LM, refinement), with MiniLM embedding beside it.
+
+Usage: python benchmarks/bench_segment.py [--data PATH] [--repeats 3] [--embed-limit 512]
+Segments every dialogue of a DialSeg711-shaped file as one tenant's stream,
+``--repeats`` times from a fresh tenant model, and prints one JSON object:
+utterances/s as the median of the repeats (wall clock, and per CPU second of
+this process, which a shared machine distorts less), and the rate at which
+MiniLM embeds utterances on a sample, the cost that static vectors avoid.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from memtape.evals.segmentation import load_dialogues, minilm_embeddings, segment_dialogues
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = SHARED / "segmentation" / "dialseg711.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--embed-limit", type=int, default=512, help="utterances MiniLM embeds for its rate")
+    args = parser.parse_args()
+    dialogues = load_dialogues(args.data)
+    n = sum(len(d["utterances"]) for d in dialogues)
+    segment_dialogues(dialogues[:5])  # load the static vectors outside the timing
+    wall, cpu = [], []
+    for _ in range(args.repeats):
+        c0 = time.process_time()
+        _, seconds = segment_dialogues(dialogues)
+        wall.append(n / seconds)
+        cpu.append(n / (time.process_time() - c0))
+    sample, count = [], 0
+    for d in dialogues:
+        if count >= args.embed_limit:
+            break
+        sample.append(d)
+        count += len(d["utterances"])
+    minilm_embeddings(sample[:1])  # load MiniLM outside the timing
+    _, embed_rate = minilm_embeddings(sample)
+    print(json.dumps({
+        "data": str(args.data), "utterances": n, "repeats": args.repeats,
+        "segment_utterances_per_s": round(statistics.median(wall), 1),
+        "segment_utterances_per_cpu_s": round(statistics.median(cpu), 1),
+        "minilm_utterances_per_s": round(embed_rate, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

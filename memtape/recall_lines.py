@@ -1,0 +1,163 @@
+"""Split recalled memories into their ``who: text`` lines, each traced to the one raw event it came from.
+
+A compressed memory keeps, per message, a condensed line labelled with its
+speaker, and its ``raw_event_ids`` name every member of the episode. Packing
+whole episodes spends the budget on their weakest lines and cites events the
+reader never sees, so recall converges on lines instead: each line is aligned,
+in order, to the raw event of the same sender whose words contain it, and is
+scored within the query's best memories by the memory's score, the line's
+query terms (IDF over the pool) and its static-embedding similarity. A
+memory whose lines do not all align (an email body, an abstractive summary)
+stays one whole unit with all its raw events. Alignments and line vectors are
+cached per memory text. This module reads ``raw_events`` of one tenant only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import threading
+from collections import Counter, OrderedDict
+from datetime import datetime
+from typing import Any, Sequence
+
+import numpy as np
+
+from memtape.connectors.lance_store import Store
+from memtape.transforms.tokens import content_words, words
+
+ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain (condensing only drops words)
+LINE_BASE = 0.2  # a line of a strong memory keeps some score even when it shares no word with the query
+STATIC_WEIGHT = 1.0
+NEIGHBOUR_SHARE = 0.3  # a line next to a relevant line of the same memory gets this share of its score
+CACHE_MEMORIES = 50_000
+_LABEL_SEP = ": "
+
+
+@dataclasses.dataclass
+class Line:
+    """One line of a memory (or a whole memory that could not be split) with its provenance."""
+
+    memory_id: str
+    who: str | None
+    text: str
+    raw_event_ids: list[str]
+    when: datetime | None
+    sources: list[str] = dataclasses.field(default_factory=list)  # connector schemes of the raw events
+    source_ids: list[str] = dataclasses.field(default_factory=list)  # ids in the source (Message-ID, dia_id ...)
+    vector: Any = None  # static embedding, unit length
+
+    @property
+    def key(self) -> str:
+        return f"{self.memory_id}#{self.raw_event_ids[0] if len(self.raw_event_ids) == 1 else 'all'}"
+
+
+def align(text: str, events: Sequence[dict]) -> list[tuple[str, str, dict]] | None:
+    """(who, body, raw event) per line of ``text``, in order; None when any line finds no event."""
+    out = []
+    start = 0
+    for line in text.split("\n"):
+        who, sep, body = line.partition(_LABEL_SEP)
+        if not sep:
+            return None
+        mine = set(words(body))
+        for j in range(start, len(events)):
+            event = events[j]
+            if event["sender"] and who == event["sender"] and mine and len(mine & set(words(event["text"] or ""))) >= ALIGN_MIN_SHARE * len(mine):
+                out.append((who, body, event))
+                start = j + 1
+                break
+        else:
+            return None
+    return out
+
+
+class LineCache:
+    """Lines and their vectors per (tenant, memory id, text), least recently used dropped first."""
+
+    def __init__(self, size: int = CACHE_MEMORIES) -> None:
+        self._items: OrderedDict[tuple[str, str, str, str], list[Line]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def lines(self, store: Store, tenant: str, rows: Sequence[dict]) -> list[Line]:
+        """The lines of ``rows`` (memory rows of ``tenant``), in the rows' order."""
+        keys = [(store.home, tenant, r["memory_id"], hashlib.blake2b(r["text"].encode(), digest_size=8).hexdigest()) for r in rows]
+        with self._lock:
+            found = {k: self._items[k] for k in keys if k in self._items}
+            for k in found:
+                self._items.move_to_end(k)
+        missing = [(k, r) for k, r in zip(keys, rows) if k not in found]
+        if missing:
+            built = _split(store, tenant, [r for _, r in missing])
+            with self._lock:
+                for (k, _), lines in zip(missing, built):
+                    self._items[k] = found[k] = lines
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        return [line for k in keys for line in found[k]]
+
+
+LINES = LineCache()
+
+
+def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
+    from memtape.recall_candidates import lookup, quote
+
+    ids = sorted({e for r in rows for e in r["raw_event_ids"] or ()})
+    events: dict[str, dict] = {}
+    if ids:
+        where = f"tenant = {quote(tenant)} AND event_id IN ({', '.join(quote(e) for e in ids)})"
+        found = lookup(store, "raw_events", where, ["event_id", "sender", "text", "event_time", "source", "source_id"], len(ids))
+        events = {e["event_id"]: e for e in found}
+    out: list[list[Line]] = []
+    for row in rows:
+        members = sorted((events[e] for e in row["raw_event_ids"] or () if e in events), key=lambda e: (e["event_time"] is None, e["event_time"] or datetime.min))
+        aligned = align(row["text"], members) if members else None
+        if aligned:
+            out.append([Line(row["memory_id"], who, body, [ev["event_id"]], ev["event_time"] or row["start_time"],
+                             [ev["source"]], [ev["source_id"]]) for who, body, ev in aligned])
+        else:
+            who = ", ".join(p for p in row.get("participants") or [] if p) or None
+            out.append([Line(row["memory_id"], who, row["text"], list(row["raw_event_ids"] or []), row["start_time"],
+                             sorted({e["source"] for e in members}), [e["source_id"] for e in members])])
+    flat = [line for lines in out for line in lines]
+    if flat:
+        static = static_embeddings_cached()
+        for line, ids_ in zip(flat, static.token_ids([f"{ln.who}: {ln.text}" if ln.who else ln.text for ln in flat])):
+            line.vector = static.vector(ids_, np.ones(len(ids_), dtype=np.float32))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def static_embeddings_cached() -> Any:
+    """The distilled static MiniLM vectors, loaded once per process."""
+    from memtape.transforms.static_embed import static_embeddings
+
+    return static_embeddings()
+
+
+def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: str) -> np.ndarray:
+    """Each line's score: its memory's share of the best score x (base + query-term IDF + static similarity)."""
+    if not lines:
+        return np.zeros(0)
+    top = max(memory_score.values()) or 1.0
+    prior = np.array([memory_score[line.memory_id] / top for line in lines], dtype=np.float32)
+    terms = content_words(query)
+    line_words = [content_words(f"{line.who or ''} {line.text}") for line in lines]
+    df = Counter(w for ws in line_words for w in ws & terms)
+    n = len(lines)
+    lexical = np.array([sum(math.log(1 + n / df[w]) for w in ws & terms) for ws in line_words], dtype=np.float32)
+    if lexical.max() > 0:
+        lexical /= lexical.max()
+    static = static_embeddings_cached()
+    ids = static.token_ids([query])[0]
+    query_vector = static.vector(ids, np.ones(len(ids), dtype=np.float32))
+    similarity = np.clip(np.stack([line.vector for line in lines]) @ query_vector, 0.0, None)
+    score = prior * (LINE_BASE + lexical + STATIC_WEIGHT * similarity)
+    smoothed = score.copy()
+    same_next = np.array([a.memory_id == b.memory_id for a, b in zip(lines, lines[1:])], dtype=bool)
+    smoothed[:-1] += NEIGHBOUR_SHARE * score[1:] * same_next
+    smoothed[1:] += NEIGHBOUR_SHARE * score[:-1] * same_next
+    return smoothed

@@ -1,0 +1,160 @@
+"""The HTTP service for RAG applications: recall and read-only SQL, one bearer token per tenant.
+
+``create_app`` builds a FastAPI app (OpenAPI schema at ``/openapi.json``) over
+one store. Every route is under ``/v1/tenants/{tenant}`` and needs
+``Authorization: Bearer <token>`` where the token is that tenant's: a missing
+or unknown token gets 401, another tenant's token 403. SQL runs through
+``memtape.query.sql`` with ``read_only`` and the tenant set, so a statement
+that writes is refused and only the tenant's rows are visible. Tokens come
+from a TOML file (``[tokens]`` table: ``tenant = "token"``) or the
+``MEMTAPE_SERVICE_TOKENS`` variable (``tenant=token,tenant=token``). The
+service binds 127.0.0.1 unless told otherwise. It writes nothing itself.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
+from pydantic import BaseModel, Field
+
+from memtape.connectors.lance_store import Store
+from memtape.errors import UserError
+from memtape.recall import DEFAULT_BUDGET
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+TOKENS_ENV = "MEMTAPE_SERVICE_TOKENS"
+MAX_SQL_ROWS = 10_000
+MAX_BUDGET = 32_000
+
+
+class RecallRequest(BaseModel):
+    """What to recall: the tenant comes from the path, never from the body."""
+
+    query: str = Field(min_length=1, max_length=4_000)
+    budget: int = Field(DEFAULT_BUDGET, ge=1, le=MAX_BUDGET, description="Context tokens (words x 1.3).")
+    since: datetime | None = None
+    until: datetime | None = None
+    source_kind: str | None = Field(None, description="im, email, meeting or health")
+
+
+class Item(BaseModel):
+    """One cited line or memory of the context."""
+
+    memory_id: str
+    text: str
+    header: str | None
+    who: str | None
+    event_time: datetime | None
+    end_time: datetime | None
+    source_kind: str | None
+    conversation_id: str | None
+    raw_event_ids: list[str]
+    sources: list[str]
+    source_ids: list[str]
+    score: float
+
+
+class RecallResponse(BaseModel):
+    query: str
+    tenant: str
+    budget: int
+    context: str
+    tokens: float
+    items: list[Item]
+    latency_ms: float
+
+
+class SqlRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=20_000, description="One read-only statement over the tenant's tables.")
+
+
+class SqlResponse(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    truncated: bool
+
+
+def load_tokens(path: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """tenant -> token from the TOML file ``path`` (``[tokens]``), else from ``MEMTAPE_SERVICE_TOKENS``."""
+    env = os.environ if env is None else env
+    tokens: dict[str, str] = {}
+    if path:
+        try:
+            with Path(path).open("rb") as handle:
+                tokens = {str(k): str(v) for k, v in tomllib.load(handle).get("tokens", {}).items()}
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UserError(f"{path}: cannot read the token file ({exc})") from exc
+    elif env.get(TOKENS_ENV):
+        for pair in env[TOKENS_ENV].split(","):
+            tenant, sep, token = pair.strip().partition("=")
+            if not sep or not tenant or not token:
+                raise UserError(f"{TOKENS_ENV}: expected tenant=token pairs separated by commas")
+            tokens[tenant] = token
+    if not tokens:
+        raise UserError(f"no tenant tokens configured: pass --tokens FILE or set {TOKENS_ENV}")
+    if any(len(t) < 8 for t in tokens.values()):
+        raise UserError("every tenant token must be at least 8 characters")
+    return tokens
+
+
+def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
+    """The FastAPI app serving ``store`` to the tenants in ``tokens`` (tenant -> token)."""
+    from memtape.query import sql
+    from memtape.recall import recall
+
+    app = FastAPI(title="memtape", version="1", description="Recall and read-only SQL over one tenant's memories.")
+    known = dict(tokens)
+
+    def tenant_of(request: Request, tenant: str = PathParam(..., min_length=1, max_length=200)) -> str:
+        scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not offered:
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        owner = next((t for t, tok in known.items() if hmac.compare_digest(tok.encode(), offered.encode())), None)
+        if owner is None:
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        if owner != tenant:
+            raise HTTPException(403, "this token is not the tenant's")
+        return tenant
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/tenants/{tenant}/recall", response_model=RecallResponse)
+    def recall_route(body: RecallRequest, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
+        try:
+            result = recall(body.query, tenant, body.budget, body.since, body.until, body.source_kind, store=store)
+        except UserError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return result.to_dict()
+
+    @app.post("/v1/tenants/{tenant}/sql", response_model=SqlResponse)
+    def sql_route(body: SqlRequest, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
+        try:
+            table = sql(body.query, store, read_only=True, tenant=tenant)
+        except UserError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        rows = table.slice(0, MAX_SQL_ROWS).to_pylist()
+        return {"columns": table.column_names, "rows": _jsonable(rows), "truncated": table.num_rows > MAX_SQL_ROWS}
+
+    return app
+
+
+def _jsonable(rows: list[dict]) -> list[dict]:
+    """Bytes and other non-JSON cells as text, so any table can be returned."""
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(rows, custom_encoder={bytes: lambda b: b.hex()})
+
+
+def serve(store: Store, tokens: Mapping[str, str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Run the service until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(store, tokens), host=host, port=port, log_level="warning")
