@@ -112,3 +112,10 @@ def test_rows_conform_to_the_triples_schema_with_provenance_and_stable_ids(nlp):
     again = triple_rows(nlp(text), tenant="t", raw_event_id="e1", episode_id="ep")
     assert [r["triple_id"] for r in rows] == [r["triple_id"] for r in again]
     assert approve["subject_entity_id"] == resolver.mention("Carol", None)
+
+
+def test_punctuation_only_modifier_is_no_argument(nlp):
+    """A dangling "-" parsed as a modifier used to become an empty extra argument and crash the extractor."""
+    triples = spo(nlp, "Bob says the slides flight moved to server number 0-0.")
+    assert ("Bob", "say", "the slides flight moved to server number 0-0") in triples
+    assert all(s and p and o for s, p, o in triples)

@@ -221,7 +221,7 @@ def _verb_extractions(doc: Any, verb: Any) -> Iterator[Extraction]:
             rel_prep, objects = prep, pobjs  # "moved to Friday": the preposition joins the relation
             continue
         extras.append((prep.i, *pobjs[0]))
-    extras += [_span(doc, c.i) for c in head.children if c.dep_ in EXTRA_ARG_DEPS]
+    extras += [span for c in head.children if c.dep_ in EXTRA_ARG_DEPS if (span := _span(doc, c.i))]
     if not objects:
         return
     relation = tuple(sorted(rel + ([rel_prep.i] if rel_prep is not None else [])))
