@@ -98,8 +98,9 @@ class BuildMemories(beam.PTransform):
     """raw_events rows -> a dict of PCollections, one per derived table plus ``pipeline_state``.
 
     ``close_open`` closes every open episode at the end (a final backfill);
-    otherwise episodes idle at ``now`` close and the rest stay open in the
-    carried state, as do the ones in ``flush_keys`` unless named there.
+    otherwise the open episodes of conversations in ``flush_keys`` close, so do
+    those idle at ``now`` (when given, in event time), and the rest stay open in
+    the carried state for the next run.
     ``scope_of`` picks the dedupe state scope of a row (the tenant by default).
     """
 

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import time
-from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import apache_beam as beam
@@ -29,7 +28,6 @@ from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.state import (Checkpoint, commit_checkpoint, load_carried, load_checkpoint, next_generation,
                                      prune_states)
-from memtape.schemas.records import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +65,10 @@ class MicroBatcher:
         self.store = store
         self.group = group
         self.options = options
-        self.idle_timeout = timedelta(seconds=idle_timeout_s)
+        self.idle_timeout_s = idle_timeout_s
         self.stats = StreamStats()
+        self._started = time.monotonic()
+        self._arrived: dict[str, float] = {}  # conversation key -> when its last message arrived (monotonic)
 
     def land(self, consumed: list[Any]) -> None:
         """Process events (``Consumed`` from the Kafka consumer) above their partition's stored offset."""
@@ -82,27 +82,34 @@ class MicroBatcher:
                 self.stats.skipped += 1  # landed by a run that crashed before committing to Kafka
                 continue
             fresh.append((name, c.event))
+            self._arrived[conversation_key(c.event.to_row())] = time.monotonic()
             next_offsets[name] = max(next_offsets.get(name, 0), c.offset + 1)
         if fresh:
             self._run([checkpoints[n] for n in next_offsets], fresh, next_offsets, frozenset())
         self.stats.batches += 1
         self.stats.events += len(fresh)
 
-    def close_idle(self, assigned: list[tuple[str, int]], now: datetime | None = None) -> int:
-        """Close the open episodes of assigned partitions whose last message is older than the idle timeout."""
-        now = now or utcnow()
+    def close_idle(self, assigned: list[tuple[str, int]]) -> int:
+        """Close the open episodes of assigned partitions that received no message for the idle timeout.
+
+        Idleness is measured in processing time (since this process last saw the
+        conversation, or since it started), so replaying a historical backlog does
+        not close every episode at each micro-batch.
+        """
+        now = time.monotonic()
         checkpoints = [load_checkpoint(self.store, STREAM_TENANT, checkpoint_name(self.group, t, p)) for t, p in assigned]
         checkpoints = [c for c in checkpoints if c.generation]
         carried = load_carried(self.store, checkpoints)
-        idle = frozenset(key for key, payload in carried.conversations.items() if _idle(payload, now - self.idle_timeout))
+        idle = frozenset(key for key, payload in carried.conversations.items()
+                         if _has_open_units(payload) and now - self._arrived.get(key, self._started) >= self.idle_timeout_s)
         if idle:
             keep = {c.name: c.progress.get("next_offset", 0) for c in checkpoints}
-            self._run(checkpoints, [], keep, idle, now)
+            self._run(checkpoints, [], keep, idle)
             self.stats.flushed += len(idle)
         return len(idle)
 
     def _run(self, checkpoints: list[Checkpoint], fresh: list[tuple[str, Any]], next_offsets: dict[str, int],
-             flush_keys: frozenset[str], now: datetime | None = None) -> None:
+             flush_keys: frozenset[str]) -> None:
         generation = next_generation(max(c.generation for c in checkpoints))
         rows, checkpoint_of = [], {}
         for name, event in fresh:
@@ -117,7 +124,7 @@ class MicroBatcher:
         target = StateTarget(checkpoints[0].name, generation, checkpoint_of)
         with beam.Pipeline(options=self.options) as p:
             raw = p | "Batch" >> beam.Create(rows, reshuffle=False)
-            outputs = raw | "BuildMemories" >> BuildMemories(target, carried, False, now or utcnow(), flush_keys, scope_of)
+            outputs = raw | "BuildMemories" >> BuildMemories(target, carried, False, None, flush_keys, scope_of)
             land_tables({RAW: raw, **outputs}, self.store)
         for checkpoint in checkpoints:
             commit_checkpoint(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation, {
@@ -127,12 +134,9 @@ class MicroBatcher:
                 prune_states(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation))
 
 
-def _idle(payload: str, before: datetime) -> bool:
+def _has_open_units(payload: str) -> bool:
     state = json.loads(payload)
-    if not state.get("units") and not state.get("dropped"):
-        return False
-    last = state.get("segmenter", {}).get("last_time")
-    return last is None or datetime.fromisoformat(last) < before
+    return bool(state.get("units") or state.get("dropped"))
 
 
 @dataclasses.dataclass

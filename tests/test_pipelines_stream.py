@@ -83,3 +83,51 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kafka_broker, tmp
     assert landed, f"raw {_count(home, 'raw_events')}/{len(events)}, memories {_count(home, 'memories')}: {err[-3000:]}"
     assert proc.returncode == 0, err[-2000:]
     _assert_no_duplicates(Store(str(home)), {e.event_id for e in events})
+
+
+def _settled(home: Path, total: int, quiet_s: float = 10.0, timeout: float = 300.0) -> bool:
+    """Wait until every event landed and the derived tables stopped changing for ``quiet_s``."""
+    if not _wait_for(lambda: _count(home, "raw_events") == total, timeout=timeout):
+        return False
+    end, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < end:
+        now = tuple(_count(home, t) for t in ("episodes", "triples", "memories"))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s and now[2] > 0:
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def _derived(home: Path) -> dict[str, set]:
+    store = Store(str(home))
+    episodes = store.read("episodes", columns=["member_ids"]).column("member_ids").to_pylist()
+    return {"raw": set(store.read("raw_events", columns=["event_id"]).column("event_id").to_pylist()),
+            "episodes": {tuple(m) for m in episodes},
+            "triples": set(store.read("triples", columns=["triple_id"]).column("triple_id").to_pylist()),
+            "memories": {tuple(m) for m in store.read("memories", columns=["raw_event_ids"]).column("raw_event_ids").to_pylist()}}
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+
+
+@pytest.mark.slow
+def test_two_processes_in_one_group_land_exactly_what_one_would(kafka_broker, tmp_path):
+    prefix = "pairtest"
+    events = _events(["acme", "globex"], conversations=4, per_conversation=15, start=datetime(2024, 6, 1, tzinfo=timezone.utc))
+    assert publish_records(events, kafka_broker, prefix=prefix).events == len(events)
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    procs = [_stream(single, kafka_broker, prefix, "g-single", max_seconds=400, idle=3)]
+    assert _settled(single, len(events)), f"single process: raw {_count(single, 'raw_events')}/{len(events)}"
+    _stop(procs)
+    procs = [_stream(pair, kafka_broker, prefix, "g-pair", max_seconds=400, idle=3) for _ in range(2)]
+    assert _settled(pair, len(events)), f"two processes: raw {_count(pair, 'raw_events')}/{len(events)}"
+    _stop(procs)
+    _assert_no_duplicates(Store(str(pair)), {e.event_id for e in events})
+    assert _derived(pair) == _derived(single)
