@@ -26,5 +26,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz.py --seconds $(FUZZ_SECONDS)
+
 clean:
 	rm -rf $(DEMO_HOME) .pytest_cache

@@ -44,6 +44,8 @@ def _quiet_logging() -> None:
     """Log warnings to stderr, minus Beam's import-time notice about optional GCP clients."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().handlers[0].addFilter(lambda record: "apitools" not in record.getMessage())
+    # Beam logs a failed step's traceback before re-raising; main() reports that error itself, in one line.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
 def main() -> None:

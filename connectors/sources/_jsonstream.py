@@ -113,7 +113,10 @@ class JsonItems:
             match = _STRING_TAIL.match(self._buf, start + 1)
             if match:
                 self._i = match.end()
-                return json.loads(self._buf[start:match.end()])
+                try:
+                    return json.loads(self._buf[start:match.end()])
+                except json.JSONDecodeError as exc:  # a raw control character or a bad escape inside the string
+                    raise RecordError(f"malformed JSON string: {exc.msg}") from exc
             if len(self._buf) - start > self._max:
                 raise LimitError(f"JSON key longer than {self._max} characters")
             if not self._fill():

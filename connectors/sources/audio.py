@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from memtape.connectors.base import Record, SourceError, register
+from memtape.connectors.sources._common import limits
 from memtape.connectors.sources.subtitles import BadCue, read_cues, sidecar_transcript
 from memtape.schemas.records import DeadLetter, RawEvent, stable_id
 
@@ -227,10 +228,15 @@ def _dead(tenant: str, error: Exception | str, position: Path) -> DeadLetter:
 
 def _cue_events(recording: RawEvent, transcript: Path, start: datetime) -> Iterator[Record]:
     uri = file_uri(transcript)
+    max_bytes = limits().max_message_bytes
     for cue in read_cues(transcript):
         if isinstance(cue, BadCue):
             yield DeadLetter(recording.tenant, _SCHEME, "connector", cue.error, position=f"{transcript}:{cue.line}",
                              raw=cue.raw.encode("utf-8", "replace"))
+            continue
+        if len(cue.text.encode("utf-8", "replace")) > max_bytes:
+            yield DeadLetter(recording.tenant, _SCHEME, "connector.limit", f"cue text exceeds max_message_bytes ({max_bytes})",
+                             position=f"{transcript}#{cue.index}", raw=cue.text[:1024].encode("utf-8", "replace"))
             continue
         yield RawEvent(
             tenant=recording.tenant,
