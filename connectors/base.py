@@ -8,6 +8,8 @@ connector must not write anywhere: landing is the sink's job.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from datetime import datetime
 from typing import Callable, Iterator, Protocol
 
@@ -16,6 +18,7 @@ from memtape.schemas.records import DeadLetter, RawEvent
 
 Record = RawEvent | DeadLetter
 SOURCE_KINDS = ("im", "email", "meeting", "health")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SourceError(UserError):
@@ -77,14 +80,40 @@ def read_source(uri: str, tenant: str, since: datetime | None = None) -> Iterato
 
     Records at exactly ``since`` are read again on purpose: several records can
     share the cursor's timestamp, and landing one twice is a no-op. Dead letters
-    always pass: a bad record is reported whatever its time.
+    always pass: a bad record is reported whatever its time. An event holding a
+    lone surrogate (JSON's ``"\\ud800"``) becomes a dead letter here, for every
+    connector, since no UTF-8 column can store it.
     """
     connector, path = connector_for(uri)
     for record in connector.read(path, tenant):
+        if isinstance(record, RawEvent) and (field := _surrogate_field(record)):
+            record = DeadLetter(tenant, record.source, "connector.decode",
+                                f"{field} holds a lone surrogate (an invalid \\u escape or undecodable bytes)",
+                                position=_storable(record.source_id),
+                                raw=(record.payload or record.text or "").encode("utf-8", "surrogatepass"))
         if isinstance(record, RawEvent):
             record.source_uri = record.source_uri or uri
             if since is not None and record.event_time is not None and record.event_time < since:
                 continue
-        elif record.source_uri is None:
-            record.source_uri = uri
+        else:
+            record.source_uri = record.source_uri or uri
+            record.error, record.position = _storable(record.error), _storable(record.position)
         yield record
+
+
+def _has_surrogate(text: str | None) -> bool:
+    return text is not None and not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _storable(text: str | None) -> str | None:
+    """Text Arrow can store: lone surrogates become ``\\udXXX`` escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogate(text) else text
+
+
+def _surrogate_field(event: RawEvent) -> str | None:
+    """The first field holding a lone UTF-16 surrogate, which no UTF-8 column can store, or None."""
+    fields = {"source_id": event.source_id, "text": event.text, "sender": event.sender,
+              "conversation_id": event.conversation_id, "media_ref": event.media_ref, "payload": event.payload,
+              "recipients": "".join(event.recipients),
+              "attrs": json.dumps(event.attrs, ensure_ascii=False, default=str) if event.attrs else None}
+    return next((name for name, value in fields.items() if _has_surrogate(value)), None)

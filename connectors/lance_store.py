@@ -83,7 +83,10 @@ class Store:
         builder = self.table(name).merge_insert(key_of(name)).when_not_matched_insert_all()
         if name not in INSERT_ONLY:
             builder = builder.when_matched_update_all()
-        builder.execute(data)
+        try:
+            builder.execute(data)
+        except (OSError, RuntimeError) as exc:  # disk full, read-only or vanished store: stop in one line
+            raise UserError(f"{self.home}: cannot write table {name} ({str(exc).splitlines()[0]})") from exc
         return data.num_rows
 
     def fold_with_stored(self, name: str, rows: list[dict], merge: Callable[[dict, dict], dict]) -> list[dict]:

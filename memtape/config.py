@@ -2,7 +2,9 @@
 
 The file is ``$MEMTAPE_CONFIG`` or ``./memtape.toml`` when present; each field
 can be overridden by ``MEMTAPE_<SECTION>_<FIELD>`` (``MEMTAPE_HOME`` for the
-store location). This module reads settings only; it opens no store or model.
+store location), each key of a table field (``[store] storage_options``) by
+``MEMTAPE_<SECTION>_<FIELD>_<KEY>``. This module reads settings only; it opens
+no store or model.
 """
 from __future__ import annotations
 
@@ -96,6 +98,9 @@ def _apply_env(cfg: Config, env: dict[str, str]) -> None:
             var = f"MEMTAPE_{section_field.name}_{name}".upper()
             if var in env and kind in (str, int, float, bool):
                 setattr(section, name, _coerce(env[var], kind))
+            elif kind == dict[str, str]:  # one variable per key: MEMTAPE_STORE_STORAGE_OPTIONS_ALLOW_HTTP=true
+                getattr(section, name).update(
+                    {k.removeprefix(var + "_").lower(): v for k, v in env.items() if k.startswith(var + "_")})
 
 
 def load_config(path: str | None = None, env: dict[str, str] | None = None) -> Config:
