@@ -17,6 +17,7 @@ This module only converts values; it never talks to a broker.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
@@ -101,13 +102,19 @@ def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | N
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _zone(minutes: int) -> timezone:
+    """The fixed zone ``minutes`` east of UTC, made once per offset rather than once per message."""
+    return timezone(timedelta(minutes=minutes))
+
+
 def _time(value: Any, tz_minutes: Any) -> datetime | None:
     if value is None:
         return None
     dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
         raise CodecError(f"naive timestamp {value!r}")
-    return dt.astimezone(timezone(timedelta(minutes=tz_minutes))) if isinstance(tz_minutes, int) else dt
+    return dt.astimezone(_zone(tz_minutes)) if isinstance(tz_minutes, int) else dt
 
 
 def decode_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> RawEvent:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
@@ -24,6 +25,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MAILDIR = SHARED / "email" / "skilling-j"
 SLACK = SHARED / "im" / "slack" / "testarchive.zip"
 FAST_JOIN_MS = 6000  # Tansu answers JoinGroup after half the session timeout
+OUTAGE_S = 30.0  # the issue's requirement: the broker away for 30 s, publishers and consumers retry and resume
 
 
 def _prefix() -> str:
@@ -149,13 +151,13 @@ def test_publish_through_a_broker_restarted_mid_run_loses_nothing(private_kafka_
     outage: list[threading.Thread] = []
 
     class RestartMidway:
-        """Re-readable input that, on its first pass, stops the broker a third of the way and restarts it 3 s later."""
+        """Re-readable input that, on its first pass, stops the broker a third of the way and restarts it 30 s later."""
 
         def __iter__(self):
             for i in range(total):
                 if i == total // 3 and not outage:
                     private_kafka_broker.stop()
-                    outage.append(threading.Thread(target=restart_broker, args=(private_kafka_broker, 3.0)))
+                    outage.append(threading.Thread(target=restart_broker, args=(private_kafka_broker, OUTAGE_S)))
                     outage[0].start()
                 yield _im(i, conversation=f"c{i % 40}")
 
@@ -171,3 +173,39 @@ def test_publish_through_a_broker_restarted_mid_run_loses_nothing(private_kafka_
         seq.pop(int(source_id[1:]), None)
         seq[int(source_id[1:])] = None
     assert all(list(seq) == sorted(seq) for seq in last_pass.values())  # the complete pass kept each conversation in order
+
+
+@pytest.mark.xfail(strict=False, reason="Tansu 0.6 keeps a restarted broker's group at generation 0 and answers a member "
+                   "that rejoined before its topics came back with an empty assignment, or later with no protocol")
+def test_consumer_rides_out_a_30_s_broker_outage_and_resumes(private_kafka_broker: EmbeddedBroker):
+    """A group member keeps polling through 30 s without a broker, then rejoins and receives every event.
+
+    The restarted (memory-only) broker is empty, so the publisher sends its input again, as ``memtape publish``
+    does after a loss, plus records new since; the member must pick both up without being restarted itself.
+    """
+    servers, prefix = private_kafka_broker.bootstrap_servers, _prefix()
+    before = [_im(i, conversation=f"c{i % 10}") for i in range(500)]
+    after = [_im(i, conversation=f"c{i % 10}") for i in range(500, 1000)]
+    publish_records(before, servers, prefix=prefix, partitions=2)
+    seen: set[str] = set()
+
+    def drain(consumer: RawEventConsumer, want: int, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        while len(seen) < want and time.monotonic() < deadline:
+            batch = consumer.poll()
+            if batch is not None:
+                seen.update(c.event.source_id for c in batch.events)
+                consumer.commit(batch.offsets)
+
+    with RawEventConsumer(servers, "outage-test", prefix=prefix, partitions=2, session_timeout_ms=FAST_JOIN_MS) as consumer:
+        drain(consumer, len(before), 20)
+        assert len(seen) == len(before)
+        outage = threading.Thread(target=restart_broker, args=(private_kafka_broker, OUTAGE_S))
+        outage.start()
+        while outage.is_alive():
+            assert consumer.poll(200) is None  # no broker: empty polls, no exception
+        outage.join()
+        drain(consumer, len(before) + 1, 6)  # the member rejoins the empty broker before its topics come back
+        publish_records([*before, *after], servers, prefix=prefix, partitions=2)
+        drain(consumer, len(before) + len(after), 12)
+    assert seen == {f"m{i}" for i in range(1000)}
