@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from typing import Any
 
 from memtape.connectors.lance_store import Store
 from memtape.forgetting import ForgettingPolicy, ranking_weight, reinforce
-from memtape.recall_candidates import GRAPHS, Scope, candidates
+from memtape.recall_candidates import GRAPHS, Scope, candidates, ensure_indexes
 from memtape.recall_lines import LINES, score_lines
 from memtape.recall_pack import Packable, count_tokens, pack, render
 
@@ -37,6 +38,29 @@ STATES_TIME = re.compile(
     re.I,
 )
 _REINFORCER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memtape-reinforce")
+
+
+def _one_torch_thread() -> None:
+    """Give the calling thread one torch intra-op thread, leaving the process default as it was.
+
+    One short query gains nothing from intra-op parallelism, while on busy
+    cores every OpenMP barrier waits for a descheduled worker: encoding a
+    query took 5-10x longer with two threads than with one under load.
+    ``torch.set_num_threads`` also becomes the default of threads torch has not
+    seen yet, so a throwaway thread puts that default back.
+    """
+    import torch
+
+    default = torch.get_num_threads()  # initialises this thread from the process default first
+    torch.set_num_threads(1)
+    restore = threading.Thread(target=torch.set_num_threads, args=(default,))
+    restore.start()
+    restore.join()
+
+
+# One encoder thread for the process: a fast tokenizer called from two threads at once can fail
+# ("Already borrowed"), and a query encodes in milliseconds, so concurrent recalls (the service) queue here.
+_ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memtape-query-encoder", initializer=_one_torch_thread)
 
 
 @dataclasses.dataclass
@@ -86,10 +110,24 @@ def is_when_question(query: str) -> bool:
 
 
 def embed_query(query: str) -> Any:
-    """The query's MiniLM embedding, made exactly as the pipeline embeds memories."""
+    """The query's MiniLM embedding, made exactly as the pipeline embeds memories, on the one-thread encoder."""
     from memtape.transforms.embed import embed_texts
 
-    return embed_texts([query])[0]
+    return _ENCODER.submit(lambda: embed_texts([query])[0]).result()
+
+
+_STORES: dict[tuple[str, tuple[tuple[str, str], ...]], Store] = {}
+
+
+def default_store() -> Store:
+    """The configured store (``MEMTAPE_HOME``), opened once per process so its tables and caches stay warm."""
+    from memtape.config import load_config
+
+    cfg = load_config().store
+    key = (cfg.home, tuple(sorted(cfg.storage_options.items())))
+    if key not in _STORES:
+        _STORES[key] = Store(cfg.home, cfg.storage_options)
+    return _STORES[key]
 
 
 def _who(row: dict) -> str | None:
@@ -138,12 +176,14 @@ def recall(
     if budget <= 0:
         raise UserError(f"budget must be a positive number of tokens, got {budget}")
     start = time.perf_counter()
-    store = store or Store.open()
+    store = store or default_store()
     policy = forgetting if forgetting is not None else ForgettingPolicy.from_env()
     now = now or datetime.now(timezone.utc)
     scope = Scope(tenant, since, until, source_kind)
-    scores = candidates(store, query, embed_query, scope, use_graph=use_graph)
-    rows = GRAPHS.get(store, tenant).rows_for(sorted(scores, key=lambda k: -scores[k])[:ROWS_READ], scope)
+    ensure_indexes(store)  # first: building an index makes a new version, which would rebuild the graph
+    graph = GRAPHS.get(store, tenant)
+    scores = candidates(store, query, embed_query, scope, use_graph=use_graph, graph=graph)
+    rows = graph.rows_for(sorted(scores, key=lambda k: -scores[k])[:ROWS_READ], scope)
     weighted = {row["memory_id"]: scores[row["memory_id"]] * ranking_weight(policy, row, now) for row in rows}
     rows = sorted(rows, key=lambda r: -weighted[r["memory_id"]])[:EXPAND_MEMORIES]
     lines = LINES.lines(store, tenant, rows)

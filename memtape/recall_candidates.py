@@ -1,8 +1,7 @@
 """Candidate memories for one query of one tenant: vector, full-text and graph diffusion, fused.
 
-Vector search runs over ``memories.embedding`` (exact on small tables, a
-Lance IVF-HNSW-SQ index from ``pipelines.maintain.VECTOR_INDEX_MIN_ROWS``
-rows: with a tenant prefilter it answers in about half the time of IVF-PQ),
+Vector search runs over ``memories.embedding`` (exact on small tables, the
+ANN index ``pipelines.maintain`` builds from ``VECTOR_INDEX_MIN_ROWS`` rows),
 full-text search is Lance's native BM25 index on ``memories.text``, and the
 two rankings are fused by reciprocal rank fusion.
 The fused scores then seed a personalised PageRank over the tenant's memory
@@ -43,9 +42,10 @@ ROW_COLUMNS = ["tenant", "memory_id", "header", "text", "participants", "start_t
                "conversation_id", "raw_event_ids", "triple_ids", "strength", "last_recalled"]
 _INDEX_LOCK = threading.Lock()
 _INDEXED_AT: dict[tuple[str, str], int] = {}  # (store home, table) -> the version whose indexes were checked
+_DATASETS: dict[tuple[str, str], Any] = {}  # (store home, table) -> its Lance dataset at the latest version read
 _TENANT_SHARE: dict[tuple[str, str, int], float] = {}  # (home, tenant, memories version) -> share of rows
 POSTFILTER_MIN_SHARE = 0.5
-SCALAR_INDEXES = {"memories": ["tenant", "memory_id"], "raw_events": ["tenant", "event_id"]}
+RECALL_TABLES = ("memories", "raw_events")
 _WORD = re.compile(r"[\w'’-]+")
 
 
@@ -90,32 +90,19 @@ def _timestamp(when: datetime) -> str:
 
 
 def ensure_indexes(store: Store) -> None:
-    """Build the indexes recall's lookups need when missing: BTree keys, BM25 on text, ANN on large tables.
+    """Build the indexes recall reads through when missing, exactly as ``memtape maintain`` builds them.
 
-    The maintenance job (``pipelines.maintain``) rebuilds and folds new rows
-    into them; here only absent ones are created, once per table version, and
-    rows written after an index was built are still searched (Lance scans the
-    unindexed tail).
+    Checked once per table version; the maintenance job (``pipelines.maintain``)
+    rebuilds them and folds new rows in.
     """
-    from lancedb.index import FTS, BTree, IvfHnswSq
-
-    from memtape.pipelines.maintain import VECTOR_INDEX_MIN_ROWS
+    from memtape.pipelines.maintain import build_indexes
 
     with _INDEX_LOCK:
-        for name, columns in SCALAR_INDEXES.items():
+        for name in RECALL_TABLES:
             table = store.table(name)
-            if _INDEXED_AT.get((store.home, name)) == table.version:
-                continue
-            if table.count_rows() > 0:
-                have = {tuple(i.columns) for i in table.list_indices()}
-                for column in columns:
-                    if (column,) not in have:
-                        table.create_index(column, config=BTree())
-                if name == "memories" and ("text",) not in have:
-                    table.create_index("text", config=FTS())
-                if name == "memories" and ("embedding",) not in have and table.count_rows() >= VECTOR_INDEX_MIN_ROWS:
-                    table.create_index("embedding", config=IvfHnswSq(distance_type="cosine"))
-            _INDEXED_AT[(store.home, name)] = table.version
+            if _INDEXED_AT.get((store.home, name)) != table.version:
+                build_indexes(store, name, refresh=False)
+                _INDEXED_AT[(store.home, name)] = table.version
 
 
 def _prefilter(store: Store, scope: Scope) -> bool:
@@ -137,27 +124,29 @@ def _prefilter(store: Store, scope: Scope) -> bool:
     return share < POSTFILTER_MIN_SHARE
 
 
-def vector_ranking(store: Store, query_vector: np.ndarray, scope: Scope, limit: int = CANDIDATES_PER_SEARCH) -> list[str]:
-    """Memory ids nearest to the query embedding (cosine), best first."""
+def vector_ranking(store: Store, query_vector: np.ndarray, scope: Scope, limit: int = CANDIDATES_PER_SEARCH,
+                   prefilter: bool | None = None) -> list[str]:
+    """Memory ids nearest to the query embedding (cosine), best first; ``prefilter`` defaults to ``_prefilter``."""
     search = (
         store.table("memories")
         .search(query_vector, vector_column_name="embedding")
         .distance_type("cosine")
-        .where(scope.where(), prefilter=_prefilter(store, scope))
+        .where(scope.where(), prefilter=_prefilter(store, scope) if prefilter is None else prefilter)
         .select(["memory_id", "_distance"])
         .limit(limit)
     )
     return search.to_arrow().column("memory_id").to_pylist()
 
 
-def text_ranking(store: Store, query: str, scope: Scope, limit: int = CANDIDATES_PER_SEARCH) -> list[str]:
+def text_ranking(store: Store, query: str, scope: Scope, limit: int = CANDIDATES_PER_SEARCH,
+                 prefilter: bool | None = None) -> list[str]:
     """Memory ids by Lance BM25 over ``text``, best first; empty when the query has no searchable word."""
     if not _WORD.search(query):
         return []
     search = (
         store.table("memories")
         .search(query, query_type="fts", fts_columns="text")
-        .where(scope.where(), prefilter=_prefilter(store, scope))
+        .where(scope.where(), prefilter=_prefilter(store, scope) if prefilter is None else prefilter)
         .select(["memory_id", "_score"])
         .limit(limit)
     )
@@ -165,8 +154,16 @@ def text_ranking(store: Store, query: str, scope: Scope, limit: int = CANDIDATES
 
 
 def lookup(store: Store, table: str, where: str, columns: list[str], limit: int) -> list[dict]:
-    """Rows of ``table`` matching ``where`` through lancedb's query path (no dataset reopened per call)."""
-    return store.table(table).search().where(where).select(columns).limit(limit).to_arrow().to_pylist()
+    """Rows of ``table`` matching ``where``, read straight from its Lance dataset.
+
+    The dataset is reopened only when the table has a new version: a fresh
+    one reloads its manifest and index metadata (several times the cost of the
+    read), and lancedb's query path re-reads the schema on every call.
+    """
+    dataset = _DATASETS.get((store.home, table))
+    if dataset is None or dataset.version != store.table(table).version:
+        dataset = _DATASETS[(store.home, table)] = store.dataset(table)
+    return dataset.to_table(filter=where, columns=columns, limit=limit).to_pylist()
 
 
 def rrf(rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = RRF_K) -> dict[str, float]:
@@ -365,18 +362,21 @@ def diffuse(graph: MemoryGraph, seeds: dict[str, float], entity_nodes: list[int]
     return {graph.memory_ids[i]: float(mem[i]) for i in top if mem[i] > 0}
 
 
-def candidates(store: Store, query: str, embed: Callable[[str], np.ndarray], scope: Scope, use_graph: bool = True) -> dict[str, float]:
+def candidates(store: Store, query: str, embed: Callable[[str], np.ndarray], scope: Scope, use_graph: bool = True,
+               graph: MemoryGraph | None = None) -> dict[str, float]:
     """Fused candidate scores for one query: RRF of vector and BM25, diffused over the memory graph.
 
-    BM25 runs in a thread while ``embed`` encodes the query (both release the GIL).
+    The caller runs ``ensure_indexes`` first. BM25 runs in a thread while
+    ``embed`` encodes the query (both release the GIL). ``graph`` is the
+    tenant's, when the caller already holds it.
     """
-    ensure_indexes(store)
+    prefilter = _prefilter(store, scope)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        text = pool.submit(text_ranking, store, query, scope)
-        vector = vector_ranking(store, embed(query), scope)
+        text = pool.submit(text_ranking, store, query, scope, prefilter=prefilter)
+        vector = vector_ranking(store, embed(query), scope, prefilter=prefilter)
         fused = rrf([vector, text.result()], [VECTOR_WEIGHT, TEXT_WEIGHT])
     if not use_graph or not fused:
         return fused
-    graph = GRAPHS.get(store, scope.tenant)
+    graph = graph or GRAPHS.get(store, scope.tenant)
     diffused = diffuse(graph, fused, query_entities(graph, query))
     return diffused or fused

@@ -108,9 +108,11 @@ def _redundant(item: Packable, chosen: list[Packable], words: dict[str, set[str]
     mine = words[item.key]
     for other in chosen:
         theirs = words[other.key]
-        union = mine | theirs
-        if union and len(mine & theirs) / len(union) >= REDUNDANT_JACCARD:
-            return True
+        # Jaccard <= smaller / larger size: most pairs stop at this test, before any set is built.
+        if mine and theirs and min(len(mine), len(theirs)) / max(len(mine), len(theirs)) >= REDUNDANT_JACCARD:
+            shared = len(mine & theirs)
+            if shared / (len(mine) + len(theirs) - shared) >= REDUNDANT_JACCARD:
+                return True
     return False
 
 

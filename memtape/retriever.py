@@ -23,7 +23,7 @@ class MemtapeRetriever:
 
     tenant: str
     budget: int = DEFAULT_BUDGET
-    store: Store | None = None
+    store: Store | None = None  # default: the configured store, opened once per process
     since: datetime | None = None
     until: datetime | None = None
     source_kind: str | None = None

@@ -209,3 +209,14 @@ def test_retriever_returns_cited_documents_and_plugs_into_langchain_when_install
         found = retriever.as_langchain().invoke("Clara architect Porto")
         assert [d.page_content for d in found] == [text for text, _ in docs]
     wait_for_reinforcement()  # the retriever recalls with forgetting on: let its write land before the store goes
+
+
+def test_package_exposes_recall_without_loading_the_store() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, memtape; assert 'lancedb' not in sys.modules; import memtape.recall as _; "
+            "from memtape import recall; from memtape.recall import recall as inner; "
+            "assert recall is inner is memtape.recall, recall; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

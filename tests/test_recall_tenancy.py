@@ -51,3 +51,23 @@ def test_no_query_returns_another_tenants_rows(names: list[str], data: st.DataOb
             write_parquet(sql("SELECT * FROM memories UNION ALL BY NAME SELECT * FROM memories WHERE tenant <> 'x'",
                               store, read_only=True, tenant=tenant), export)
             assert set(pq.read_table(export).column("tenant").to_pylist()) == {tenant}
+
+
+def test_sql_command_with_tenant_sees_only_that_tenants_rows(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from memtape.cli import cli
+
+    store = Store(str(tmp_path / "store"))
+    mine = make_memories(store, "t1", [{"text": "Clara flies in from Lisbon."}])
+    make_memories(store, "t2", [{"text": "Zed repaints the kitchen.", "source_id": "z"}])
+    query = "SELECT tenant, memory_id, text FROM memories UNION ALL BY NAME SELECT tenant, event_id, text FROM raw_events"
+    scoped = CliRunner().invoke(cli, ["sql", query, "--home", store.home, "--tenant", "t1", "--format", "json"])
+    assert scoped.exit_code == 0, scoped.output
+    rows = json.loads(scoped.stdout)
+    assert {r["tenant"] for r in rows} == {"t1"} and len(rows) == 2
+    assert {r["memory_id"] for r in rows} - {None} == {mine[0]["memory_id"]}
+    everyone = CliRunner().invoke(cli, ["sql", query, "--home", store.home, "--format", "json"])
+    assert {r["tenant"] for r in json.loads(everyone.stdout)} == {"t1", "t2"}

@@ -1,4 +1,4 @@
-"""``memtape sql``: run DuckDB SQL over the memory tables."""
+"""``memtape sql``: run DuckDB SQL over the memory tables, optionally scoped to one tenant."""
 from __future__ import annotations
 
 import click
@@ -9,14 +9,16 @@ from memtape.commands._common import home_option, open_store, print_table, write
 @click.command()
 @click.argument("query")
 @home_option
+@click.option("--tenant", default=None,
+              help="Only this tenant's rows: every table the query names holds that tenant's rows alone.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]), default="table",
               show_default=True, help="json prints an array of row objects; parquet writes to --out or stdout.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="File for --format parquet.")
-def command(query: str, home: str | None, fmt: str, out: str | None) -> None:
+def command(query: str, home: str | None, tenant: str | None, fmt: str, out: str | None) -> None:
     """Run QUERY over every table (raw_events, episodes, triples, memories, ...) and print the result."""
     from memtape.query import sql
 
-    result = sql(query, open_store(home))
+    result = sql(query, open_store(home), tenant=tenant)
     if fmt == "parquet":
         write_parquet(result, out)
     else:
