@@ -5,9 +5,9 @@ those messages (Beam's Python runners cannot run a GroupByKey after an
 unbounded source here, and ReadFromKafka needs a Java jar). Every Kafka
 partition is its own checkpoint in ``pipeline_state``: the next offset to
 read and the generation of the state of the conversations it carries (open
-episodes, dedupe sketches). A micro-batch lands raw and derived rows
-(idempotent keyed writes), then commits each partition's checkpoint, then
-commits the offsets to Kafka. On restart or rebalance, messages below a
+episodes, dedupe sketches). A micro-batch lands its raw rows first (queryable
+at once), then the derived rows (idempotent keyed writes), then commits each
+partition's checkpoint, then commits the offsets to Kafka. On restart or rebalance, messages below a
 partition's stored offset are skipped, so the store, not Kafka, decides
 where processing resumes: no loss and no duplicate rows.
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import apache_beam as beam
 
-from memtape.connectors.beam_io import DEAD, RAW
+from memtape.connectors.beam_io import RAW
 from memtape.connectors.lance_store import Store
 from memtape.pipelines.derive import land_tables
 from memtape.pipelines.episodes import conversation_key
@@ -122,10 +122,11 @@ class MicroBatcher:
         scope_of = _scope_of(checkpoint_of)
         checkpoint_of.update({scope_of(r): checkpoint_of[conversation_key(r)] for r in rows})
         target = StateTarget(checkpoints[0].name, generation, checkpoint_of)
+        self.store.upsert(RAW, rows)  # queryable at once; the derived rows follow within this micro-batch
         with beam.Pipeline(options=self.options) as p:
             raw = p | "Batch" >> beam.Create(rows, reshuffle=False)
             outputs = raw | "BuildMemories" >> BuildMemories(target, carried, False, None, flush_keys, scope_of)
-            land_tables({RAW: raw, **outputs}, self.store)
+            land_tables(outputs, self.store)
         for checkpoint in checkpoints:
             commit_checkpoint(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation, {
                 "next_offset": next_offsets.get(checkpoint.name, checkpoint.progress.get("next_offset", 0))}))

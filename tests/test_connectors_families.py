@@ -1,4 +1,4 @@
-"""Backfilling one shared sample of each family lands all four source families, each spot-checked."""
+"""Backfilling one shared sample of each family lands all four source families, each spot-checked, meetings through to memories."""
 from __future__ import annotations
 
 import json
@@ -34,5 +34,7 @@ def test_one_sample_per_family_lands_im_email_health_and_meeting(tmp_path: Path)
     assert families["meeting"] == 5  # one recording row per cards clip
     spoken = " ".join(r["text"].lower() for r in _sql(home, "SELECT text FROM utterances ORDER BY recording_event_id, seq"))
     assert "clubs" in spoken and "spades" in spoken
+    spoken_memories = _sql(home, "SELECT text FROM memories WHERE source_kind = 'meeting'")
+    assert spoken_memories and any("clubs" in r["text"].lower() for r in spoken_memories)  # end to end: audio to memory
     zones = _sql(home, "SELECT DISTINCT tz_offset_minutes AS z FROM raw_events WHERE source_kind = 'email'")
     assert {r["z"] for r in zones} <= {-480, -420}  # Enron's Date headers are Pacific time, standard and daylight
