@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from memtape.connectors.lance_store import Store
 from memtape.errors import UserError
-from memtape.recall import DEFAULT_BUDGET
+from memtape.recall import DEFAULT_BUDGET, RecallItem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -43,30 +43,13 @@ class RecallRequest(BaseModel):
     source_kind: str | None = Field(None, description="im, email, meeting or health")
 
 
-class Item(BaseModel):
-    """One cited line or memory of the context."""
-
-    memory_id: str
-    text: str
-    header: str | None
-    who: str | None
-    event_time: datetime | None
-    end_time: datetime | None
-    source_kind: str | None
-    conversation_id: str | None
-    raw_event_ids: list[str]
-    sources: list[str]
-    source_ids: list[str]
-    score: float
-
-
 class RecallResponse(BaseModel):
     query: str
     tenant: str
     budget: int
     context: str
     tokens: float
-    items: list[Item]
+    items: list[RecallItem]  # one cited line or memory of the context (a dataclass; pydantic validates it)
     latency_ms: float
 
 
