@@ -56,7 +56,19 @@ def check_models(cfg: Config) -> list[Check]:
     missing = [p for p in embedding_model_files(cfg.models.embedding) if not p.exists()]
     checks.append(Check("model embedding", not missing,
                         cfg.models.embedding if not missing else f"missing file {missing[0]}"))
+    checks.append(_whisper_check(cfg.models.whisper))
     return checks
+
+
+def _whisper_check(name: str) -> Check:
+    """The transcription model resolves to a local directory (the packaged base model is joined once if needed)."""
+    from memtape.errors import UserError
+    from memtape.transforms.whisper_model import resolve_model
+
+    try:
+        return Check("model whisper", True, resolve_model(name))
+    except (UserError, ImportError) as exc:  # ImportError: faster-whisper itself is missing (no audio extra)
+        return Check("model whisper", False, str(exc))
 
 
 def check_broker(cfg: Config, timeout: float = 2.0) -> list[Check]:

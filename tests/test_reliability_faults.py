@@ -81,6 +81,10 @@ def test_doctor_names_a_corrupt_fragment_and_a_missing_model_file(tmp_path, monk
     for name in ("config.json", "tokenizer.json", "modules.json"):
         (model / name).write_text("{}")
     monkeypatch.setenv("MEMTAPE_MODELS_EMBEDDING", str(model))
+    whisper = tmp_path / "whisper"  # a faster-whisper directory that lost its weights
+    whisper.mkdir()
+    (whisper / "config.json").write_text("{}")
+    monkeypatch.setenv("MEMTAPE_MODELS_WHISPER", str(whisper))
 
     result = CliRunner().invoke(cli, ["doctor", "--home", str(home), "--format", "json"])
 
@@ -90,6 +94,7 @@ def test_doctor_names_a_corrupt_fragment_and_a_missing_model_file(tmp_path, monk
     assert checks["table dead_letters"]["ok"] and checks["store"]["ok"]
     assert not checks["model embedding"]["ok"]
     assert checks["model embedding"]["detail"] == f"missing file {model / 'model.safetensors'}"
+    assert not checks["model whisper"]["ok"] and "no model.bin" in checks["model whisper"]["detail"]
 
 
 @pytest.mark.slow
