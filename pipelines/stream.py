@@ -7,9 +7,10 @@ partition is its own checkpoint in ``pipeline_state``: the next offset to
 read and the generation of the state of the conversations it carries (open
 episodes, dedupe sketches). A micro-batch lands its raw rows first (queryable
 at once), then the derived rows (idempotent keyed writes), then commits each
-partition's checkpoint, then commits the offsets to Kafka. On restart or rebalance, messages below a
-partition's stored offset are skipped, so the store, not Kafka, decides
-where processing resumes: no loss and no duplicate rows.
+partition's checkpoint, then commits the offsets to Kafka. On restart or
+rebalance, messages below a partition's stored offset are skipped, so the
+store, not Kafka, decides where processing resumes: no loss and no duplicate
+rows.
 """
 from __future__ import annotations
 
@@ -82,7 +83,6 @@ class MicroBatcher:
                 self.stats.skipped += 1  # landed by a run that crashed before committing to Kafka
                 continue
             fresh.append((name, c.event))
-            self._arrived[conversation_key(c.event.to_row())] = time.monotonic()
             next_offsets[name] = max(next_offsets.get(name, 0), c.offset + 1)
         if fresh:
             self._run([checkpoints[n] for n in next_offsets], fresh, next_offsets, frozenset())
@@ -111,12 +111,14 @@ class MicroBatcher:
     def _run(self, checkpoints: list[Checkpoint], fresh: list[tuple[str, Any]], next_offsets: dict[str, int],
              flush_keys: frozenset[str]) -> None:
         generation = next_generation(max(c.generation for c in checkpoints))
-        rows, checkpoint_of = [], {}
+        rows, checkpoint_of, arrived = [], {}, time.monotonic()
         for name, event in fresh:
             event.ingest_path = "stream"
             row = event.to_row()
             rows.append(row)
-            checkpoint_of[conversation_key(row)] = name
+            key = conversation_key(row)
+            checkpoint_of[key] = name
+            self._arrived[key] = arrived
         carried = load_carried(self.store, checkpoints)
         checkpoint_of = {**carried.checkpoint_of, **checkpoint_of}
         scope_of = _scope_of(checkpoint_of)
