@@ -73,7 +73,7 @@ class _AssembleFn(beam.DoFn):
         key, grouped = element
         assembler = ConversationAssembler(self._embeddings, self._carried.get(key))
         bundles = assembler.feed(grouped["kept"], grouped["dropped"])
-        if self._close_open or key in self._flush_keys:
+        if self._close_open or key in self._flush_keys or grouped.get("finished"):
             bundles += assembler.flush()
         elif self._now is not None:
             bundles += assembler.close_idle(self._now)
@@ -99,8 +99,9 @@ class BuildMemories(beam.PTransform):
 
     ``close_open`` closes every open episode at the end (a final backfill);
     otherwise the open episodes of conversations in ``flush_keys`` close, so do
-    those idle at ``now`` (when given, in event time), and the rest stay open in
-    the carried state for the next run.
+    those of recordings transcribed in this run (a recording is whole, nothing
+    more will join it) and those idle at ``now`` (when given, in event time);
+    the rest stay open in the carried state for the next run.
     ``scope_of`` picks the dedupe state scope of a row (the tenant by default).
     """
 
@@ -124,10 +125,11 @@ class BuildMemories(beam.PTransform):
 
         deduped = units | "Dedupe" >> Dedupe(_merged_dedupe_state(self.carried.dedupe), self.scope_of)
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
+        finished = spoken | "FinishedRecordings" >> beam.Map(lambda u: (conversation_key(u), None))
         by_conversation = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),
-             "visit": visits}
+             "visit": visits, "finished": finished}
             | "ByConversation" >> beam.CoGroupByKey()
         )
         assembled = by_conversation | "Segment" >> beam.ParDo(

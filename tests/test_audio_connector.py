@@ -57,7 +57,9 @@ def test_modification_time_is_the_last_resort_and_absurd_sidecar_dates_are_ignor
     os.utime(audio, (stamp, stamp))
     (rec,), _ = _read(audio)
     assert rec.attrs["event_time_source"] == "mtime"
-    assert rec.event_time == datetime(2022, 6, 1, 12, 0, tzinfo=timezone.utc)
+    ended = datetime(2022, 6, 1, 12, 0, tzinfo=timezone.utc)  # the last write ends the recording
+    assert rec.event_time == ended - timedelta(seconds=rec.attrs["duration_s"])
+    assert rec.attrs["duration_s"] > 1
     assert rec.attrs["title"] == "Archive"
 
 

@@ -198,3 +198,20 @@ def test_beam_transform_skips_captioned_recordings_and_dead_letters_a_corrupt_fi
                     equal_to([("transcribe", True)]), label="OneDeadLetter")
         assert_that(outputs.utterances | UtterancesAsUnits() | beam.Map(lambda u: u["conversation_id"]),
                     equal_to([standup["event_id"]] * 2), label="UnitsInTheRecordingsConversation")
+
+
+def test_a_recording_made_a_moment_ago_reaches_memories_in_the_backfill_that_transcribes_it(cache: Path, tmp_path: Path):
+    """A recording is whole once transcribed: its episode closes now, not after the meeting gap of idle time."""
+    from memtape.connectors.lance_store import Store
+    from memtape.pipelines.backfill import run_backfill
+    from memtape.query import sql
+
+    fresh = tmp_path / "just-now.wav"
+    shutil.copyfile(FIXTURES / "standup" / "standup.wav", fresh)  # its modification time is now
+    store = Store(str(tmp_path / "home"))
+    run_backfill([f"audio:{fresh}"], "t1", store, runner="DirectRunner")
+    memories = sql("SELECT text, source_kind FROM memories", store).to_pylist()
+    assert len(memories) == 1 and memories[0]["source_kind"] == "meeting"
+    assert "budget" in memories[0]["text"].lower()
+    (recorded,) = sql("SELECT event_time FROM raw_events", store).to_pylist()
+    assert recorded["event_time"] < datetime.now(timezone.utc) - timedelta(seconds=1)  # began its length before the write

@@ -197,8 +197,11 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
         text = unwrap(unit.get("text") or "")
         unit_sentences = []
         for a, b in sentence_spans(text):
-            short = condense(text[a:b])
-            unit_sentences.append(_Sentence(i, a, text[a:b], short, count_tokens(text[a:b]), count_tokens(short), _word_weights(text[a:b], known), set()))
+            full, short = text[a:b], condense(text[a:b])
+            tokens, short_tokens = count_tokens(full), count_tokens(short)
+            if short_tokens >= tokens:  # condensing saved nothing (or added a full stop): keep the original
+                short, short_tokens = full, tokens
+            unit_sentences.append(_Sentence(i, a, full, short, tokens, short_tokens, _word_weights(full, known), set()))
         for t in by_event.get(unit.get("event_id"), []):
             wanted = _triple_words(t)
             best = max(unit_sentences, key=lambda s: len(wanted & s.weights.keys()), default=None)

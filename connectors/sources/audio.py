@@ -211,14 +211,16 @@ def _participants(meta: dict[str, Any]) -> list[str]:
     return names
 
 
-def _start_time(meta: dict[str, Any], tags: dict[str, str], file: Path) -> tuple[datetime, str]:
+def _start_time(meta: dict[str, Any], tags: dict[str, str], file: Path, duration_s: float | None) -> tuple[datetime, str]:
+    """When the recording began: the sidecar's time, else the container's tags, else its last write less its length."""
     for key in _TIME_KEYS:
         if (when := _parse_time(meta.get(key))) is not None:
             return when, "sidecar"
     for key in _TAG_TIME_KEYS:
         if (when := _parse_time(tags.get(key))) is not None:
             return when, "tags"
-    return datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), "mtime"
+    ended = datetime.fromtimestamp(file.stat().st_mtime, timezone.utc)  # a recorder's last write is the recording's end
+    return ended - timedelta(seconds=duration_s or 0.0), "mtime"
 
 
 def _dead(tenant: str, error: Exception | str, position: Path) -> DeadLetter:
@@ -264,7 +266,7 @@ def _recording_records(file: Path, tenant: str) -> Iterator[Record]:
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         yield _dead(tenant, exc, file.with_suffix(".json"))
         meta, meta_text, meta_path = {}, None, None
-    start, time_source = _start_time(meta, info.tags, file)
+    start, time_source = _start_time(meta, info.tags, file, info.duration_s)
     transcript = sidecar_transcript(file)
     uri = file_uri(file)
     participants = _participants(meta)
