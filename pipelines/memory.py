@@ -21,7 +21,9 @@ from memtape.schemas.records import stable_id, utcnow
 from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
-from memtape.transforms.transcribe import DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, needs_transcription
+from memtape.transforms.transcribe import (
+    DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, ends_recording, needs_transcription,
+)
 from memtape.transforms.triples import ENTITIES_TAG, TRIPLES_TAG, ExtractTriples
 
 DEDUPE_STATE = "dedupe"
@@ -99,8 +101,8 @@ class BuildMemories(beam.PTransform):
 
     ``close_open`` closes every open episode at the end (a final backfill);
     otherwise the open episodes of conversations in ``flush_keys`` close, so do
-    those of recordings transcribed in this run (a recording is whole, nothing
-    more will join it) and those idle at ``now`` (when given, in event time);
+    those of recordings transcribed in this run or whose last caption cue is in
+    it (a recording is whole: nothing more will join it) and those idle at ``now`` (when given, in event time);
     the rest stay open in the carried state for the next run.
     ``scope_of`` picks the dedupe state scope of a row (the tenant by default).
     """
@@ -125,7 +127,11 @@ class BuildMemories(beam.PTransform):
 
         deduped = units | "Dedupe" >> Dedupe(_merged_dedupe_state(self.carried.dedupe), self.scope_of)
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
-        finished = spoken | "FinishedRecordings" >> beam.Map(lambda u: (conversation_key(u), None))
+        finished = (
+            (spoken, raw | "LastCues" >> beam.Filter(ends_recording))
+            | "RecordingEnds" >> beam.Flatten()
+            | "FinishedRecordings" >> beam.Map(lambda u: (conversation_key(u), None))
+        )
         by_conversation = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),

@@ -74,6 +74,20 @@ def test_webvtt_cues_become_text_rows_with_the_speakers_the_file_names():
     assert cues[1].media_ref == f"{rec.media_ref}#t=1.5,3"
     (bad,) = dead
     assert bad.error == "cue ends before it starts" and bad.position.endswith("review.vtt:14")
+    assert [c.attrs.get("last_cue") for c in cues] == [None, True]  # the recording's conversation is complete
+
+
+def test_a_captioned_recording_made_a_moment_ago_reaches_memories_in_one_backfill(tmp_path: Path):
+    from memtape.connectors.lance_store import Store
+    from memtape.pipelines.backfill import run_backfill
+    from memtape.query import sql
+
+    for name in ("retro.ogg", "retro.srt"):  # copies: their modification time is now
+        shutil.copyfile(FIXTURES / "captions" / name, tmp_path / name)
+    store = Store(str(tmp_path / "home"))
+    run_backfill([f"audio:{tmp_path / 'retro.ogg'}"], "t1", store, runner="DirectRunner")
+    (memory,) = sql("SELECT text, raw_event_ids FROM memories", store).to_pylist()
+    assert "sprint" in memory["text"].lower() and len(memory["raw_event_ids"]) == 2
 
 
 def test_srt_cues_with_crlf_and_markup_are_plain_text_without_invented_speakers():

@@ -79,6 +79,11 @@ def needs_transcription(event: dict[str, Any]) -> bool:
         and attrs.get("media") == "recording" and not attrs.get("transcript")
 
 
+def ends_recording(event: dict[str, Any]) -> bool:
+    """The last cue row of a recording's sidecar transcript: the recording's conversation is complete."""
+    return event.get("source_kind") == "meeting" and _attrs(event).get("last_cue") is True
+
+
 def channels_are_separate(left: np.ndarray, right: np.ndarray) -> bool | None:
     """True when each channel carries its own talker (a call recorded per line), False when both hear the same room.
 

@@ -3,7 +3,8 @@
 Each recording (wav, flac, mp3, m4a, ogg, opus, webm) becomes one ``raw_events``
 row of kind ``meeting`` that points at the file by URI (the bytes stay where
 they are), timed and titled from a sidecar JSON (``name.json``: title,
-participants, start time), else the file's tags, else its modification time.
+participants, start time), else the file's tags, else its modification time
+(the end of the recording, so the start is that less its length).
 A sidecar WebVTT/SRT transcript adds one row per cue, so the recording needs no
 transcription. ``decode_windows`` streams the audio in bounded windows for the
 transcription transform. This module reads files only; it never transcribes or writes.
@@ -229,6 +230,20 @@ def _dead(tenant: str, error: Exception | str, position: Path) -> DeadLetter:
 
 
 def _cue_events(recording: RawEvent, transcript: Path, start: datetime) -> Iterator[Record]:
+    """One row per cue; the last says so (``attrs.last_cue``), since nothing more will join the recording."""
+    last = None
+    for record in _cue_records(recording, transcript, start):
+        if isinstance(record, RawEvent):
+            record, last = last, record
+            if record is None:
+                continue
+        yield record
+    if last is not None:
+        last.attrs["last_cue"] = True
+        yield last
+
+
+def _cue_records(recording: RawEvent, transcript: Path, start: datetime) -> Iterator[Record]:
     uri = file_uri(transcript)
     max_bytes = limits().max_message_bytes
     for cue in read_cues(transcript):
