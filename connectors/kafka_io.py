@@ -43,6 +43,7 @@ DEFAULT_PARTITIONS = 6
 REPLICATION_FACTOR = -1  # the cluster's default.replication.factor (KIP-464); Tansu accepts it too
 MAX_IN_FLIGHT_RECORDS = 20_000  # unacknowledged records held before the publisher waits for acks
 MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+SETTLE_CHUNK = 1000  # acks read in runs of this many once the bound is reached, not one per record sent
 DELIVERY_TIMEOUT_MS = 300_000  # a broker may be away this long (a 30 s outage with ample margin)
 STALL_S = 2.0  # an ack this late: check whether the broker is away (wait) or came back empty (replay)
 MAX_REPLAYS = 3
@@ -275,9 +276,11 @@ class Publisher:
         tips: dict[TopicPartition, _Tip] = {}
         unreported = 0
         dlq = dead_letter_topic(self.prefix)
+        topic_of = {kind: raw_topic(kind, self.prefix) for kind in SOURCE_KINDS}
+        sent: collections.Counter = collections.Counter()
         for record in records:
             if isinstance(record, RawEvent):
-                topic, key = raw_topic(record.source_kind, self.prefix), event_key(record)
+                topic, key = topic_of.get(record.source_kind) or raw_topic(record.source_kind, self.prefix), event_key(record)
                 try:
                     value, headers = encode_event(record, self.max_message_bytes)
                 except CodecError as exc:
@@ -286,26 +289,29 @@ class Publisher:
             if isinstance(record, DeadLetter):
                 topic = dlq
                 key, value, headers = encode_dead_letter(record)
-                report.dead_letters += 1
-            else:
-                report.events += 1
-            report.by_topic[topic] += 1
+            sent[topic] += 1
             if topic not in self._topics:
                 self._ensure([topic])
             pending.append((self._send(topic, key, value, headers), key))
             pending_bytes += len(value)
-            while len(pending) > self.max_in_flight or pending_bytes > MAX_IN_FLIGHT_BYTES:
-                pending_bytes -= self._settle(*pending.popleft(), tips)
-            unreported += 1
-            if progress is not None and unreported >= PROGRESS_EVERY:
-                progress(unreported)
-                unreported = 0
+            if len(pending) > self.max_in_flight or pending_bytes > MAX_IN_FLIGHT_BYTES:
+                keep = max(self.max_in_flight - SETTLE_CHUNK, 0)
+                while pending and (len(pending) > keep or pending_bytes > MAX_IN_FLIGHT_BYTES):
+                    pending_bytes -= self._settle(*pending.popleft(), tips)
+            if progress is not None:
+                unreported += 1
+                if unreported >= PROGRESS_EVERY:
+                    progress(unreported)
+                    unreported = 0
         self._producer.flush()
         while pending:
             self._settle(*pending.popleft(), tips)
         if progress is not None and unreported:
             progress(unreported)
         self._verify(tips)
+        report.by_topic.update(sent)
+        report.dead_letters = sent[dlq]
+        report.events = sum(sent.values()) - report.dead_letters
         return report
 
     def _send(self, topic: str, key: bytes, value: bytes, headers: list):

@@ -45,9 +45,10 @@ def _utc(dt: datetime | None) -> datetime | None:
 
 def tz_offset_minutes(dt: datetime | None) -> int | None:
     """Minutes east of UTC that an aware datetime states, None for naive or missing."""
-    if dt is None or dt.tzinfo is None or dt.utcoffset() is None:
+    offset = dt.utcoffset() if dt is not None else None
+    if offset is None:
         return None
-    return int(dt.utcoffset().total_seconds() // 60)
+    return offset.days * 1440 + offset.seconds // 60  # floor of the signed minutes, as total_seconds() // 60
 
 
 @dataclasses.dataclass
