@@ -22,7 +22,7 @@ from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
 from memtape.transforms.transcribe import (
-    DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, ends_recording, needs_transcription,
+    DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, closes_recording, needs_transcription,
 )
 from memtape.transforms.triples import ENTITIES_TAG, TRIPLES_TAG, ExtractTriples
 
@@ -127,11 +127,8 @@ class BuildMemories(beam.PTransform):
 
         deduped = units | "Dedupe" >> Dedupe(_merged_dedupe_state(self.carried.dedupe), self.scope_of)
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
-        finished = (
-            (spoken, raw | "LastCues" >> beam.Filter(ends_recording))
-            | "RecordingEnds" >> beam.Flatten()
-            | "FinishedRecordings" >> beam.Map(lambda u: (conversation_key(u), None))
-        )
+        finished = (raw | "RecordingsThatEnd" >> beam.Filter(closes_recording)
+                    | "FinishedRecordings" >> beam.Map(lambda r: (conversation_key(r), None)))
         by_conversation = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),

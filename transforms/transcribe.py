@@ -79,9 +79,13 @@ def needs_transcription(event: dict[str, Any]) -> bool:
         and attrs.get("media") == "recording" and not attrs.get("transcript")
 
 
-def ends_recording(event: dict[str, Any]) -> bool:
-    """The last cue row of a recording's sidecar transcript: the recording's conversation is complete."""
-    return event.get("source_kind") == "meeting" and _attrs(event).get("last_cue") is True
+def closes_recording(event: dict[str, Any]) -> bool:
+    """A row after which nothing more joins its recording's conversation.
+
+    That is a recording this run transcribes (every utterance comes from it) or
+    the last cue of a recording's sidecar transcript.
+    """
+    return needs_transcription(event) or (event.get("source_kind") == "meeting" and _attrs(event).get("last_cue") is True)
 
 
 def channels_are_separate(left: np.ndarray, right: np.ndarray) -> bool | None:
