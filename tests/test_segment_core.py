@@ -10,7 +10,8 @@ import pytest
 
 from memtape.schemas import conform
 from memtape.schemas.records import stable_id
-from memtape.transforms.segment import (EpisodeSegmenter, SegmenterConfig, TenantModel, conductance, modularity)
+from memtape.transforms.segment import (COHESION_AFTER, DEPTH_RADIUS, REFINE_RADIUS, EpisodeSegmenter, SegmenterConfig,
+                                        TenantModel, conductance, modularity)
 from memtape.transforms.static_embed import static_embeddings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "segment" / "topics.json"
@@ -79,6 +80,24 @@ def test_conversation_split_across_two_runs_gets_the_same_episodes(emb, split):
     assert [r["surprise"] for r in two] == [r["surprise"] for r in one]
     assert [(r["boundary_signal"], r["boundary_score"]) for r in two] == [
         (r["boundary_signal"], r["boundary_score"]) for r in one]
+
+
+def test_a_surprise_cut_waits_for_its_lookahead_and_matches_the_bulk_result(emb):
+    units = _units()
+    seg, rows, emitted_at = EpisodeSegmenter(emb), [], []
+    for i, unit in enumerate(units):
+        closed = seg.feed([unit])
+        rows += closed
+        emitted_at += [i] * len(closed)
+    rows += seg.flush()
+    assert [r["member_ids"] for r in rows] == [r["member_ids"] for r in _run(emb, units)]
+    position = {u["event_id"]: i for i, u in enumerate(units)}
+    cuts = [(position[nxt["member_ids"][0]], at) for r, nxt, at in zip(rows, rows[1:], emitted_at)
+            if r["boundary_signal"] == "surprise"]
+    assert len(cuts) >= 3
+    lookahead = COHESION_AFTER + DEPTH_RADIUS - REFINE_RADIUS  # units after the gap that its decision needs
+    assert all(at - cut >= lookahead for cut, at in cuts), cuts
+    assert all(r["boundary_score"] > SegmenterConfig().gamma for r in rows if r["boundary_signal"] == "surprise")
 
 
 def test_rows_conform_to_episodes_schema_with_stable_ids(emb):

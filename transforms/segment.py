@@ -1,16 +1,19 @@
 """Cut one conversation's ordered units into episodes at surprise boundaries, incrementally.
 
-The rule follows EM-LLM's event segmentation: a unit opens a candidate
-boundary when its surprise exceeds the trailing mean by ``gamma`` standard
-deviations; the candidate is then moved to the cut of the local similarity
-graph with the lowest conductance (or highest modularity) once a few units
-of lookahead have arrived. Surprise mixes two signals: how unlikely the
-unit's words are under the tenant's adaptive language model with a cache of
-the open episode, and how far its static embedding lies from the episode's
-recent members (a kernel density). Time gaps per source family and explicit
-structure (a new thread, meeting or encounter) force a boundary; idle
-timeouts and the end of a bounded run close the open episode. All state (the
-open episode's tail, the pending candidate and the tenant model's statistics)
+The rule follows EM-LLM's event segmentation: a gap between two units
+becomes a candidate boundary when its surprise exceeds the trailing mean by
+``gamma`` standard deviations and peaks there; the candidate is then moved to
+the cut of the local similarity graph with the lowest conductance (or highest
+modularity). Surprise mixes three signals: how unlikely the unit's words are
+under the tenant's adaptive language model with a cache of the open episode;
+how far its static embedding lies from the episode's recent members (a kernel
+density); and, after a few units of lookahead, how sharply the next units
+turn away from the previous ones (the depth of the cohesion drop between the
+two blocks, as in TextTiling), which catches a topic shift that one short
+unit alone does not show. Time gaps per source family and explicit structure
+(a new thread, meeting or encounter) force a boundary; idle timeouts and the
+end of a bounded run close the open episode. All state (the open episode,
+the recent units awaiting their lookahead and the tenant model's statistics)
 round-trips through JSON, so a conversation split across runs is cut exactly
 as in one run. This module segments only: it loads models through
 ``memtape.transforms`` and never reads or writes the store.
@@ -28,19 +31,25 @@ from memtape.schemas.records import stable_id
 from memtape.transforms.static_embed import StaticEmbeddings
 from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 
-GAMMA = 0.5  # a boundary needs surprise this many trailing standard deviations above the trailing mean
-WINDOW = 50  # span, in units, of the exponentially weighted trailing window
+GAMMA = 1.0  # a boundary needs surprise this many trailing standard deviations above the trailing mean
+WINDOW = 50  # span, in units, of the exponentially weighted trailing window of each unit-level signal
+BOUNDARY_WINDOW = 200  # span of the trailing window that scales the mixed boundary surprise: steadier
+UNIT_WEIGHT = 0.5  # weight of the unit's own surprise beside the lookahead cohesion drop
+COHESION_BEFORE = 2  # units before a gap, summed, in the cohesion comparison
+COHESION_AFTER = 2  # units after a gap (the lookahead), summed
+DEPTH_RADIUS = 3  # a cohesion drop's depth is measured against the highest cohesion this many gaps either side
 WARMUP_UNITS = 8  # no surprise boundary until the tenant model has seen this many units
 LM_WEIGHT = 0.1  # weight of the language-model surprise beside the embedding density (topic shifts live mostly in the latter)
 KERNEL = 3.0  # von Mises-Fisher kernel concentration around each recent member, per spread of neighbour similarity
 SPREAD_WINDOW = 1000  # units over which that spread is averaged: a property of the embedding, so slow
 MIN_SIM_SPREAD = 0.05  # floor on that spread while the tenant model is young
 RECENCY = 0.6  # weight decay per step back in the episode, so recent members dominate the density
-TAIL_UNITS = 8  # members of the open episode kept with text and vectors for context and refinement
-LOOKAHEAD = 2  # units to wait after a candidate before refining it
+TAIL_UNITS = 8  # members of the open episode kept with text and vectors for context
+RECENT_UNITS = 16  # latest units kept with vectors and scores while their gaps await lookahead and refinement
 REFINE_BACK = 4  # units before the candidate that join the local similarity graph
 REFINE_RADIUS = 1  # how far refinement may move a candidate boundary
-MAX_CONDUCTANCE = 0.5  # a refined cut is kept only when the local graph splits at least this cleanly ...
+REFINE_MARGIN = 0.4  # ... to a cut whose cost is lower than the candidate's by at least this share of it
+MAX_CONDUCTANCE = 0.9  # a refined cut is kept only when the local graph splits at least this cleanly ...
 MIN_MODULARITY = 0.0  # ... or, when refining by modularity, when its two blocks are this modular
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
@@ -58,6 +67,7 @@ class SegmenterConfig:
 
     gamma: float = GAMMA
     window: int = WINDOW
+    unit_weight: float = UNIT_WEIGHT
     lm_weight: float = LM_WEIGHT
     kernel: float = KERNEL
     recency: float = RECENCY
@@ -104,6 +114,8 @@ class TenantModel:
         self.emb = _Trailing(config.window, stats.get("emb", (0, 0.0, 0.0)))
         self.lm = _Trailing(config.window, stats.get("lm", (0, 0.0, 0.0)))
         self.mixed = _Trailing(config.window, stats.get("mixed", (0, 0.0, 0.0)))
+        self.depth = _Trailing(BOUNDARY_WINDOW, stats.get("depth", (0, 0.0, 0.0)))
+        self.boundary = _Trailing(BOUNDARY_WINDOW, stats.get("boundary", (0, 0.0, 0.0)))
         self.sim = _Trailing(SPREAD_WINDOW, stats.get("sim", (0, 0.0, 0.0)))
 
     def weights(self, ids: np.ndarray) -> np.ndarray:
@@ -121,7 +133,8 @@ class TenantModel:
             "predictor": self.predictor.state(),
             "doc_freq": {"ids": nz.tolist(), "counts": self.doc_freq[nz].tolist()},
             "docs": self.docs,
-            "stats": {"emb": self.emb.state(), "lm": self.lm.state(), "mixed": self.mixed.state(), "sim": self.sim.state()},
+            "stats": {"emb": self.emb.state(), "lm": self.lm.state(), "mixed": self.mixed.state(),
+                      "depth": self.depth.state(), "boundary": self.boundary.state(), "sim": self.sim.state()},
         }
 
 
@@ -131,6 +144,16 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _cosine(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> float:
+    """Cosine between the summed vectors of two blocks of units (0 when either is empty or all zeros)."""
+    a = np.sum([e["vector"] for e in before], axis=0) if before else None
+    b = np.sum([e["vector"] for e in after], axis=0) if after else None
+    if a is None or b is None:
+        return 0.0
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
 def conductance(affinity: np.ndarray, cut: int) -> float:
@@ -175,7 +198,9 @@ class EpisodeSegmenter:
         self.key: dict[str, Any] = dict(state.get("key", {}))
         self.members: list[dict[str, Any]] = list(state.get("members", []))
         self.tail: list[Unit] = [self._unit_from_state(u) for u in state.get("tail", [])]
-        self.pending: list[float] | None = state.get("pending")  # [member index of the candidate, its score]
+        # the latest units, oldest first: vector, own surprise, and the gap before each as it gets scored and decided
+        self.recent: list[dict[str, Any]] = [dict(r, vector=np.asarray(r["vector"], dtype=np.float32))
+                                             for r in state.get("recent", [])]
         self.last_time = _time(state.get("last_time"))
 
     # -- public API ---------------------------------------------------------------------------
@@ -203,7 +228,7 @@ class EpisodeSegmenter:
         return self._close_all("end", None)
 
     def state(self, include_model: bool = True) -> dict[str, Any]:
-        """JSON-able state: conversation key, open episode, its tail, the pending candidate and the tenant model.
+        """JSON-able state: conversation key, open episode, its tail, the recent units and the tenant model.
 
         Leave the model out when one ``TenantModel`` serves many conversations and is saved once per tenant.
         """
@@ -214,7 +239,7 @@ class EpisodeSegmenter:
                 {"event_id": u.event_id, "text": u.text, "ids": u.ids.tolist(), "vector": u.vector.tolist()}
                 for u in self.tail
             ],
-            "pending": self.pending,
+            "recent": [dict(r, vector=r["vector"].tolist()) for r in self.recent],
             "last_time": self.last_time.isoformat() if self.last_time else None,
         }
         if include_model:
@@ -239,16 +264,15 @@ class EpisodeSegmenter:
         score = self._surprise(unit)
         if forced is not None and self.members:
             closed.extend(self._close_all(*forced))
-        elif score > self.config.gamma and self.pending is None and self.members and self.model.docs >= WARMUP_UNITS:
-            self.pending = [len(self.members), score]
+        self.recent = (self.recent + [{"vector": unit.vector, "surprise": score, "first": not self.members,
+                                       "cohesion": None, "score": None, "decided": not self.members}])[-RECENT_UNITS:]
         self.members.append({"event_id": unit.event_id, "event_time": when.isoformat() if when else None,
                              "surprise": score})
         self.tail = (self.tail + [unit])[-TAIL_UNITS:]
         self.model.learn(unit)
         if when is not None:
             self.last_time = when
-        if self.pending is not None and len(self.members) - int(self.pending[0]) >= LOOKAHEAD:
-            closed.extend(self._resolve())
+        closed.extend(self._advance(final=False))
         return closed
 
     def _vector(self, raw: Mapping[str, Any], token_ids: np.ndarray) -> np.ndarray:
@@ -271,7 +295,7 @@ class EpisodeSegmenter:
         return None
 
     def _surprise(self, unit: Unit) -> float:
-        """Mixed surprise of ``unit`` against the open episode, in trailing standard deviations above the mean."""
+        """The unit's own mixed surprise against the open episode, in trailing standard deviations above the mean."""
         m = self.model
         context = self.tail
         if context:
@@ -297,24 +321,75 @@ class EpisodeSegmenter:
         spread = math.sqrt(self.model.sim.var) if self.model.sim.n > 1 else 0.0
         return self.config.kernel / max(spread, MIN_SIM_SPREAD)
 
-    # -- closing episodes ---------------------------------------------------------------------
+    # -- gaps: lookahead, scores and cuts -----------------------------------------------------
 
-    def _resolve(self) -> list[dict[str, Any]]:
-        """Move the pending candidate to the best local graph cut and close the episode before it."""
-        candidate, score = int(self.pending[0]), float(self.pending[1])
-        self.pending = None
-        n = len(self.members)
-        first_tail = n - len(self.tail)
-        lo = max(first_tail, candidate - REFINE_BACK, 0)
-        vectors = np.stack([u.vector for u in self.tail[lo - first_tail :]])
+    def _advance(self, final: bool) -> list[dict[str, Any]]:
+        """Score every gap whose lookahead is complete (all of them when ``final``), then cut at surprise peaks."""
+        r, n = self.recent, len(self.recent)
+        for k, e in enumerate(r):
+            if e["first"] or e["cohesion"] is not None:
+                continue
+            if not final and k + COHESION_AFTER > n:
+                break
+            e["cohesion"] = _cosine(r[max(0, k - COHESION_BEFORE) : k], r[k : k + COHESION_AFTER])
+        for k, e in enumerate(r):
+            if e["first"] or e["score"] is not None:
+                continue
+            if not final and (k + DEPTH_RADIUS >= n or r[k + DEPTH_RADIUS]["cohesion"] is None):
+                break
+            self._score_gap(k)
+        closed: list[dict[str, Any]] = []
+        for k, e in enumerate(self.recent):
+            if e["decided"]:
+                continue
+            after = self.recent[k + 1]["score"] if k + 1 < len(self.recent) else -math.inf
+            if e["score"] is None or (after is None and not final):
+                break
+            e["decided"] = True
+            before = self.recent[k - 1]["score"] if k > 0 and self.recent[k - 1]["score"] is not None else -math.inf
+            peak = e["score"] > self.config.gamma and e["score"] >= max(before, after if after is not None else -math.inf)
+            if peak and self.model.docs >= WARMUP_UNITS:
+                closed.extend(self._cut_near(k, e["score"]))
+        return closed
+
+    def _score_gap(self, k: int) -> None:
+        """Mix the depth of the cohesion drop before unit ``k`` of ``recent`` with that unit's own surprise."""
+        r, m = self.recent, self.model
+        cohesion = [e["cohesion"] for e in r[max(0, k - DEPTH_RADIUS) : k + DEPTH_RADIUS + 1]]
+        middle = min(k, DEPTH_RADIUS)
+        left = [c for c in cohesion[: middle + 1] if c is not None]
+        right = [c for c in cohesion[middle:] if c is not None]
+        depth = (max(left) - cohesion[middle]) + (max(right) - cohesion[middle])
+        mixed = m.depth.z(depth) + self.config.unit_weight * r[k]["surprise"]
+        m.depth.push(depth)
+        score = m.boundary.z(mixed)
+        m.boundary.push(mixed)
+        r[k]["score"] = score
+        member = len(self.members) - (len(r) - k)
+        if member >= 0:
+            self.members[member]["surprise"] = score
+
+    def _cut_near(self, k: int, score: float) -> list[dict[str, Any]]:
+        """Move a boundary before unit ``k`` of ``recent`` to the best local graph cut and close the episode there."""
+        n = len(self.recent)
+        first_member = n - len(self.members)
+        lo = max(first_member, k - REFINE_BACK, 0)
+        cuts = range(max(lo + 1, k - REFINE_RADIUS), min(n - 1, k + REFINE_RADIUS) + 1)
+        if not cuts:
+            return []
+        vectors = np.stack([e["vector"] for e in self.recent[lo:]])
         affinity = np.exp(self._kernel() * (vectors @ vectors.T - 1.0))
         np.fill_diagonal(affinity, 0.0)
-        cuts = range(max(1, lo + 1, candidate - REFINE_RADIUS), min(n - 1, candidate + REFINE_RADIUS) + 1)
         cost, limit = _REFINERS[self.config.refine]
-        best = min(cuts, key=lambda c: (cost(affinity, c - lo), abs(c - candidate)), default=candidate)
-        if cost(affinity, best - lo) > limit:
+        at = {c: cost(affinity, c - lo) for c in cuts}
+        best = min(cuts, key=lambda c: (at[c], abs(c - k)))
+        if k in at and at[best] > at[k] - REFINE_MARGIN * abs(at[k]):  # the peak stays unless a cut nearby is clearly cleaner
+            best = k
+        if at[best] > limit:
             return []
-        return [self._close_before(best, "surprise", score)]
+        return [self._close_before(best - first_member, "surprise", score)]
+
+    # -- closing episodes ---------------------------------------------------------------------
 
     def _close_before(self, cut: int, signal: str, score: float | None) -> dict[str, Any]:
         row = self._row(self.members[:cut], signal, score)
@@ -324,9 +399,10 @@ class EpisodeSegmenter:
         return row
 
     def _close_all(self, signal: str, score: float | None) -> list[dict[str, Any]]:
-        closed = self._resolve() if self.pending is not None else []
+        closed = self._advance(final=True)
         if self.members:
             closed.append(self._close_before(len(self.members), signal, score))
+        self.recent = []
         return closed
 
     def _row(self, members: list[dict[str, Any]], signal: str, score: float | None) -> dict[str, Any]:
