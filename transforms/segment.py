@@ -339,16 +339,15 @@ class EpisodeSegmenter:
                 break
             self._score_gap(k)
         closed: list[dict[str, Any]] = []
-        for k, e in enumerate(self.recent):
+        scores = [e["score"] for e in r]
+        for k, e in enumerate(r):
             if e["decided"]:
                 continue
-            after = self.recent[k + 1]["score"] if k + 1 < len(self.recent) else -math.inf
-            if e["score"] is None or (after is None and not final):
-                break
+            if e["score"] is None or (k + 1 < n and scores[k + 1] is None):
+                break  # a gap is decided once it and the next one are scored
             e["decided"] = True
-            before = self.recent[k - 1]["score"] if k > 0 and self.recent[k - 1]["score"] is not None else -math.inf
-            peak = e["score"] > self.config.gamma and e["score"] >= max(before, after if after is not None else -math.inf)
-            if peak and self.model.docs >= WARMUP_UNITS:
+            peak = e["score"] >= max(s for s in scores[max(0, k - 1) : k + 2] if s is not None)
+            if peak and e["score"] > self.config.gamma and self.model.docs >= WARMUP_UNITS:
                 closed.extend(self._cut_near(k, e["score"]))
         return closed
 
