@@ -13,6 +13,7 @@ bundles and triples; it never writes tables or touches ``raw_events``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import json
 import logging
@@ -160,21 +161,34 @@ def speaker_label(sender: str | None) -> str:
     return name.split("@")[0] if "@" in name else name
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _word_kind(raw: str) -> tuple[str, str | None]:
+    """(case-folded word, kind): kind None for a stopword or stray letter, else generic, figure, capital or plain."""
+    w = raw.casefold()
+    if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
+        return w, None
+    if w in GENERIC_WORDS:
+        return w, "generic"
+    if not raw.isalpha():
+        return w, "figure"
+    return w, "capital" if raw[0].isupper() else "plain"
+
+
 def _word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
     """Weight of each content word; ``known`` words (the participants' own names, already in the header) count little."""
     weights: dict[str, float] = {}
-    for i, match in enumerate(WORD_RE.finditer(text)):
-        raw = match.group()
-        w = raw.casefold()
-        if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
+    for i, raw in enumerate(WORD_RE.findall(text)):
+        w, kind = _word_kind(raw)
+        if kind is None:
             continue
-        if w in GENERIC_WORDS or w in known:
+        if kind == "generic" or w in known:
             weight = GENERIC_WEIGHT
-        elif not raw.isalpha() or (i > 0 and raw[0].isupper()):
+        elif kind == "figure" or (kind == "capital" and i > 0):  # a capital opening the sentence says nothing
             weight = NAME_OR_NUMBER_WEIGHT
         else:
             weight = 1.0
-        weights[w] = max(weights.get(w, 0.0), weight)
+        if weights.get(w, 0.0) < weight:
+            weights[w] = weight
     return weights
 
 
