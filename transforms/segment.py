@@ -44,8 +44,8 @@ KERNEL = 3.0  # von Mises-Fisher kernel concentration around each recent member,
 SPREAD_WINDOW = 1000  # units over which that spread is averaged: a property of the embedding, so slow
 MIN_SIM_SPREAD = 0.05  # floor on that spread while the tenant model is young
 RECENCY = 0.6  # weight decay per step back in the episode, so recent members dominate the density
-TAIL_UNITS = 8  # members of the open episode kept with text and vectors for context
-RECENT_UNITS = 16  # latest units kept with vectors and scores while their gaps await lookahead and refinement
+TAIL_UNITS = 8  # latest members of the open episode that form the context of the next unit's surprise
+RECENT_UNITS = 16  # latest units kept (with scores) for that context, the gaps awaiting lookahead and refinement
 REFINE_BACK = 4  # units before the candidate that join the local similarity graph
 REFINE_RADIUS = 1  # how far refinement may move a candidate boundary
 REFINE_MARGIN = 0.4  # ... to a cut whose cost is lower than the candidate's by at least this share of it
@@ -148,8 +148,8 @@ def _time(value: Any) -> datetime | None:
 
 def _cosine(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> float:
     """Cosine between the summed vectors of two blocks of units (0 when either is empty or all zeros)."""
-    a = np.sum([e["vector"] for e in before], axis=0) if before else None
-    b = np.sum([e["vector"] for e in after], axis=0) if after else None
+    a = np.sum([e["unit"].vector for e in before], axis=0) if before else None
+    b = np.sum([e["unit"].vector for e in after], axis=0) if after else None
     if a is None or b is None:
         return 0.0
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
@@ -197,10 +197,8 @@ class EpisodeSegmenter:
         self.model = model or TenantModel(embeddings.vocab_size, config, predictor, state.get("model"))
         self.key: dict[str, Any] = dict(state.get("key", {}))
         self.members: list[dict[str, Any]] = list(state.get("members", []))
-        self.tail: list[Unit] = [self._unit_from_state(u) for u in state.get("tail", [])]
-        # the latest units, oldest first: vector, own surprise, and the gap before each as it gets scored and decided
-        self.recent: list[dict[str, Any]] = [dict(r, vector=np.asarray(r["vector"], dtype=np.float32))
-                                             for r in state.get("recent", [])]
+        # the latest units, oldest first, each with its own surprise and the gap before it as that gets scored and decided
+        self.recent: list[dict[str, Any]] = [dict(r, unit=self._unit_from_state(r["unit"])) for r in state.get("recent", [])]
         self.last_time = _time(state.get("last_time"))
 
     # -- public API ---------------------------------------------------------------------------
@@ -228,23 +226,26 @@ class EpisodeSegmenter:
         return self._close_all("end", None)
 
     def state(self, include_model: bool = True) -> dict[str, Any]:
-        """JSON-able state: conversation key, open episode, its tail, the recent units and the tenant model.
+        """JSON-able state: conversation key, open episode, the recent units and the tenant model.
 
         Leave the model out when one ``TenantModel`` serves many conversations and is saved once per tenant.
         """
         state = {
             "key": dict(self.key),
             "members": [dict(m) for m in self.members],
-            "tail": [
-                {"event_id": u.event_id, "text": u.text, "ids": u.ids.tolist(), "vector": u.vector.tolist()}
-                for u in self.tail
-            ],
-            "recent": [dict(r, vector=r["vector"].tolist()) for r in self.recent],
+            "recent": [dict(r, unit={"event_id": r["unit"].event_id, "text": r["unit"].text, "ids": r["unit"].ids.tolist(),
+                                     "vector": r["unit"].vector.tolist()}) for r in self.recent],
             "last_time": self.last_time.isoformat() if self.last_time else None,
         }
         if include_model:
             state["model"] = self.model.state()
         return state
+
+    @property
+    def tail(self) -> list[Unit]:
+        """The open episode's latest members (at most ``TAIL_UNITS``): the context its next unit is judged against."""
+        keep = min(TAIL_UNITS, len(self.members))
+        return [e["unit"] for e in self.recent[len(self.recent) - keep :]] if keep else []
 
     # -- one unit -------------------------------------------------------------------------------
 
@@ -264,11 +265,10 @@ class EpisodeSegmenter:
         score = self._surprise(unit)
         if forced is not None and self.members:
             closed.extend(self._close_all(*forced))
-        self.recent = (self.recent + [{"vector": unit.vector, "surprise": score, "first": not self.members,
+        self.recent = (self.recent + [{"unit": unit, "surprise": score, "first": not self.members,
                                        "cohesion": None, "score": None, "decided": not self.members}])[-RECENT_UNITS:]
         self.members.append({"event_id": unit.event_id, "event_time": when.isoformat() if when else None,
                              "surprise": score})
-        self.tail = (self.tail + [unit])[-TAIL_UNITS:]
         self.model.learn(unit)
         if when is not None:
             self.last_time = when
@@ -376,7 +376,7 @@ class EpisodeSegmenter:
         cuts = range(max(lo + 1, k - REFINE_RADIUS), min(n - 1, k + REFINE_RADIUS) + 1)
         if not cuts:
             return []
-        vectors = np.stack([e["vector"] for e in self.recent[lo:]])
+        vectors = np.stack([e["unit"].vector for e in self.recent[lo:]])
         affinity = np.exp(self._kernel() * (vectors @ vectors.T - 1.0))
         np.fill_diagonal(affinity, 0.0)
         cost, limit = _REFINERS[self.config.refine]
@@ -393,8 +393,6 @@ class EpisodeSegmenter:
     def _close_before(self, cut: int, signal: str, score: float | None) -> dict[str, Any]:
         row = self._row(self.members[:cut], signal, score)
         self.members = self.members[cut:]
-        keep = min(len(self.tail), len(self.members))
-        self.tail = self.tail[len(self.tail) - keep :]
         return row
 
     def _close_all(self, signal: str, score: float | None) -> list[dict[str, Any]]:
