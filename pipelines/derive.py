@@ -17,7 +17,8 @@ from memtape.connectors.beam_io import ReadFromLance, WriteToLance
 from memtape.connectors.lance_store import Store
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.merging import MERGES
-from memtape.pipelines.state import Checkpoint, commit_checkpoint, load_carried, load_checkpoint, next_generation, prune_states
+from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_where, commit_checkpoint, load_checkpoint,
+                                     next_generation, prune_states)
 from memtape.schemas.records import utcnow
 from memtape.query import sql
 
@@ -58,8 +59,9 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
     generation = next_generation(checkpoint.generation)
     with beam.Pipeline(options=options) as p:
         raw = p | "PendingRaw" >> ReadFromLance("raw_events", store.home, store.storage_options, selected)
-        outputs = raw | "BuildMemories" >> BuildMemories(StateTarget(checkpoint.name, generation),
-                                                         load_carried(store, [checkpoint]), close_open, now or utcnow())
+        carried = p | "Carried" >> ReadCarriedState(store, carried_where([checkpoint]))
+        outputs = {"raw": raw, "carried": carried} | "BuildMemories" >> BuildMemories(
+            StateTarget(checkpoint.name, generation), close_open, now or utcnow())
         land_tables(outputs, store)
     committed = Checkpoint(checkpoint.name, tenant, generation,
                            {"ingest_watermark": watermark.isoformat() if watermark else since})

@@ -10,9 +10,8 @@ neither runs a stage outside it. No I/O happens here: the caller lands the outpu
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 
@@ -31,16 +30,6 @@ SEGMENTER_STATE = "segmenter"
 
 
 @dataclasses.dataclass(frozen=True)
-class CarriedState:
-    """State from the previous run: dedupe JSON per scope, assembler JSON per conversation key,
-    and the checkpoint each scope's state belongs to."""
-
-    dedupe: dict[str, str] = dataclasses.field(default_factory=dict)
-    conversations: dict[str, str] = dataclasses.field(default_factory=dict)
-    checkpoint_of: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
 class StateTarget:
     """Where new state rows go: the checkpoint of each scope (``default`` unless mapped) and the generation."""
 
@@ -56,11 +45,9 @@ class StateTarget:
 
 
 class _AssembleFn(beam.DoFn):
-    """Segments one conversation (its kept and dropped units) and emits bundles and its new state."""
+    """Segments one conversation (its kept and dropped units) from its carried state; emits bundles and the new state."""
 
-    def __init__(self, carried: dict[str, str], close_open: bool, now: datetime | None, flush_keys: frozenset[str],
-                 target: StateTarget) -> None:
-        self._carried = carried
+    def __init__(self, close_open: bool, now: datetime | None, flush_keys: frozenset[str], target: StateTarget) -> None:
         self._close_open = close_open
         self._now = now
         self._flush_keys = flush_keys
@@ -71,11 +58,14 @@ class _AssembleFn(beam.DoFn):
 
         self._embeddings = static_embeddings()
 
-    def process(self, element: tuple[str, dict[str, list[dict]]]) -> Iterator[Any]:
+    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         key, grouped = element
-        assembler = ConversationAssembler(self._embeddings, self._carried.get(key))
-        bundles = assembler.feed(grouped["kept"], grouped["dropped"])
-        if self._close_open or key in self._flush_keys or grouped.get("finished"):
+        kept, dropped, visited, finished = (list(grouped[tag]) for tag in ("kept", "dropped", "visit", "finished"))
+        if not (kept or dropped or visited or finished):
+            return  # carried state of a conversation this run does not touch stays as it is
+        assembler = ConversationAssembler(self._embeddings, next(iter(grouped["state"]), None))
+        bundles = assembler.feed(kept, dropped)
+        if self._close_open or key in self._flush_keys or finished:
             bundles += assembler.flush()
         elif self._now is not None:
             bundles += assembler.close_idle(self._now)
@@ -97,8 +87,11 @@ def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[dict]:
 
 
 class BuildMemories(beam.PTransform):
-    """raw_events rows -> a dict of PCollections, one per derived table plus ``pipeline_state``.
+    """``{"raw": raw_events rows, "carried": state}`` -> a dict of PCollections, one per derived table plus ``pipeline_state``.
 
+    ``carried`` holds ``(kind, scope, payload)`` state rows of the previous run
+    (see ``pipelines.state.ReadCarriedState``): dedupe state per scope and open
+    episodes per conversation, joined to the new rows by key in the pipeline.
     ``close_open`` closes every open episode at the end (a final backfill);
     otherwise the open episodes of conversations in ``flush_keys`` close, so do
     those of recordings transcribed in this run or whose last caption cue is in
@@ -107,36 +100,38 @@ class BuildMemories(beam.PTransform):
     ``scope_of`` picks the dedupe state scope of a row (the tenant by default).
     """
 
-    def __init__(self, target: StateTarget, carried: CarriedState | None = None, close_open: bool = False,
-                 now: datetime | None = None, flush_keys: frozenset[str] = frozenset(),
-                 scope_of: Callable[[dict], str] | None = None, transcribe_options: Any = None) -> None:
+    def __init__(self, target: StateTarget, close_open: bool = False, now: datetime | None = None,
+                 flush_keys: frozenset[str] = frozenset(), scope_of: Callable[[dict], str] | None = None,
+                 transcribe_options: Any = None) -> None:
         super().__init__()
         self.target = target
-        self.carried = carried or CarriedState()
         self.close_open = close_open
         self.now = now
         self.flush_keys = flush_keys
         self.scope_of = scope_of
         self.transcribe_options = transcribe_options
 
-    def expand(self, raw: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        raw, carried = inputs["raw"], inputs["carried"]
         heard = raw | "Transcribe" >> TranscribeRecordings(self.transcribe_options)
         spoken = heard["utterances"] | "UtterancesAsUnits" >> UtterancesAsUnits()
         written = raw | "TextUnits" >> beam.Filter(lambda r: not needs_transcription(r) and bool(r.get("text")))
         units = (written, spoken) | "AllUnits" >> beam.Flatten()
 
-        deduped = units | "Dedupe" >> Dedupe(_merged_dedupe_state(self.carried.dedupe), self.scope_of)
+        dedupe_state = carried | "CarriedDedupe" >> beam.FlatMap(lambda s: [(s[1], s[2])] if s[0] == DEDUPE_STATE else [])
+        segmenter_state = carried | "CarriedSegmenter" >> beam.FlatMap(lambda s: [(s[1], s[2])] if s[0] == SEGMENTER_STATE else [])
+        deduped = {"rows": units, "state": dedupe_state} | "Dedupe" >> Dedupe(self.scope_of)
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
         finished = (raw | "RecordingsThatEnd" >> beam.Filter(closes_recording)
                     | "FinishedRecordings" >> beam.Map(lambda r: (conversation_key(r), None)))
         by_conversation = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),
-             "visit": visits, "finished": finished}
+             "visit": visits, "finished": finished, "state": segmenter_state}
             | "ByConversation" >> beam.CoGroupByKey()
         )
         assembled = by_conversation | "Segment" >> beam.ParDo(
-            _AssembleFn(self.carried.conversations, self.close_open, self.now, self.flush_keys, self.target)
+            _AssembleFn(self.close_open, self.now, self.flush_keys, self.target)
         ).with_outputs(STATE, main="bundles")
         bundles = assembled["bundles"]
 
@@ -151,7 +146,7 @@ class BuildMemories(beam.PTransform):
         compressed = with_triples | "Compress" >> CompressEpisodes()
         memories = compressed["memories"] | "Embed" >> EmbedMemories()
 
-        dedupe_state = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(
+        dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(
             lambda scope, payload, target=self.target: target.row(scope.split("\x1f", 1)[0], DEDUPE_STATE, scope, payload))
         return {
             "utterances": heard["utterances"],
@@ -160,12 +155,5 @@ class BuildMemories(beam.PTransform):
             "triples": triples,
             "entities": extracted[ENTITIES_TAG],
             "memories": memories,
-            "pipeline_state": (dedupe_state, assembled[STATE]) | "StateRows" >> beam.Flatten(),
+            "pipeline_state": (dedupe_rows, assembled[STATE]) | "StateRows" >> beam.Flatten(),
         }
-
-
-def _merged_dedupe_state(per_scope: dict[str, str]) -> str | None:
-    """One DedupeState JSON holding every scope's carried state."""
-    if not per_scope:
-        return None
-    return json.dumps({scope: json.loads(s) for scope, s in per_scope.items()})

@@ -10,15 +10,20 @@ state, derives the same rows with the same ids, and lands nothing twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
-from typing import Any
+from typing import Any, Collection
 
+import apache_beam as beam
+
+from memtape.connectors.beam_io import ReadFromLance
 from memtape.connectors.lance_store import Store
-from memtape.pipelines.memory import DEDUPE_STATE, SEGMENTER_STATE, CarriedState
+from memtape.pipelines.memory import SEGMENTER_STATE
 from memtape.schemas.records import stable_id, utcnow
 
 CHECKPOINT = "checkpoint"
+IN_LIST_CHUNK = 500  # values per SQL IN list: long lists slow the filter down
 
 
 @dataclasses.dataclass
@@ -54,27 +59,59 @@ def commit_checkpoint(store: Store, checkpoint: Checkpoint) -> None:
         "updated_time": utcnow()}])
 
 
-def load_carried(store: Store, checkpoints: list[Checkpoint]) -> CarriedState:
-    """The newest committed state per scope of these checkpoints (nothing newer than each one's generation).
+def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None = None) -> str | None:
+    """The Lance filter for the state rows a run starts from: each checkpoint's rows up to its committed generation,
+    of ``scopes`` only when given; None when there is nothing to read.
 
     State rows may belong to any tenant: a stream checkpoint covers a Kafka
     partition, which carries many tenants' conversations.
     """
-    newest: dict[tuple[str, str], tuple[int, str]] = {}
-    owner: dict[str, str] = {}
-    for checkpoint in checkpoints:
-        where = (f"checkpoint = {_q(checkpoint.name)} AND kind != {_q(CHECKPOINT)} "
-                 f"AND generation <= {checkpoint.generation}")
-        rows = store.read("pipeline_state", where=where, columns=["kind", "scope", "generation", "payload"])
-        for kind, scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("kind", "scope", "generation", "payload"))):
-            if (kind, scope) not in newest or gen > newest[(kind, scope)][0]:
-                newest[(kind, scope)] = (gen, payload)
-                owner[scope] = checkpoint.name
-    return CarriedState(
-        dedupe={scope: p for (kind, scope), (_, p) in newest.items() if kind == DEDUPE_STATE},
-        conversations={scope: p for (kind, scope), (_, p) in newest.items() if kind == SEGMENTER_STATE},
-        checkpoint_of=owner,
-    )
+    committed = [f"(checkpoint = {_q(c.name)} AND generation <= {c.generation})" for c in checkpoints if c.generation]
+    if not committed or (scopes is not None and not scopes):
+        return None
+    where = f"kind != {_q(CHECKPOINT)} AND (" + " OR ".join(committed) + ")"
+    if scopes is not None:
+        where += " AND scope IN (" + ", ".join(_q(s) for s in sorted(scopes)) + ")"
+    return where
+
+
+def _newest(a: tuple[int, str], b: tuple[int, str]) -> tuple[int, str]:
+    return a if a[0] >= b[0] else b
+
+
+class ReadCarriedState(beam.PTransform):
+    """The newest state row per (kind, scope) under ``where`` (see ``carried_where``), as ``(kind, scope, payload)``.
+
+    The state travels as data through the pipeline, so a run's cost follows the
+    state it touches and nothing large is pickled into its DoFns.
+    """
+
+    def __init__(self, store: Store, where: str | None) -> None:
+        super().__init__()
+        self.home, self.storage_options, self.where = store.home, store.storage_options, where
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self.where is None:
+            return pbegin | "NoState" >> beam.Create([])
+        return (
+            pbegin
+            | "StateRows" >> ReadFromLance("pipeline_state", self.home, self.storage_options, self.where)
+            | "ByKindAndScope" >> beam.Map(lambda r: ((r["kind"], r["scope"]), (r["generation"], r["payload"])))
+            | "Newest" >> beam.CombinePerKey(lambda values: functools.reduce(_newest, values, (-1, "")))
+            | "AsTriples" >> beam.MapTuple(lambda kind_scope, newest: (*kind_scope, newest[1]))
+        )
+
+
+def carried_conversations(store: Store, checkpoint: Checkpoint) -> dict[str, str]:
+    """The newest committed segmenter state per conversation key of one checkpoint, read here in the driver."""
+    where = carried_where([checkpoint])
+    if where is None:
+        return {}
+    rows = store.read("pipeline_state", where=f"{where} AND kind = {_q(SEGMENTER_STATE)}", columns=["scope", "generation", "payload"])
+    newest: dict[str, tuple[int, str]] = {}
+    for scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("scope", "generation", "payload"))):
+        newest[scope] = _newest(newest.get(scope, (-1, "")), (gen, payload))
+    return {scope: payload for scope, (_, payload) in newest.items()}
 
 
 def prune_states(store: Store, checkpoint: Checkpoint) -> int:
@@ -89,6 +126,6 @@ def prune_states(store: Store, checkpoint: Checkpoint) -> int:
             keep[(kind, scope)] = (gen, sid)
     kept_ids = {sid for _, sid in keep.values()}
     doomed = [sid for sid in rows.column("state_id").to_pylist() if sid not in kept_ids]
-    for start in range(0, len(doomed), 500):
-        store.delete("pipeline_state", "state_id IN (" + ", ".join(_q(s) for s in doomed[start:start + 500]) + ")")
+    for start in range(0, len(doomed), IN_LIST_CHUNK):
+        store.delete("pipeline_state", "state_id IN (" + ", ".join(_q(s) for s in doomed[start:start + IN_LIST_CHUNK]) + ")")
     return len(doomed)

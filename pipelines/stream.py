@@ -27,14 +27,13 @@ from memtape.connectors.lance_store import Store
 from memtape.pipelines.derive import land_tables
 from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
-from memtape.pipelines.state import (Checkpoint, commit_checkpoint, load_carried, load_checkpoint, next_generation,
-                                     prune_states)
+from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_conversations, carried_where,
+                                     commit_checkpoint, load_checkpoint, next_generation, prune_states)
 
 log = logging.getLogger(__name__)
 
 STREAM_TENANT = "_stream"  # checkpoint rows of the stream job belong to no one tenant
 DEFAULT_IDLE_TIMEOUT_S = 300.0
-IDLE_CHECK_EVERY_S = 2.0
 PRUNE_EVERY_BATCHES = 50
 
 
@@ -59,8 +58,20 @@ def _scope_of(checkpoint_of_conversation: dict[str, str]) -> Callable[[dict], st
     return scope
 
 
+@dataclasses.dataclass
+class _OpenConversation:
+    checkpoint: str  # the partition checkpoint that carries the conversation's state
+    arrived: float  # when this process last saw a message of it, or took over its partition (monotonic)
+
+
 class MicroBatcher:
-    """Lands one poll's events and advances the checkpoints of the partitions they came from."""
+    """Lands each micro-batch's events and closes idle conversations, advancing their partitions' checkpoints.
+
+    The batcher keeps in memory which conversations of its partitions have an
+    open episode, so a micro-batch reads and ships the carried state of only
+    the conversations it touches: the cost of a batch follows its size, not
+    the history of the stream.
+    """
 
     def __init__(self, store: Store, group: str, options: Any, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
         self.store = store
@@ -68,66 +79,72 @@ class MicroBatcher:
         self.options = options
         self.idle_timeout_s = idle_timeout_s
         self.stats = StreamStats()
-        self._started = time.monotonic()
-        self._arrived: dict[str, float] = {}  # conversation key -> when its last message arrived (monotonic)
+        self._open: dict[str, _OpenConversation] = {}  # conversation key -> where and since when it is open
+        self._followed: set[str] = set()  # checkpoints whose open conversations are in _open
 
-    def land(self, consumed: list[Any]) -> None:
-        """Process events (``Consumed`` from the Kafka consumer) above their partition's stored offset."""
-        checkpoints = {checkpoint_name(self.group, c.topic, c.partition): None for c in consumed}
-        for name in checkpoints:
-            checkpoints[name] = load_checkpoint(self.store, STREAM_TENANT, name)
-        fresh, next_offsets = [], {}
+    def step(self, consumed: list[Any], assigned: list[tuple[str, int]]) -> None:
+        """One micro-batch: ``consumed`` events above their partition's stored offset, plus the conversations gone idle.
+
+        Idleness is measured in processing time (since this process last saw the
+        conversation, or took over its partition), so replaying a historical
+        backlog does not close every episode at each micro-batch.
+        """
+        self._follow({checkpoint_name(self.group, t, p) for t, p in assigned}
+                     | {checkpoint_name(self.group, c.topic, c.partition) for c in consumed})
+        checkpoints = {name: load_checkpoint(self.store, STREAM_TENANT, name)
+                       for name in {checkpoint_name(self.group, c.topic, c.partition) for c in consumed}}
+        rows, owner, next_offsets = [], {}, {}
         for c in consumed:
             name = checkpoint_name(self.group, c.topic, c.partition)
             if c.offset < checkpoints[name].progress.get("next_offset", 0):
                 self.stats.skipped += 1  # landed by a run that crashed before committing to Kafka
                 continue
-            fresh.append((name, c.event))
+            c.event.ingest_path = "stream"
+            rows.append(c.event.to_row())
+            owner[conversation_key(rows[-1])] = name
             next_offsets[name] = max(next_offsets.get(name, 0), c.offset + 1)
-        if fresh:
-            self._run([checkpoints[n] for n in next_offsets], fresh, next_offsets, frozenset())
-        self.stats.batches += 1
-        self.stats.events += len(fresh)
-
-    def close_idle(self, assigned: list[tuple[str, int]]) -> int:
-        """Close the open episodes of assigned partitions that received no message for the idle timeout.
-
-        Idleness is measured in processing time (since this process last saw the
-        conversation, or since it started), so replaying a historical backlog does
-        not close every episode at each micro-batch.
-        """
         now = time.monotonic()
-        checkpoints = [load_checkpoint(self.store, STREAM_TENANT, checkpoint_name(self.group, t, p)) for t, p in assigned]
-        checkpoints = [c for c in checkpoints if c.generation]
-        carried = load_carried(self.store, checkpoints)
-        idle = frozenset(key for key, payload in carried.conversations.items()
-                         if _has_open_units(payload) and now - self._arrived.get(key, self._started) >= self.idle_timeout_s)
-        if idle:
-            keep = {c.name: c.progress.get("next_offset", 0) for c in checkpoints}
-            self._run(checkpoints, [], keep, idle)
-            self.stats.flushed += len(idle)
-        return len(idle)
+        idle = {key: o.checkpoint for key, o in self._open.items()
+                if key not in owner and now - o.arrived >= self.idle_timeout_s}
+        if rows or idle:
+            for name in set(idle.values()) - checkpoints.keys():
+                checkpoints[name] = load_checkpoint(self.store, STREAM_TENANT, name)
+            involved = sorted(set(next_offsets) | set(idle.values()))
+            self._run([checkpoints[n] for n in involved], rows, {**idle, **owner}, next_offsets, frozenset(idle))
+            self.stats.batches += 1
+        for key in idle:
+            del self._open[key]
+        self._open.update({key: _OpenConversation(name, now) for key, name in owner.items()})
+        self.stats.events += len(rows)
+        self.stats.flushed += len(idle)
 
-    def _run(self, checkpoints: list[Checkpoint], fresh: list[tuple[str, Any]], next_offsets: dict[str, int],
-             flush_keys: frozenset[str]) -> None:
+    def _follow(self, names: set[str]) -> None:
+        """Track the open conversations of newly held partitions; forget those of partitions handed away."""
+        now = time.monotonic()
+        for name in names - self._followed:
+            checkpoint = load_checkpoint(self.store, STREAM_TENANT, name)
+            if checkpoint.generation:
+                for key, payload in carried_conversations(self.store, checkpoint).items():
+                    if _has_open_units(payload):
+                        self._open[key] = _OpenConversation(name, now)
+        for key in [k for k, o in self._open.items() if o.checkpoint not in names]:
+            del self._open[key]
+        self._followed = set(names)
+
+    def _run(self, checkpoints: list[Checkpoint], rows: list[dict], checkpoint_of: dict[str, str],
+             next_offsets: dict[str, int], flush_keys: frozenset[str]) -> None:
+        """One bounded Beam run over ``rows`` and the conversations in ``flush_keys``; ``checkpoint_of`` maps every
+        conversation key involved to its partition checkpoint."""
         generation = next_generation(max(c.generation for c in checkpoints))
-        rows, checkpoint_of, arrived = [], {}, time.monotonic()
-        for name, event in fresh:
-            event.ingest_path = "stream"
-            row = event.to_row()
-            rows.append(row)
-            key = conversation_key(row)
-            checkpoint_of[key] = name
-            self._arrived[key] = arrived
-        carried = load_carried(self.store, checkpoints)
-        checkpoint_of = {**carried.checkpoint_of, **checkpoint_of}
         scope_of = _scope_of(checkpoint_of)
-        checkpoint_of.update({scope_of(r): checkpoint_of[conversation_key(r)] for r in rows})
-        target = StateTarget(checkpoints[0].name, generation, checkpoint_of)
+        scopes = {scope_of(r): checkpoint_of[conversation_key(r)] for r in rows}
+        target = StateTarget(checkpoints[0].name, generation, {**checkpoint_of, **scopes})
         self.store.upsert(RAW, rows)  # queryable at once; the derived rows follow within this micro-batch
         with beam.Pipeline(options=self.options) as p:
             raw = p | "Batch" >> beam.Create(rows, reshuffle=False)
-            outputs = raw | "BuildMemories" >> BuildMemories(target, carried, False, None, flush_keys, scope_of)
+            carried = p | "Carried" >> ReadCarriedState(self.store, carried_where(checkpoints, {*checkpoint_of, *scopes}))
+            outputs = {"raw": raw, "carried": carried} | "BuildMemories" >> BuildMemories(
+                target, False, None, flush_keys, scope_of)
             land_tables(outputs, self.store)
         for checkpoint in checkpoints:
             commit_checkpoint(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation, {
@@ -161,19 +178,14 @@ def run_stream(store: Store, settings: StreamSettings, options: Any, should_stop
 
     batcher = MicroBatcher(store, settings.group, options, settings.idle_timeout_s)
     deadline = None if settings.max_seconds is None else time.monotonic() + settings.max_seconds
-    last_idle_check = time.monotonic()
     with RawEventConsumer(settings.bootstrap_servers, settings.group, prefix=settings.prefix,
                           options=settings.client_options) as consumer:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
             events, offsets, dead = _gather(consumer, settings, deadline, should_stop)
-            if events:
-                batcher.land(events)
+            batcher.step(events, sorted((tp.topic, tp.partition) for tp in consumer.assignment()))
             if offsets:
                 consumer.commit(offsets)  # only after the rows and checkpoints are durable in Lance
             batcher.stats.dead_lettered += dead
-            if time.monotonic() - last_idle_check >= IDLE_CHECK_EVERY_S:
-                batcher.close_idle(sorted((tp.topic, tp.partition) for tp in consumer.assignment()))
-                last_idle_check = time.monotonic()
             if progress is not None:
                 progress(batcher.stats)
     return batcher.stats

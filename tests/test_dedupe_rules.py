@@ -160,6 +160,7 @@ def test_state_carried_per_scope_finds_duplicates_in_the_next_micro_batch():
     rows = [_row("b", "Lunch with the Dabhol team is on Tuesday at noon.", 5, kind="im"),
             _row("c", "The Dabhol board call moved to Wednesday 8am.", 6, kind="im")]
     with TestPipeline() as p:
-        out = p | beam.Create(rows) | Dedupe(first.state, scope_of=scope)
+        carried = p | "Carried" >> beam.Create([(s, json.dumps(ts.to_dict())) for s, ts in first.state.tenants.items()])
+        out = {"rows": p | "Rows" >> beam.Create(rows), "state": carried} | Dedupe(scope_of=scope)
         assert_that(out[DROPPED] | beam.Map(lambda d: (d["event_id"], d["duplicate_of"])), equal_to([("b", "a")]), label="dropped")
         assert_that(out[STATE] | beam.Map(lambda kv: (kv[0], len(json.loads(kv[1])["hashes"]))), equal_to([("t1/p0", 2)]), label="state")

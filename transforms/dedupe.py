@@ -427,23 +427,26 @@ def describe_dropped(dropped: Iterable[dict]) -> str | None:
     return ", ".join(parts) or None
 
 
-class _DedupeTenantFn(beam.DoFn):
+class _DedupeScopeFn(beam.DoFn):
     """Runs one scope's rows of a micro-batch in event order against the state carried for that scope."""
 
-    def __init__(self, state_json: str | None, scope_of: Callable[[dict], str]) -> None:
-        self._state_json = state_json
+    def __init__(self, scope_of: Callable[[dict], str]) -> None:
         self._scope_of = scope_of
 
-    def process(self, element):
-        tenant, rows = element
-        carried = DedupeState.from_json(self._state_json).tenants.get(tenant)
-        deduper = Deduper(DedupeState({tenant: carried or TenantState()}), self._scope_of)
+    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+        scope, grouped = element
+        rows = list(grouped["rows"])
+        if not rows:
+            return  # carried state of a scope with nothing new stays as it is
+        carried = next(iter(grouped["state"]), None)
+        state = TenantState.from_dict(json.loads(carried)) if carried else TenantState()
+        deduper = Deduper(DedupeState({scope: state}), self._scope_of)
         for kept, dropped in deduper.process_batch(rows):
             if kept is not None:
                 yield kept
             else:
                 yield beam.pvalue.TaggedOutput(DROPPED, dropped)
-        yield beam.pvalue.TaggedOutput(STATE, (tenant, json.dumps(deduper.state.tenants[tenant].to_dict())))
+        yield beam.pvalue.TaggedOutput(STATE, (scope, json.dumps(state.to_dict())))
 
 
 class Dedupe(beam.PTransform):
@@ -451,22 +454,25 @@ class Dedupe(beam.PTransform):
 
     Rows are deduplicated within a state scope: the tenant by default, or any
     finer key ``scope_of(row)`` gives (the streaming job uses tenant plus Kafka
-    partition, so each partition's state moves with it). ``state`` is a
-    ``DedupeState`` (or its JSON) keyed by scope from the previous micro-batch;
-    the ``state`` output holds ``(scope, TenantState JSON)`` for the next one.
+    partition, so each partition's state moves with it). The input is the rows,
+    or ``{"rows": rows, "state": state}`` where ``state`` holds ``(scope,
+    TenantState JSON)`` pairs from the previous micro-batch, joined to the rows
+    by scope in the pipeline (never pickled into a DoFn); the ``state`` output
+    holds the same pairs for the next one.
     """
 
-    def __init__(self, state: DedupeState | str | None = None, scope_of: Callable[[dict], str] | None = None) -> None:
+    def __init__(self, scope_of: Callable[[dict], str] | None = None) -> None:
         super().__init__()
-        self._state_json = state.to_json() if isinstance(state, DedupeState) else state
         self._scope_of = scope_of or _tenant_of
 
-    def expand(self, rows):
+    def expand(self, inputs: beam.PCollection | dict[str, beam.PCollection]) -> Any:
+        rows, state = (inputs["rows"], inputs["state"]) if isinstance(inputs, dict) else (inputs, None)
+        if state is None:
+            state = rows.pipeline | "NoCarriedState" >> beam.Create([])
         return (
-            rows
-            | "KeyByScope" >> beam.Map(lambda row, key=self._scope_of: (key(row), row))
-            | "GroupByScope" >> beam.GroupByKey()
-            | "DedupeInEventOrder" >> beam.ParDo(_DedupeTenantFn(self._state_json, self._scope_of)).with_outputs(DROPPED, STATE, main=KEPT)
+            {"rows": rows | "KeyByScope" >> beam.Map(lambda row, key=self._scope_of: (key(row), row)), "state": state}
+            | "GroupByScope" >> beam.CoGroupByKey()
+            | "DedupeInEventOrder" >> beam.ParDo(_DedupeScopeFn(self._scope_of)).with_outputs(DROPPED, STATE, main=KEPT)
         )
 
 
