@@ -122,6 +122,11 @@ class Store:
         return out
 
 
+def quote_literal(value: str) -> str:
+    """``value`` as a SQL string literal for Lance filters and DuckDB queries."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _last_per_key(data: pa.Table, key: str) -> pa.Table:
     """Keep one row per key (the last offered): Lance would insert both copies of a new key."""
     keys = data.column(key).to_pylist()

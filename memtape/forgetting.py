@@ -73,11 +73,11 @@ def ranking_weight(policy: ForgettingPolicy, row: Mapping, now: datetime) -> flo
 
 
 def _where(tenant: str, memory_ids: Iterable[str] | None = None) -> str:
-    from memtape.recall_candidates import quote
+    from memtape.connectors.lance_store import quote_literal
 
-    where = f"tenant = {quote(tenant)}"
+    where = f"tenant = {quote_literal(tenant)}"
     if memory_ids is not None:
-        where += f" AND memory_id IN ({', '.join(quote(m) for m in memory_ids)})"
+        where += f" AND memory_id IN ({', '.join(quote_literal(m) for m in memory_ids)})"
     return where
 
 

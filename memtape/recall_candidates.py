@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 
 RRF_K = 60  # Cormack et al.'s constant: rank 1 and rank 10 differ by ~13%, so no single list dominates
 CANDIDATES_PER_SEARCH = 100
@@ -60,13 +60,13 @@ class Scope:
 
     def where(self) -> str:
         """The Lance SQL filter for this scope; archived (forgotten) memories are never candidates."""
-        parts = [f"tenant = {quote(self.tenant)}", "(archived IS NULL OR archived = false)"]
+        parts = [f"tenant = {quote_literal(self.tenant)}", "(archived IS NULL OR archived = false)"]
         if self.since is not None:
             parts.append(f"(end_time IS NULL OR end_time >= {_timestamp(self.since)})")
         if self.until is not None:
             parts.append(f"(start_time IS NULL OR start_time < {_timestamp(self.until)})")
         if self.source_kind is not None:
-            parts.append(f"source_kind = {quote(self.source_kind)}")
+            parts.append(f"source_kind = {quote_literal(self.source_kind)}")
         return " AND ".join(parts)
 
     def admits(self, row: dict) -> bool:
@@ -75,11 +75,6 @@ class Scope:
                 and (self.since is None or row["end_time"] is None or row["end_time"] >= self.since)
                 and (self.until is None or row["start_time"] is None or row["start_time"] < self.until)
                 and (self.source_kind is None or row["source_kind"] == self.source_kind))
-
-
-def quote(value: str) -> str:
-    """A SQL string literal: the only way a value enters a filter."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _timestamp(when: datetime) -> str:
@@ -120,7 +115,7 @@ def _prefilter(store: Store, scope: Scope) -> bool:
         if len(_TENANT_SHARE) > 10_000:
             _TENANT_SHARE.clear()
         total = table.count_rows()
-        share = _TENANT_SHARE[key] = table.count_rows(f"tenant = {quote(scope.tenant)}") / total if total else 0.0
+        share = _TENANT_SHARE[key] = table.count_rows(f"tenant = {quote_literal(scope.tenant)}") / total if total else 0.0
     return share < POSTFILTER_MIN_SHARE
 
 
@@ -229,7 +224,7 @@ def build_graph(store: Store, tenant: str) -> MemoryGraph:
 
     from memtape.transforms.entities import normalise
 
-    where = f"tenant = {quote(tenant)}"
+    where = f"tenant = {quote_literal(tenant)}"
     memories = store.read("memories", where=where + " AND (archived IS NULL OR archived = false)", columns=ROW_COLUMNS)
     entities = store.read("entities", where=where, columns=["entity_id", "canonical_name", "aliases", "raw_event_ids"])
     triples = store.read("triples", where=where, columns=["triple_id", "subject_entity_id", "object_entity_id", "raw_event_id"])

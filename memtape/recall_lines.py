@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 from memtape.transforms.tokens import content_words, words
 
 ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain (condensing only drops words)
@@ -103,14 +103,14 @@ LINES = LineCache()
 
 
 def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
-    from memtape.recall_candidates import lookup, quote
+    from memtape.recall_candidates import lookup
 
     ids = sorted({e for r in rows for e in r["raw_event_ids"] or ()})
     events: dict[str, dict] = {}
     if ids:
         # The tenant is checked on the rows read, not in the filter: its index matches most of a large
         # tenant's table and costs more than the id lookup itself.
-        where = f"event_id IN ({', '.join(quote(e) for e in ids)})"
+        where = f"event_id IN ({', '.join(quote_literal(e) for e in ids)})"
         columns = ["tenant", "event_id", "sender", "text", "event_time", "source", "source_id"]
         events = {e["event_id"]: e for e in lookup(store, "raw_events", where, columns, len(ids)) if e["tenant"] == tenant}
     out: list[list[Line]] = []

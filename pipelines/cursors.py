@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 from memtape.schemas.records import stable_id, utcnow
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def load_cursors(store: Store, tenant: str, uris: list[str]) -> dict[str, datetime | None]:
-    rows = store.read("cursors", where=f"tenant = {_quote(tenant)}").to_pylist()
+    rows = store.read("cursors", where=f"tenant = {quote_literal(tenant)}").to_pylist()
     found = {r["source_uri"]: r["last_event_time"] for r in rows}
     return {uri: found.get(uri) for uri in uris}
 
@@ -26,10 +22,10 @@ def advance_cursors(store: Store, tenant: str, uris: list[str]) -> dict[str, dat
     """Set each URI's cursor to the newest event time now in raw_events for it."""
     from memtape.query import sql
 
-    listed = ", ".join(_quote(u) for u in uris)
+    listed = ", ".join(quote_literal(u) for u in uris)
     newest = sql(
         f"SELECT source_uri, max(event_time) AS t FROM raw_events "
-        f"WHERE tenant = {_quote(tenant)} AND source_uri IN ({listed}) GROUP BY 1",
+        f"WHERE tenant = {quote_literal(tenant)} AND source_uri IN ({listed}) GROUP BY 1",
         store,
     ).to_pylist()
     now = utcnow()

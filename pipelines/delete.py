@@ -15,7 +15,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 from memtape.errors import UserError
 from memtape.pipelines.maintain import maintain
 
@@ -27,18 +27,14 @@ class DeleteReport:
     deleted: dict[str, int]
 
 
-def _q(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _in_list(column: str, ids: list[str]) -> list[str]:
-    return [f"{column} IN ({', '.join(_q(i) for i in ids[k:k + _ID_CHUNK])})" for k in range(0, len(ids), _ID_CHUNK)]
+    return [f"{column} IN ({', '.join(quote_literal(i) for i in ids[k:k + _ID_CHUNK])})" for k in range(0, len(ids), _ID_CHUNK)]
 
 
 def _delete_where(store: Store, table: str, tenant: str, clauses: list[str]) -> int:
     removed = 0
     for clause in clauses:
-        where = f"tenant = {_q(tenant)} AND ({clause})"
+        where = f"tenant = {quote_literal(tenant)} AND ({clause})"
         n = store.count(table, where)
         if n:
             store.delete(table, where)
@@ -47,7 +43,7 @@ def _delete_where(store: Store, table: str, tenant: str, clauses: list[str]) -> 
 
 
 def _ids_touching(store: Store, table: str, key: str, list_column: str, tenant: str, doomed: set[str]) -> list[str]:
-    rows = store.read(table, where=f"tenant = {_q(tenant)}", columns=[key, list_column])
+    rows = store.read(table, where=f"tenant = {quote_literal(tenant)}", columns=[key, list_column])
     if rows.num_rows == 0:
         return []
     flat = pc.list_flatten(rows.column(list_column))
@@ -60,11 +56,11 @@ def _ids_touching(store: Store, table: str, key: str, list_column: str, tenant: 
 def select_events(store: Store, tenant: str, source_ids: list[str] | None = None, source_uri: str | None = None,
                   everything: bool = False) -> list[str]:
     """The event ids of ``tenant`` chosen by source ids, a source URI, or all of them."""
-    where = f"tenant = {_q(tenant)}"
+    where = f"tenant = {quote_literal(tenant)}"
     if source_ids:
         where += " AND (" + " OR ".join(_in_list("source_id", source_ids)) + ")"
     elif source_uri:
-        where += f" AND source_uri = {_q(source_uri)}"
+        where += f" AND source_uri = {quote_literal(source_uri)}"
     elif not everything:
         raise UserError("say what to delete: --source-id, --source or --all")
     return store.read("raw_events", where=where, columns=["event_id"]).column("event_id").to_pylist()
@@ -86,14 +82,14 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
         deleted["entities"] = _prune_entities(store, tenant, doomed)
         deleted["raw_events"] = _delete_where(store, "raw_events", tenant, _in_list("event_id", ids))
     if source_uri:
-        deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, [f"source_uri = {_q(source_uri)}"])
+        deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, [f"source_uri = {quote_literal(source_uri)}"])
     maintain(store, cleanup_older_than=timedelta(0), indexes=True)
     return DeleteReport(deleted)
 
 
 def _prune_entities(store: Store, tenant: str, doomed: set[str]) -> int:
     """Drop entities whose every supporting event is deleted; strip deleted ids from the rest."""
-    rows = store.read("entities", where=f"tenant = {_q(tenant)}").to_pylist()
+    rows = store.read("entities", where=f"tenant = {quote_literal(tenant)}").to_pylist()
     gone, kept = [], []
     for row in rows:
         support = [i for i in (row["raw_event_ids"] or []) if i not in doomed]

@@ -14,7 +14,7 @@ from datetime import datetime
 import apache_beam as beam
 
 from memtape.connectors.beam_io import ReadFromLance, WriteToLance
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.merging import MERGES
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_where, commit_checkpoint, load_checkpoint,
@@ -27,10 +27,6 @@ from memtape.query import sql
 class DeriveResult:
     events: int
     landed: dict[str, int]
-
-
-def _q(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _ts(value: datetime) -> str:
@@ -47,7 +43,7 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
            ingest_path: str = "backfill", close_open: bool = False, now: datetime | None = None) -> DeriveResult:
     """Process the tenant's raw events ingested by ``ingest_path`` since the checkpoint."""
     checkpoint = load_checkpoint(store, tenant, f"{ingest_path}:{tenant}")
-    base = f"tenant = {_q(tenant)} AND ingest_path = {_q(ingest_path)}"
+    base = f"tenant = {quote_literal(tenant)} AND ingest_path = {quote_literal(ingest_path)}"
     since = checkpoint.progress.get("ingest_watermark")
     pending = base + (f" AND ingest_time > {_ts(datetime.fromisoformat(since))}" if since else "")
     newest = sql(f"SELECT count(*) AS n, max(ingest_time) AS t FROM raw_events WHERE {pending.replace('timestamp ', 'TIMESTAMPTZ ')}",

@@ -18,7 +18,7 @@ from typing import Any, Collection
 import apache_beam as beam
 
 from memtape.connectors.beam_io import ReadFromLance
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 from memtape.pipelines.memory import SEGMENTER_STATE
 from memtape.schemas.records import stable_id, utcnow
 
@@ -34,17 +34,13 @@ class Checkpoint:
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _q(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def next_generation(previous: int) -> int:
     """A generation above every earlier one: wall-clock nanoseconds, bumped if the clock stood still."""
     return max(time.time_ns(), previous + 1)
 
 
 def load_checkpoint(store: Store, tenant: str, name: str) -> Checkpoint:
-    rows = store.read("pipeline_state", where=f"state_id = {_q(stable_id(tenant, CHECKPOINT, name))}").to_pylist()
+    rows = store.read("pipeline_state", where=f"state_id = {quote_literal(stable_id(tenant, CHECKPOINT, name))}").to_pylist()
     if not rows:
         return Checkpoint(name, tenant)
     return Checkpoint(name, tenant, rows[0]["generation"], json.loads(rows[0]["payload"]))
@@ -66,12 +62,12 @@ def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None 
     State rows may belong to any tenant: a stream checkpoint covers a Kafka
     partition, which carries many tenants' conversations.
     """
-    committed = [f"(checkpoint = {_q(c.name)} AND generation <= {c.generation})" for c in checkpoints if c.generation]
+    committed = [f"(checkpoint = {quote_literal(c.name)} AND generation <= {c.generation})" for c in checkpoints if c.generation]
     if not committed or (scopes is not None and not scopes):
         return None
-    where = f"kind != {_q(CHECKPOINT)} AND (" + " OR ".join(committed) + ")"
+    where = f"kind != {quote_literal(CHECKPOINT)} AND (" + " OR ".join(committed) + ")"
     if scopes is not None:
-        where += " AND scope IN (" + ", ".join(_q(s) for s in sorted(scopes)) + ")"
+        where += " AND scope IN (" + ", ".join(quote_literal(s) for s in sorted(scopes)) + ")"
     return where
 
 
@@ -107,7 +103,7 @@ def carried_conversations(store: Store, checkpoint: Checkpoint) -> dict[str, str
     where = carried_where([checkpoint])
     if where is None:
         return {}
-    rows = store.read("pipeline_state", where=f"{where} AND kind = {_q(SEGMENTER_STATE)}", columns=["scope", "generation", "payload"])
+    rows = store.read("pipeline_state", where=f"{where} AND kind = {quote_literal(SEGMENTER_STATE)}", columns=["scope", "generation", "payload"])
     newest: dict[str, tuple[int, str]] = {}
     for scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("scope", "generation", "payload"))):
         newest[scope] = _newest(newest.get(scope, (-1, "")), (gen, payload))
@@ -116,7 +112,7 @@ def carried_conversations(store: Store, checkpoint: Checkpoint) -> dict[str, str
 
 def prune_states(store: Store, checkpoint: Checkpoint) -> int:
     """Delete state rows superseded by a committed newer generation, and uncommitted leftovers above it."""
-    where = f"checkpoint = {_q(checkpoint.name)} AND kind != {_q(CHECKPOINT)}"
+    where = f"checkpoint = {quote_literal(checkpoint.name)} AND kind != {quote_literal(CHECKPOINT)}"
     rows = store.read("pipeline_state", where=where, columns=["state_id", "kind", "scope", "generation"])
     if rows.num_rows == 0:
         return 0
@@ -127,5 +123,5 @@ def prune_states(store: Store, checkpoint: Checkpoint) -> int:
     kept_ids = {sid for _, sid in keep.values()}
     doomed = [sid for sid in rows.column("state_id").to_pylist() if sid not in kept_ids]
     for start in range(0, len(doomed), IN_LIST_CHUNK):
-        store.delete("pipeline_state", "state_id IN (" + ", ".join(_q(s) for s in doomed[start:start + IN_LIST_CHUNK]) + ")")
+        store.delete("pipeline_state", "state_id IN (" + ", ".join(quote_literal(s) for s in doomed[start:start + IN_LIST_CHUNK]) + ")")
     return len(doomed)

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import apache_beam as beam
 
-from memtape.connectors.beam_io import RAW
-from memtape.connectors.lance_store import Store
+from memtape.connectors.beam_io import RAW, ReadFromLance
+from memtape.connectors.lance_store import Store, quote_literal
 from memtape.pipelines.derive import land_tables
 from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
@@ -140,8 +140,9 @@ class MicroBatcher:
         scopes = {scope_of(r): checkpoint_of[conversation_key(r)] for r in rows}
         target = StateTarget(checkpoints[0].name, generation, {**checkpoint_of, **scopes})
         self.store.upsert(RAW, rows)  # queryable at once; the derived rows follow within this micro-batch
+        landed = f"event_id IN ({', '.join(sorted({quote_literal(r['event_id']) for r in rows}))})" if rows else "false"
         with beam.Pipeline(options=self.options) as p:
-            raw = p | "Batch" >> beam.Create(rows, reshuffle=False)
+            raw = p | "Batch" >> ReadFromLance(RAW, self.store.home, self.store.storage_options, landed)
             carried = p | "Carried" >> ReadCarriedState(self.store, carried_where(checkpoints, {*checkpoint_of, *scopes}))
             outputs = {"raw": raw, "carried": carried} | "BuildMemories" >> BuildMemories(
                 target, False, None, flush_keys, scope_of)
