@@ -18,7 +18,7 @@ import os
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, quote_literal
 
 INITIAL_STRENGTH = 1.0
 SECONDS_PER_DAY = 86_400.0
@@ -73,8 +73,6 @@ def ranking_weight(policy: ForgettingPolicy, row: Mapping, now: datetime) -> flo
 
 
 def _where(tenant: str, memory_ids: Iterable[str] | None = None) -> str:
-    from memtape.connectors.lance_store import quote_literal
-
     where = f"tenant = {quote_literal(tenant)}"
     if memory_ids is not None:
         where += f" AND memory_id IN ({', '.join(quote_literal(m) for m in memory_ids)})"
