@@ -17,10 +17,10 @@ import functools
 import logging
 import time
 from datetime import datetime
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
@@ -445,18 +445,34 @@ class Batch:
     dead_lettered: int = 0
 
 
+class _RevokeListener(ConsumerRebalanceListener):
+    """Calls ``on_revoke`` inside ``poll`` before this member gives partitions up, so their work can finish first."""
+
+    def __init__(self, on_revoke: Callable[[set[TopicPartition]], None]) -> None:
+        self._on_revoke = on_revoke
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._on_revoke(set(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
 class RawEventConsumer:
     """A consumer-group member over the raw topics with manual commits.
 
     Poison messages (anything ``decode_event`` refuses) are copied to the
     dead-letter topic with the reason in headers before the batch is handed
     out, so committing ``Batch.offsets`` never skips an undocumented message.
+    ``on_revoke`` runs, within ``poll``, before a rebalance takes partitions
+    away: the place to finish and commit their work.
     """
 
     def __init__(self, bootstrap_servers: str, group: str, topics: Sequence[str] | None = None, *,
                  prefix: str = DEFAULT_PREFIX, partitions: int = DEFAULT_PARTITIONS,
                  options: Mapping[str, object] | None = None, max_poll_records: int = MAX_POLL_RECORDS,
-                 session_timeout_ms: int = SESSION_TIMEOUT_MS) -> None:
+                 session_timeout_ms: int = SESSION_TIMEOUT_MS,
+                 on_revoke: Callable[[set[TopicPartition]], None] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.options = dict(options or {})
         self.topics = list(topics or raw_topics(prefix))
@@ -464,10 +480,11 @@ class RawEventConsumer:
         try:
             ensure_topics(bootstrap_servers, [*self.topics, self.dead_letter_topic], partitions, self.options)
             self._consumer = _consumer(
-                bootstrap_servers, self.options, *self.topics, group_id=group, auto_offset_reset="earliest",
+                bootstrap_servers, self.options, group_id=group, auto_offset_reset="earliest",
                 max_poll_records=max_poll_records, session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=session_timeout_ms // 5, metadata_max_age_ms=METADATA_MAX_AGE_MS,
             )
+            self._consumer.subscribe(self.topics, listener=_RevokeListener(on_revoke) if on_revoke else None)
         except (KafkaError, NoBrokersAvailable) as exc:
             raise UserError(f"{bootstrap_servers}: cannot join consumer group {group!r}: {exc}") from exc
         self._dlq: KafkaProducer | None = None

@@ -19,7 +19,8 @@ from memtape.commands._common import home_option, open_store
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Seconds without a new message after which a conversation's open episode closes into a memory.")
 @click.option("--batch-wait", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Seconds to gather messages into one micro-batch (latency against throughput).")
+              help="Seconds to gather messages before landing their raw rows: the raw rows' latency. "
+                   "Derivation takes everything landed and waiting at each micro-batch.")
 @click.option("--runner", default="DirectRunner", show_default=True, help="Beam runner for each micro-batch.")
 @home_option
 def command(bootstrap_servers: str, group: str, topic_prefix: str | None, max_seconds: float | None, idle_timeout: float,

@@ -1,0 +1,155 @@
+"""Derivation micro-batches of the streaming job: landed raw rows in, every derived table out, checkpointed.
+
+Every Kafka partition is its own checkpoint in ``pipeline_state``: the next
+offset whose derivation is durable and the generation of the state of the
+conversations it carries (open episodes, dedupe sketches). A micro-batch runs
+``BuildMemories`` once (a bounded Beam run) over raw rows already landed,
+lands the derived rows (idempotent keyed writes), then commits each partition's
+checkpoint. Rows below a partition's stored offset are skipped, so the store,
+not Kafka, decides where derivation resumes: no loss and no duplicate rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable, NamedTuple
+
+import apache_beam as beam
+
+from memtape.connectors.beam_io import RAW, ReadFromLance
+from memtape.connectors.lance_store import Store, quote_literal
+from memtape.pipelines.derive import land_tables
+from memtape.pipelines.episodes import conversation_key
+from memtape.pipelines.memory import BuildMemories, StateTarget
+from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_conversations, carried_where,
+                                     commit_checkpoint, load_checkpoint, next_generation, prune_states)
+
+STREAM_TENANT = "_stream"  # checkpoint rows of the stream job belong to no one tenant
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+PRUNE_EVERY_BATCHES = 50
+
+
+@dataclasses.dataclass
+class StreamStats:
+    batches: int = 0
+    events: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    flushed: int = 0
+
+
+class Landed(NamedTuple):
+    """A raw_events row already durable in the store, and the partition position it came from."""
+
+    checkpoint: str
+    offset: int
+    row: dict
+
+
+def checkpoint_name(group: str, topic: str, partition: int) -> str:
+    return f"stream:{group}:{topic}:{partition}"
+
+
+def _scope_of(checkpoint_of_conversation: dict[str, str]) -> Callable[[dict], str]:
+    """Dedupe scope of a row: its tenant within the partition that carries its conversation."""
+    def scope(row: dict) -> str:
+        return f"{row['tenant']}\x1f{checkpoint_of_conversation.get(conversation_key(row), '')}"
+
+    return scope
+
+
+@dataclasses.dataclass
+class _OpenConversation:
+    checkpoint: str  # the partition checkpoint that carries the conversation's state
+    arrived: float  # when this process last saw a message of it, or took over its partition (monotonic)
+
+
+class MicroBatcher:
+    """Derives each micro-batch of landed rows and closes idle conversations, advancing their partitions' checkpoints.
+
+    The batcher keeps in memory which conversations of its partitions have an
+    open episode, so a micro-batch reads and ships the carried state of only
+    the conversations it touches: the cost of a batch follows its size, not
+    the history of the stream.
+    """
+
+    def __init__(self, store: Store, options: Any, idle_timeout_s: float, stats: StreamStats) -> None:
+        self.store = store
+        self.options = options
+        self.idle_timeout_s = idle_timeout_s
+        self.stats = stats
+        self._open: dict[str, _OpenConversation] = {}  # conversation key -> where and since when it is open
+        self._followed: set[str] = set()  # checkpoints whose open conversations are in _open
+
+    def step(self, landed: list[Landed], assigned: set[str]) -> None:
+        """One micro-batch: ``landed`` rows above their partition's stored offset, plus the conversations gone idle.
+
+        ``assigned`` names the checkpoints of the partitions this process holds.
+        Idleness is measured in processing time (since this process last saw the
+        conversation, or took over its partition), so replaying a historical
+        backlog does not close every episode at each micro-batch.
+        """
+        self._follow(assigned | {item.checkpoint for item in landed})
+        checkpoints = {name: load_checkpoint(self.store, STREAM_TENANT, name) for name in {item.checkpoint for item in landed}}
+        rows, owner, next_offsets = [], {}, {}
+        for item in landed:
+            if item.offset < checkpoints[item.checkpoint].progress.get("next_offset", 0):
+                continue  # derived before: the raw landing already skips these, this guards a rebalance race
+            rows.append(item.row)
+            owner[conversation_key(item.row)] = item.checkpoint
+            next_offsets[item.checkpoint] = max(next_offsets.get(item.checkpoint, 0), item.offset + 1)
+        now = time.monotonic()
+        idle = {key: o.checkpoint for key, o in self._open.items()
+                if key not in owner and now - o.arrived >= self.idle_timeout_s}
+        if rows or idle:
+            for name in set(idle.values()) - checkpoints.keys():
+                checkpoints[name] = load_checkpoint(self.store, STREAM_TENANT, name)
+            involved = sorted(set(next_offsets) | set(idle.values()))
+            self._run([checkpoints[n] for n in involved], rows, {**idle, **owner}, next_offsets, frozenset(idle))
+            self.stats.batches += 1
+        for key in idle:
+            del self._open[key]
+        self._open.update({key: _OpenConversation(name, now) for key, name in owner.items()})
+        self.stats.events += len(rows)
+        self.stats.flushed += len(idle)
+
+    def _follow(self, names: set[str]) -> None:
+        """Track the open conversations of newly held partitions; forget those of partitions handed away."""
+        now = time.monotonic()
+        for name in names - self._followed:
+            checkpoint = load_checkpoint(self.store, STREAM_TENANT, name)
+            if checkpoint.generation:
+                for key, payload in carried_conversations(self.store, checkpoint).items():
+                    if _has_open_units(payload):
+                        self._open[key] = _OpenConversation(name, now)
+        for key in [k for k, o in self._open.items() if o.checkpoint not in names]:
+            del self._open[key]
+        self._followed = set(names)
+
+    def _run(self, checkpoints: list[Checkpoint], rows: list[dict], checkpoint_of: dict[str, str],
+             next_offsets: dict[str, int], flush_keys: frozenset[str]) -> None:
+        """One bounded Beam run over ``rows`` and the conversations in ``flush_keys``; ``checkpoint_of`` maps every
+        conversation key involved to its partition checkpoint."""
+        generation = next_generation(max(c.generation for c in checkpoints))
+        scope_of = _scope_of(checkpoint_of)
+        scopes = {scope_of(r): checkpoint_of[conversation_key(r)] for r in rows}
+        target = StateTarget(checkpoints[0].name, generation, {**checkpoint_of, **scopes})
+        landed = f"event_id IN ({', '.join(sorted({quote_literal(r['event_id']) for r in rows}))})" if rows else "false"
+        with beam.Pipeline(options=self.options) as p:
+            raw = p | "Batch" >> ReadFromLance(RAW, self.store.home, self.store.storage_options, landed)
+            carried = p | "Carried" >> ReadCarriedState(self.store, carried_where(checkpoints, {*checkpoint_of, *scopes}))
+            outputs = {"raw": raw, "carried": carried} | "BuildMemories" >> BuildMemories(
+                target, False, None, flush_keys, scope_of)
+            land_tables(outputs, self.store)
+        for checkpoint in checkpoints:
+            commit_checkpoint(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation, {
+                "next_offset": next_offsets.get(checkpoint.name, checkpoint.progress.get("next_offset", 0))}))
+        if self.stats.batches % PRUNE_EVERY_BATCHES == 0:
+            for checkpoint in checkpoints:
+                prune_states(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation))
+
+
+def _has_open_units(payload: str) -> bool:
+    state = json.loads(payload)
+    return bool(state.get("units") or state.get("dropped"))
