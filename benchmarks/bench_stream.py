@@ -1,11 +1,11 @@
 """Streaming latency: messages published at a steady rate until each is queryable, and memories after idle.
 
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_stream.py [--rate 200] [--seconds 300]
-       [--idle-timeout 30] [--batch-wait 1.0] [--concurrent 20] [--conversation-messages 40]
+       [--idle-timeout 30] [--batch-wait 1.0] [--concurrent 20] [--conversation-messages 40] [--processes 1]
 Validation size: ``--rate 50 --seconds 30 --idle-timeout 10``.
 
-Starts the embedded broker (Tansu, memory storage) and ``memtape stream`` as a
-subprocess on a fresh temporary store, then publishes real lines of the shared
+Starts the embedded broker (Tansu, memory storage) and ``--processes``
+``memtape stream`` subprocesses in one consumer group on a fresh temporary store, then publishes real lines of the shared
 IRC logs, re-keyed with fresh ids and ``event_time`` = publish time, through
 memtape's ``Publisher``: ``--concurrent`` conversations at a time take turns,
 each ``--conversation-messages`` consecutive lines of one log long, and a new
@@ -167,6 +167,15 @@ def start_stream(home: Path, bootstrap: str, args: argparse.Namespace, log: Path
         env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)  # the child keeps the log open
 
 
+def _stopped_output(stream: subprocess.Popen) -> str:
+    """The job's stdout after SIGTERM (its final stats line), killing it if it does not stop within 2 minutes."""
+    try:
+        return stream.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        stream.kill()
+        return stream.communicate()[0]
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
@@ -183,6 +192,7 @@ def main() -> None:
     parser.add_argument("--conversation-messages", type=int, default=40, help="messages per conversation")
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between store polls")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds past the idle timeout to wait after publishing")
+    parser.add_argument("--processes", type=int, default=1, help="memtape stream processes in the one consumer group")
     parser.add_argument("--data", type=Path, default=SHARED)
     args = parser.parse_args()
     runs = irc_conversations(args.data, args.conversation_messages)
@@ -192,14 +202,14 @@ def main() -> None:
             EmbeddedBroker(log_path=Path(work) / "tansu.log") as broker, \
             Publisher(broker.bootstrap_servers, prefix=PREFIX) as publisher:
         home, stream_log = Path(work) / "home", Path(work) / "stream.log"
-        stream = start_stream(home, broker.bootstrap_servers, args, stream_log)
+        streams = [start_stream(home, broker.bootstrap_servers, args, stream_log) for _ in range(args.processes)]
         poller = Poller(home, args.poll)
         poller.start()
         try:
             started = time.monotonic()
             warm_ids = {e.event_id for e in warmup}
             publisher.publish(warmup)
-            alive = lambda: stream.poll() is None  # noqa: E731
+            alive = lambda: all(stream.poll() is None for stream in streams)  # noqa: E731
             if not poller.wait_for(warm_ids, {warmup[-1].event_id}, args.idle_timeout + 300, alive):
                 raise SystemExit(f"warm-up did not land; see {stream_log}:\n{stream_log.read_text()[-3000:]}")
             warmup_s = time.monotonic() - started
@@ -209,12 +219,9 @@ def main() -> None:
             drained = poller.wait_for(set(ledger.published), set(ledger.last_of.values()), args.idle_timeout + args.drain, alive)
         finally:
             poller.stop.set()
-            stream.terminate()
-            try:
-                out, _ = stream.communicate(timeout=120)
-            except subprocess.TimeoutExpired:
-                stream.kill()
-                out, _ = stream.communicate()
+            for stream in streams:
+                stream.terminate()
+            outs = [_stopped_output(stream) for stream in streams]
     latency = [poller.queryable.get(i, math.inf) - t for i, t in ledger.published.items()]
     memory = [poller.in_memory.get(i, math.inf) - ledger.published[i] - args.idle_timeout for i in ledger.last_of.values()]
     queryable, after_idle = summary(latency), summary(memory)
@@ -227,7 +234,8 @@ def main() -> None:
         "memory_after_idle": {"conversations": len(memory), **after_idle, "missing": sum(not math.isfinite(x) for x in memory)},
         "meets": {"p95_queryable": queryable["p95_s"] is not None and queryable["p95_s"] <= TARGET_P95_S,
                   "memory_after_idle": after_idle["max_s"] is not None and after_idle["max_s"] <= TARGET_MEMORY_AFTER_IDLE_S},
-        "stream_stats": json.loads(out.strip().splitlines()[-1]) if out.strip() else None,
+        "processes": args.processes,
+        "stream_stats": [json.loads(out.strip().splitlines()[-1]) if out.strip() else None for out in outs],
         "machine": machine(),
     }
     print(json.dumps(result))

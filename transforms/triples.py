@@ -19,7 +19,7 @@ import apache_beam as beam
 
 from memtape.schemas.records import stable_id
 from memtape.transforms.entities import EntityResolver, split_address
-from memtape.transforms.models import DEFAULT_SPACY_MODEL, spacy_model
+from memtape.transforms.models import DEFAULT_SPACY_MODEL, lemma, spacy_model
 from memtape.transforms.structured_triples import structured_triples
 
 SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass", "csubj", "csubjpass"})
@@ -40,7 +40,7 @@ UNRESOLVED_PRONOUN = "unresolved_pronoun"
 DEFAULT_CONFIDENCE = 0.8
 STRUCTURED_KINDS = frozenset({"health"})
 NLP_BATCH_SIZE = 64
-NLP_DISABLE = ()  # tagger, parser, attribute_ruler, lemmatizer and ner are all read here
+NLP_DISABLE = ("lemmatizer",)  # tagger, parser, attribute_ruler and ner are read; lemmas only for a few tokens
 MAX_EPISODES_PER_BATCH = 32
 TRIPLES_TAG = "triples"
 ENTITIES_TAG = "entities"
@@ -140,7 +140,7 @@ def _relation_tokens(verb: Any) -> tuple[list[int], bool, str | None]:
             if child.dep_ != "neg":
                 toks.append(child.i)
         if child.dep_ == "aux" and child.tag_ == "MD":
-            modality = child.lower_ if child.lemma_ in ("will", "would") else child.lemma_
+            modality = child.lower_ if lemma(child) in ("will", "would") else lemma(child)
     return toks, negated, modality
 
 
@@ -162,8 +162,8 @@ def _stems(verbs: Sequence[Any], particles: Sequence[Any]) -> tuple[str, str]:
         if n and any(c.dep_ == "aux" and c.lower_ == "to" for c in v.children):
             written.append("to")
             active.append("to")
-        written += ["be", v.lower_] if _is_passive(v) else [v.lemma_.lower()]
-        active.append(v.lemma_.lower())
+        written += ["be", v.lower_] if _is_passive(v) else [lemma(v).lower()]
+        active.append(lemma(v).lower())
     tail = [p.lower_ for p in particles]
     return " ".join(written + tail), " ".join(active + tail)
 
@@ -246,7 +246,7 @@ def _copular_extractions(doc: Any, noun: Any) -> Iterator[Extraction]:
                 yield from _possessive(doc, child, base)
     if noun.dep_ == "appos":
         return
-    if holder is None and noun.dep_ == "attr" and noun.head.lemma_ == "be":
+    if holder is None and noun.dep_ == "attr" and lemma(noun.head) == "be":
         subjects = [c for c in noun.head.children if c.dep_ == "nsubj"]
         holder = _span(doc, subjects[0].i) if subjects else None  # "Bob is Alice's manager"
     yield from _possessive(doc, noun, holder)
@@ -261,7 +261,7 @@ def _possessive(doc: Any, noun: Any, holder: tuple[int, ...] | None) -> Iterator
         owner = tuple(i for i in owner_span if doc[i].tag_ != "POS")
         whole = _span(doc, noun.i)
         thing = tuple(i for i in whole if i not in owner_span)
-        yield Extraction(holder or whole, (), f"{noun.lemma_.lower()} of", owner, stem=noun.lemma_.lower(), possessed=thing)
+        yield Extraction(holder or whole, (), f"{lemma(noun).lower()} of", owner, stem=lemma(noun).lower(), possessed=thing)
 
 
 def _folded(verb: Any) -> bool:
