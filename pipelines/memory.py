@@ -61,9 +61,11 @@ class _AssembleFn(beam.DoFn):
     def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         key, grouped = element
         kept, dropped, visited, finished = (list(grouped[tag]) for tag in ("kept", "dropped", "visit", "finished"))
-        if not (kept or dropped or visited or finished):
-            return  # carried state of a conversation this run does not touch stays as it is
-        assembler = ConversationAssembler(self._embeddings, next(iter(grouped["state"]), None))
+        if kept or dropped or visited or finished:  # the carried state of a conversation not touched stays as it is
+            yield from self._assemble(key, kept, dropped, bool(finished), next(iter(grouped["state"]), None))
+
+    def _assemble(self, key: str, kept: list[dict], dropped: list[dict], finished: bool, carried: str | None) -> Iterator[Any]:
+        assembler = ConversationAssembler(self._embeddings, carried)
         bundles = assembler.feed(kept, dropped)
         if self._close_open or key in self._flush_keys or finished:
             bundles += assembler.flush()

@@ -436,9 +436,10 @@ class _DedupeScopeFn(beam.DoFn):
     def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         scope, grouped = element
         rows = list(grouped["rows"])
-        if not rows:
-            return  # carried state of a scope with nothing new stays as it is
-        carried = next(iter(grouped["state"]), None)
+        if rows:  # the carried state of a scope with nothing new stays as it is
+            yield from self._dedupe(scope, rows, next(iter(grouped["state"]), None))
+
+    def _dedupe(self, scope: str, rows: list[dict], carried: str | None) -> Iterator[Any]:
         state = TenantState.from_dict(json.loads(carried)) if carried else TenantState()
         deduper = Deduper(DedupeState({scope: state}), self._scope_of)
         for kept, dropped in deduper.process_batch(rows):
