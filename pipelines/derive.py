@@ -43,6 +43,7 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
            ingest_path: str = "backfill", close_open: bool = False, now: datetime | None = None) -> DeriveResult:
     """Process the tenant's raw events ingested by ``ingest_path`` since the checkpoint."""
     checkpoint = load_checkpoint(store, tenant, f"{ingest_path}:{tenant}")
+    prune_states(store, checkpoint)  # state rows of a run that died before its commit must not count after the next one
     base = f"tenant = {quote_literal(tenant)} AND ingest_path = {quote_literal(ingest_path)}"
     since = checkpoint.progress.get("ingest_watermark")
     pending = base + (f" AND ingest_time > {_ts(datetime.fromisoformat(since))}" if since else "")

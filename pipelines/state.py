@@ -4,8 +4,9 @@ A run reads its checkpoint (generation g and a progress payload: a watermark
 or Kafka offsets), loads the newest state rows of generation <= g, computes,
 lands derived rows and new state rows at generation g' > g, and only then
 commits the checkpoint at g' in one single-row write. A crash anywhere before
-that commit leaves the old checkpoint in force: the replay loads the same
-state, derives the same rows with the same ids, and lands nothing twice.
+that commit leaves the old checkpoint in force: the next run first deletes the
+dead run's state rows (generations above g), then loads the same state,
+derives the same rows with the same ids, and lands nothing twice.
 """
 from __future__ import annotations
 
@@ -111,7 +112,13 @@ def carried_conversations(store: Store, checkpoint: Checkpoint) -> dict[str, str
 
 
 def prune_states(store: Store, checkpoint: Checkpoint) -> int:
-    """Delete state rows superseded by a committed newer generation, and uncommitted leftovers above it."""
+    """Delete state rows superseded by a committed newer generation, and uncommitted leftovers above it.
+
+    Run it on the committed checkpoint before a run that follows a crash: the
+    new run's generation is higher than a dead run's, so once committed it
+    would otherwise make that run's state rows count for the scopes it does not
+    rewrite.
+    """
     where = f"checkpoint = {quote_literal(checkpoint.name)} AND kind != {quote_literal(CHECKPOINT)}"
     rows = store.read("pipeline_state", where=where, columns=["state_id", "kind", "scope", "generation"])
     if rows.num_rows == 0:

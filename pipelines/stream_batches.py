@@ -115,10 +115,16 @@ class MicroBatcher:
         self.stats.flushed += len(idle)
 
     def _follow(self, names: set[str]) -> None:
-        """Track the open conversations of newly held partitions; forget those of partitions handed away."""
+        """Track the open conversations of newly held partitions; forget those of partitions handed away.
+
+        A partition taken over may hold state rows of a run that died before
+        its checkpoint commit; they are deleted first, or the next commit (a
+        higher generation) would make them count.
+        """
         now = time.monotonic()
         for name in names - self._followed:
             checkpoint = load_checkpoint(self.store, STREAM_TENANT, name)
+            prune_states(self.store, checkpoint)
             if checkpoint.generation:
                 for key, payload in carried_conversations(self.store, checkpoint).items():
                     if _has_open_units(payload):
