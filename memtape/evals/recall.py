@@ -96,12 +96,12 @@ def interim_memories_from_raw_events(store: Any, tenant: str) -> int:
     ``sender: text`` (the who belongs to what a memory says). No dedupe,
     segmentation, compression or triples: replace with the pipeline's memories.
     """
-    from memtape.recall_candidates import quote
+    from memtape.connectors.lance_store import quote_literal
     from memtape.recall_pack import DAY_FORMAT, count_tokens
     from memtape.schemas.records import stable_id
     from memtape.transforms.models import embedder
 
-    raw = store.read("raw_events", where=f"tenant = {quote(tenant)}",
+    raw = store.read("raw_events", where=f"tenant = {quote_literal(tenant)}",
                      columns=["event_id", "source_kind", "conversation_id", "sender", "event_time", "text"]).to_pylist()
     raw = [r for r in raw if r["text"]]
     vectors = embedder().encode([f"{r['sender']}: {r['text']}" if r["sender"] else r["text"] for r in raw],
@@ -159,10 +159,10 @@ class Baselines:
     def __init__(self, store: Any, tenant: str) -> None:
         import numpy as np
 
-        from memtape.recall_candidates import quote
+        from memtape.connectors.lance_store import quote_literal
         from memtape.transforms.models import embedder
 
-        self.store, self.where = store, f"tenant = {quote(tenant)}"
+        self.store, self.where = store, f"tenant = {quote_literal(tenant)}"
         rows = store.read("raw_events", where=self.where, columns=["event_id", "sender", "event_time", "text"]).to_pylist()
         rows.sort(key=lambda r: r["event_time"])
         self.turns = [Unit([r["event_id"]], _render_turn(r)) for r in rows]
@@ -243,7 +243,7 @@ def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None
     from memtape.connectors.lance_store import Store
     from memtape.forgetting import OFF
     from memtape.recall import recall
-    from memtape.recall_candidates import quote
+    from memtape.connectors.lance_store import quote_literal
 
     conversations = load_locomo(path)[:limit]
     with tempfile.TemporaryDirectory(prefix="memtape-eval-recall-") as tmp:
@@ -254,7 +254,7 @@ def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None
         for conv in conversations:
             progress(f"{conv.sample_id}: backfill")
             backfill(conv, store, Path(tmp))
-            where = f"tenant = {quote(conv.tenant)}"
+            where = f"tenant = {quote_literal(conv.tenant)}"
             if store.count("memories", where) == 0:
                 memory_source = "interim_memories_from_raw_events"
                 interim_memories_from_raw_events(store, conv.tenant)
