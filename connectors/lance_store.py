@@ -22,6 +22,7 @@ from memtape.schemas import TABLES, conform, key_of
 
 INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
 _KEY_CHUNK = 1_000
+IN_LIST_CHUNK = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +96,8 @@ class Store:
         folded: dict[str, dict] = {}
         for row in rows:
             folded[row[key]] = merge(folded[row[key]], row) if row[key] in folded else row
-        for start in range(0, len(folded), _KEY_CHUNK):
-            ids = list(folded)[start:start + _KEY_CHUNK]
-            listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-            for stored in self.read(name, where=f"{key} IN ({listed})").to_pylist():
+        for where in in_lists(key, list(folded), _KEY_CHUNK):
+            for stored in self.read(name, where=where).to_pylist():
                 folded[stored[key]] = merge(stored, folded[stored[key]])
         return list(folded.values())
 
@@ -125,6 +124,11 @@ class Store:
 def quote_literal(value: str) -> str:
     """``value`` as a SQL string literal for Lance filters and DuckDB queries."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def in_lists(column: str, values: list[str], chunk: int = IN_LIST_CHUNK) -> list[str]:
+    """``column IN (...)`` filters covering ``values``, at most ``chunk`` values each (long lists slow a filter down)."""
+    return [f"{column} IN ({', '.join(quote_literal(v) for v in values[k:k + chunk])})" for k in range(0, len(values), chunk)]
 
 
 def _last_per_key(data: pa.Table, key: str) -> pa.Table:

@@ -15,20 +15,13 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memtape.connectors.lance_store import Store, quote_literal
+from memtape.connectors.lance_store import Store, in_lists, quote_literal
 from memtape.errors import UserError
 from memtape.pipelines.maintain import maintain
-
-_ID_CHUNK = 500
-
 
 @dataclasses.dataclass
 class DeleteReport:
     deleted: dict[str, int]
-
-
-def _in_list(column: str, ids: list[str]) -> list[str]:
-    return [f"{column} IN ({', '.join(quote_literal(i) for i in ids[k:k + _ID_CHUNK])})" for k in range(0, len(ids), _ID_CHUNK)]
 
 
 def _delete_where(store: Store, table: str, tenant: str, clauses: list[str]) -> int:
@@ -58,7 +51,7 @@ def select_events(store: Store, tenant: str, source_ids: list[str] | None = None
     """The event ids of ``tenant`` chosen by source ids, a source URI, or all of them."""
     where = f"tenant = {quote_literal(tenant)}"
     if source_ids:
-        where += " AND (" + " OR ".join(_in_list("source_id", source_ids)) + ")"
+        where += " AND (" + " OR ".join(in_lists("source_id", source_ids)) + ")"
     elif source_uri:
         where += f" AND source_uri = {quote_literal(source_uri)}"
     elif not everything:
@@ -74,13 +67,13 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
         ids = sorted(doomed)
         episodes = _ids_touching(store, "episodes", "episode_id", "member_ids", tenant, doomed)
         memories = _ids_touching(store, "memories", "memory_id", "raw_event_ids", tenant, doomed)
-        deleted["memories"] = _delete_where(store, "memories", tenant, _in_list("memory_id", memories))
+        deleted["memories"] = _delete_where(store, "memories", tenant, in_lists("memory_id", memories))
         deleted["triples"] = _delete_where(store, "triples", tenant,
-                                           _in_list("raw_event_id", ids) + _in_list("episode_id", episodes))
-        deleted["episodes"] = _delete_where(store, "episodes", tenant, _in_list("episode_id", episodes))
-        deleted["utterances"] = _delete_where(store, "utterances", tenant, _in_list("recording_event_id", ids))
+                                           in_lists("raw_event_id", ids) + in_lists("episode_id", episodes))
+        deleted["episodes"] = _delete_where(store, "episodes", tenant, in_lists("episode_id", episodes))
+        deleted["utterances"] = _delete_where(store, "utterances", tenant, in_lists("recording_event_id", ids))
         deleted["entities"] = _prune_entities(store, tenant, doomed)
-        deleted["raw_events"] = _delete_where(store, "raw_events", tenant, _in_list("event_id", ids))
+        deleted["raw_events"] = _delete_where(store, "raw_events", tenant, in_lists("event_id", ids))
     if source_uri:
         deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, [f"source_uri = {quote_literal(source_uri)}"])
     maintain(store, cleanup_older_than=timedelta(0), indexes=True)
@@ -100,4 +93,4 @@ def _prune_entities(store: Store, tenant: str, doomed: set[str]) -> int:
         else:
             gone.append(row["entity_id"])
     store.upsert("entities", kept)
-    return _delete_where(store, "entities", tenant, _in_list("entity_id", gone))
+    return _delete_where(store, "entities", tenant, in_lists("entity_id", gone))

@@ -19,12 +19,11 @@ from typing import Any, Collection
 import apache_beam as beam
 
 from memtape.connectors.beam_io import ReadFromLance
-from memtape.connectors.lance_store import Store, quote_literal
+from memtape.connectors.lance_store import Store, in_lists, quote_literal
 from memtape.pipelines.memory import SEGMENTER_STATE
 from memtape.schemas.records import stable_id, utcnow
 
 CHECKPOINT = "checkpoint"
-IN_LIST_CHUNK = 500  # values per SQL IN list: long lists slow the filter down
 
 
 @dataclasses.dataclass
@@ -129,6 +128,6 @@ def prune_states(store: Store, checkpoint: Checkpoint) -> int:
             keep[(kind, scope)] = (gen, sid)
     kept_ids = {sid for _, sid in keep.values()}
     doomed = [sid for sid in rows.column("state_id").to_pylist() if sid not in kept_ids]
-    for start in range(0, len(doomed), IN_LIST_CHUNK):
-        store.delete("pipeline_state", "state_id IN (" + ", ".join(quote_literal(s) for s in doomed[start:start + IN_LIST_CHUNK]) + ")")
+    for where in in_lists("state_id", doomed):
+        store.delete("pipeline_state", where)
     return len(doomed)

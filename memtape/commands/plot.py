@@ -78,9 +78,10 @@ def command() -> None:
 @tenant_option
 def episodes(conversation: str, out: Path, home: str | None, tenant: str) -> None:
     """Surprise curve of one conversation with the threshold and episode boundaries marked."""
-    quoted = conversation.replace("'", "''")
-    tenant_quoted = tenant.replace("'", "''")
-    rows = open_store(home).read("episodes", where=f"conversation_id = '{quoted}' AND tenant = '{tenant_quoted}'").to_pylist()
+    from memtape.connectors.lance_store import quote_literal
+
+    where = f"conversation_id = {quote_literal(conversation)} AND tenant = {quote_literal(tenant)}"
+    rows = open_store(home).read("episodes", where=where).to_pylist()
     if not rows:
         raise UserError(f"no episodes for conversation {conversation!r} of tenant {tenant!r}")
     click.echo(str(plot_episodes(rows, out, title=f"conversation {conversation}")))
