@@ -12,6 +12,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from memtape.transforms import dedupe
 from memtape.transforms.dedupe import DROPPED, STATE, Dedupe, Deduper, DedupeState, describe_dropped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -108,6 +109,39 @@ def test_state_carried_between_micro_batches_still_finds_duplicates():
     _, near = Deduper(carried).process(_row("c", text + " Sent from my BlackBerry", 40))
     assert exact["duplicate_of"] == "a"
     assert near["reason"] == "near_duplicate" and near["duplicate_of"] == "a"
+
+
+def test_state_stays_bounded_keeping_the_newest_and_recently_repeated_content(monkeypatch):
+    monkeypatch.setattr(dedupe, "MAX_REMEMBERED_HASHES", 4)
+    monkeypatch.setattr(dedupe, "MAX_REMEMBERED_SKETCHES", 2)
+    monkeypatch.setattr(dedupe, "MAX_REMEMBERED_SENTENCES", 3)
+    texts = ["The Dabhol power plant financing closed after the lenders accepted a revised guarantee from the state board.",
+             "Our LNG tanker charter in Qatar runs for seven years, with an option to extend it twice at the same rate.",
+             "Broadband trading desk launch slipped to March because bandwidth contracts still lack standard terms.",
+             "California regulators will hear arguments on the wholesale price cap next week in Sacramento, says counsel.",
+             "Azurix submitted its water concession bid in Buenos Aires, pricing tariffs below the incumbent operator."]
+    deduper = Deduper()
+    deduper.process(_row("m0", texts[0], kind="im"))
+    for i, text in enumerate(texts[1:], start=1):
+        deduper.process(_row(f"m{i}", text, i, kind="im"))
+        deduper.process(_row(f"r{i}", texts[0], i, kind="im"))  # the first text, repeated often, stays remembered
+    state = DedupeState.from_json(deduper.state.to_json()).tenant("t1")
+    assert len(state.hashes) == 4 and len(state.sentences) == 3
+    assert list(state.sketches) == ["m3", "m4"] and {e for ids in state.bands.values() for e in ids} == {"m3", "m4"}
+    _, repeat = Deduper(DedupeState({"t1": state})).process(_row("x", texts[0], 9, kind="im"))
+    assert repeat["reason"] == "exact_duplicate" and repeat["duplicate_of"] == "m0"
+    forgotten, _ = Deduper(DedupeState({"t1": state})).process(_row("y", texts[1], 9, kind="im"))
+    assert forgotten is not None and forgotten["text"] == texts[1]  # beyond the bound a repeat counts as new
+
+
+def test_state_written_before_the_bounds_still_loads():
+    text = "Board pack for the July meeting: revenue up 12%, headcount flat, two new LNG contracts signed in Dabhol."
+    first = Deduper()
+    first.process(_row("a", text))
+    old = first.state.tenant("t1").to_dict()
+    old.update(hashes=dict(old["hashes"]), sentences=sorted(old["sentences"]))  # the earlier layout
+    _, exact = Deduper(DedupeState.from_json(json.dumps({"t1": old}))).process(_row("b", text, 30))
+    assert exact["reason"] == "exact_duplicate" and exact["duplicate_of"] == "a"
 
 
 def test_dedupe_transform_yields_kept_dropped_and_state():

@@ -45,6 +45,12 @@ SIGNATURE_MAX_SHARE = 0.5
 VALEDICTION_MAX_TRAILING_WORDS = 6  # a closing line may be followed only by short name/title lines
 HEADER_MAX_LINES = 60  # a quoted header longer than this is not a header
 SAME_BLOCK_MAX_NEWLINES = 4  # a forward line and the quoted header just below it start one block
+# Bounds on what one dedupe scope remembers, newest kept (see TenantState). On the shared data a repeat's original
+# lies at most ~5,000 messages back, within every bound; state at the bounds is about 5 MB of JSON.
+MAX_REMEMBERED_HASHES = 20_000
+MAX_REMEMBERED_SENTENCES = 20_000
+MAX_REMEMBERED_SKETCHES = 5_000
+MAX_TAIL_LINES_PER_SENDER = 1000
 
 KEPT, DROPPED, STATE = "kept", "dropped", "state"
 
@@ -92,6 +98,8 @@ _DISCLAIMER_RE = re.compile(
 _rng = np.random.default_rng(MINHASH_SEED)
 _PERM_A = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
 _PERM_B = _rng.integers(0, 2**63, NUM_PERM, dtype=np.uint64)
+_BAND_MIX = _rng.integers(1, 2**63, LSH_ROWS, dtype=np.uint64) | np.uint64(1)
+_BAND_SALT = _rng.integers(0, 2**63, LSH_BANDS, dtype=np.uint64)
 
 REASON_PHRASES = {
     "exact_duplicate": ("exact duplicate", "exact duplicates"),
@@ -135,48 +143,111 @@ def is_near_duplicate(a: str, b: str) -> bool:
     return jaccard_estimate(sa, sb) >= NEAR_DUP_JACCARD
 
 
-def _band_keys(sig: np.ndarray) -> list[str]:
-    return [f"{b}:{sig[b * LSH_ROWS:(b + 1) * LSH_ROWS].tobytes().hex()}" for b in range(LSH_BANDS)]
+def _band_keys(sigs: np.ndarray) -> np.ndarray:
+    """LSH band keys of one sketch (shape ``[NUM_PERM]``) or many (``[n, NUM_PERM]``): each band's rows mixed into one
+    64-bit integer, salted by the band's index. Equal bands give equal keys; a rare collision of unequal ones only
+    adds a candidate, which the Jaccard estimate then judges."""
+    rows = sigs.reshape(*sigs.shape[:-1], LSH_BANDS, LSH_ROWS).astype(np.uint64)
+    return (rows * _BAND_MIX).sum(axis=-1, dtype=np.uint64) ^ _BAND_SALT
+
+
+def _bounded_insert(memory: dict, key: Any, value: Any, limit: int) -> list[Any]:
+    """Insert or refresh ``key`` as the newest entry of an insertion-ordered dict; return the oldest keys evicted."""
+    memory.pop(key, None)
+    memory[key] = value
+    evicted = list(itertools.islice(memory, max(0, len(memory) - limit)))
+    for old in evicted:
+        del memory[old]
+    return evicted
 
 
 @dataclasses.dataclass
 class TenantState:
-    """What one tenant's earlier units left behind, enough to recognise their content again."""
+    """What one scope's earlier units left behind, enough to recognise their content again.
 
-    hashes: dict[str, str] = dataclasses.field(default_factory=dict)  # content hash -> first event_id
-    sentences: set[str] = dataclasses.field(default_factory=set)  # short hashes of stored sentences
-    sketches: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # event_id -> MinHash
-    bands: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # LSH band key -> event_ids
+    Each memory is bounded, newest kept: a long-lived tenant's state (read and
+    written by every micro-batch) stays the same size, and a repeat further back
+    than the bound is kept as new content rather than dropped.
+    """
+
+    hashes: dict[str, str] = dataclasses.field(default_factory=dict)  # content hash -> first event_id, oldest first
+    sentences: dict[str, None] = dataclasses.field(default_factory=dict)  # short hashes of stored sentences, oldest first
+    sketches: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # event_id -> MinHash, oldest first
+    bands: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # LSH band key -> event_ids
     tails: dict[str, Counter] = dataclasses.field(default_factory=dict)  # sender -> tail line hash counts
+
+    def first_with(self, content: str) -> str | None:
+        """The event that first carried this content hash, refreshed as recently seen; None for new content."""
+        first = self.hashes.get(content)
+        if first is not None:
+            _bounded_insert(self.hashes, content, first, MAX_REMEMBERED_HASHES)
+        return first
+
+    def remember_content(self, content: str, event_id: str) -> None:
+        if content not in self.hashes:
+            _bounded_insert(self.hashes, content, event_id, MAX_REMEMBERED_HASHES)
+
+    def remember_sentences(self, sentence_hashes: Iterable[str]) -> None:
+        for h in sentence_hashes:
+            _bounded_insert(self.sentences, h, None, MAX_REMEMBERED_SENTENCES)
+
+    def remember_tails(self, sender: str, line_hashes: Iterable[str]) -> None:
+        """Count the tail lines a sender ended a message with, keeping the most frequent (the newest among equals)."""
+        tails = self.tails.setdefault(sender, Counter())
+        tails.update(line_hashes)
+        if len(tails) > MAX_TAIL_LINES_PER_SENDER:
+            ranked = sorted(enumerate(tails.items()), key=lambda p: (p[1][1], p[0]), reverse=True)
+            self.tails[sender] = Counter(dict(item for _, item in sorted(ranked[:MAX_TAIL_LINES_PER_SENDER])))
 
     def near_duplicate_of(self, sig: np.ndarray) -> str | None:
         best, best_j = None, NEAR_DUP_JACCARD
-        for key in _band_keys(sig):
+        for key in _band_keys(sig).tolist():
             for event_id in self.bands.get(key, ()):
                 j = jaccard_estimate(sig, self.sketches[event_id])
                 if j >= best_j:
                     best, best_j = event_id, j
         return best
 
-    def add_sketch(self, event_id: str, sig: np.ndarray) -> None:
+    def add_sketch(self, event_id: str, sig: np.ndarray, keys: list[int] | None = None) -> None:
+        """Remember a sketch (``keys``: its band keys, when already computed), forgetting the oldest over the bound."""
+        if event_id in self.sketches:
+            return
         self.sketches[event_id] = sig
-        for key in _band_keys(sig):
+        for key in keys if keys is not None else _band_keys(sig).tolist():
             self.bands.setdefault(key, []).append(event_id)
+        while len(self.sketches) > MAX_REMEMBERED_SKETCHES:
+            self._forget_sketch(next(iter(self.sketches)))
+
+    def _forget_sketch(self, event_id: str) -> None:
+        for key in _band_keys(self.sketches.pop(event_id)).tolist():
+            holders = self.bands[key]
+            holders.remove(event_id)
+            if not holders:
+                del self.bands[key]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state; every memory is listed oldest first, so eviction continues in order after a reload."""
         return {
-            "hashes": self.hashes,
-            "sentences": sorted(self.sentences),
+            "hashes": list(self.hashes.items()),
+            "sentences": list(self.sentences),
             "sketches": {k: base64.b64encode(v.tobytes()).decode() for k, v in self.sketches.items()},
             "tails": {s: dict(c) for s, c in self.tails.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TenantState:
-        state = cls(hashes=dict(data.get("hashes", {})), sentences=set(data.get("sentences", ())),
+        """The state ``to_dict`` wrote (older states kept hashes as a mapping and sentences sorted: both still load)."""
+        hashes = data.get("hashes", {})
+        hashes = list(hashes.items()) if isinstance(hashes, dict) else hashes
+        state = cls(hashes=dict(hashes[-MAX_REMEMBERED_HASHES:]),
+                    sentences=dict.fromkeys(list(data.get("sentences", ()))[-MAX_REMEMBERED_SENTENCES:]),
                     tails={s: Counter(c) for s, c in data.get("tails", {}).items()})
-        for event_id, b64 in data.get("sketches", {}).items():
-            state.add_sketch(event_id, np.frombuffer(base64.b64decode(b64), dtype=np.uint32).copy())
+        sketches = list(data.get("sketches", {}).items())[-MAX_REMEMBERED_SKETCHES:]
+        if sketches:
+            blob = b"".join(base64.b64decode(b64) for _, b64 in sketches)
+            sigs = np.frombuffer(blob, dtype=np.uint32).reshape(-1, NUM_PERM).copy()
+            for (event_id, _), sig, keys in zip(sketches, sigs, _band_keys(sigs).tolist()):
+                state.add_sketch(event_id, sig, keys)
         return state
 
 
@@ -346,9 +417,10 @@ class Deduper:
         attrs = _attrs(row)
         subject = str(attrs.get("subject") or "")
         raw_hash = content_hash(text)
-        if raw_hash in ts.hashes:
-            return None, self._dropped(row, "exact_duplicate", ts.hashes[raw_hash])
-        ts.hashes[raw_hash] = row["event_id"]
+        first = ts.first_with(raw_hash)
+        if first is not None:
+            return None, self._dropped(row, "exact_duplicate", first)
+        ts.remember_content(raw_hash, row["event_id"])
         if row.get("source_kind") == "email" and is_auto_reply(text, subject):
             return None, self._dropped(row, "auto_reply")
         cleaned, stripped = self._clean(row, text, subject, ts)
@@ -356,9 +428,10 @@ class Deduper:
         if reason:
             return None, self._dropped(row, reason)
         clean_hash = content_hash(cleaned)
-        if clean_hash != raw_hash and clean_hash in ts.hashes:
-            return None, self._dropped(row, "exact_duplicate", ts.hashes[clean_hash])
-        ts.hashes.setdefault(clean_hash, row["event_id"])
+        first = ts.first_with(clean_hash) if clean_hash != raw_hash else None
+        if first is not None:
+            return None, self._dropped(row, "exact_duplicate", first)
+        ts.remember_content(clean_hash, row["event_id"])
         duplicate_of = None
         sig = minhash(cleaned)
         if sig is not None:
@@ -372,7 +445,7 @@ class Deduper:
                 stripped["near_duplicate"] = count_tokens(cleaned) - count_tokens(delta)
                 cleaned = delta
         unwrapped = unwrap(cleaned)
-        ts.sentences.update(_short_hash(unwrapped[a:b]) for a, b in sentence_spans(unwrapped))
+        ts.remember_sentences(_short_hash(unwrapped[a:b]) for a, b in sentence_spans(unwrapped))
         return self._kept(row, cleaned, stripped, duplicate_of), None
 
     def _clean(self, row: dict, text: str, subject: str, ts: TenantState) -> tuple[str, dict[str, int]]:
@@ -380,11 +453,11 @@ class Deduper:
             return text.strip(), {}
         own, quoted, stripped = split_quoted(text, subject, ts.sentences)
         own = unwrap(own)
-        tails = ts.tails.setdefault(row.get("sender") or "", Counter())
-        signed = strip_signature(own, tails)
+        sender = row.get("sender") or ""
+        signed = strip_signature(own, ts.tails.get(sender, Counter()))
         if count_tokens(own) > count_tokens(signed):
             stripped["signature"] = count_tokens(own) - count_tokens(signed)
-        tails.update(_short_hash(ln) for ln in _tail_lines(own))
+        ts.remember_tails(sender, (_short_hash(ln) for ln in _tail_lines(own)))
         cleaned = unwrap("\n\n".join(part for part in (signed.strip(), quoted.strip()) if part))
         return re.sub(r"\n{3,}", "\n\n", cleaned).strip(), stripped
 
