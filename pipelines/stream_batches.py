@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import apache_beam as beam
 
 from memtape.connectors.beam_io import RAW, ReadFromLance
-from memtape.connectors.lance_store import Store, quote_literal
+from memtape.connectors.lance_store import Store, in_lists, quote_literal
 from memtape.pipelines.derive import land_tables
 from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
@@ -125,10 +125,15 @@ class MicroBatcher:
         for name in names - self._followed:
             checkpoint = load_checkpoint(self.store, STREAM_TENANT, name)
             prune_states(self.store, checkpoint)
-            if checkpoint.generation:
-                for key, payload in carried_conversations(self.store, checkpoint).items():
-                    if _has_open_units(payload):
-                        self._open[key] = _OpenConversation(name, now)
+            if not checkpoint.generation:
+                continue
+            open_units = {key: ids for key, payload in carried_conversations(self.store, checkpoint).items()
+                          if (ids := _open_event_ids(payload))}
+            closed = _closed_by_a_dead_run(self.store, open_units)
+            if closed:  # close them again at once, with the same members, before any new message can join them
+                self._run([checkpoint], [], dict.fromkeys(closed, name), {}, frozenset(closed))
+            for key in open_units.keys() - closed:
+                self._open[key] = _OpenConversation(name, now)
         for key in [k for k, o in self._open.items() if o.checkpoint not in names]:
             del self._open[key]
         self._followed = set(names)
@@ -156,6 +161,28 @@ class MicroBatcher:
                 prune_states(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation))
 
 
-def _has_open_units(payload: str) -> bool:
+def _open_event_ids(payload: str) -> set[str]:
+    """The raw events a conversation's carried segmenter state holds open, kept or dropped."""
     state = json.loads(payload)
-    return bool(state.get("units") or state.get("dropped"))
+    return {u["event_id"] for u in (*state.get("units", ()), *state.get("dropped", ()))}
+
+
+def _closed_by_a_dead_run(store: Store, open_units: dict[str, set[str]]) -> set[str]:
+    """Conversations whose committed state holds units open that an episode already contains.
+
+    Only a run that died between landing its rows and committing its checkpoint
+    leaves such an episode: it closed the conversation (idle, in processing
+    time). A replay that sees more messages by then would close it with other
+    members, changing an episode readers already saw, or, split differently,
+    leave a raw event in two episodes. Closing it again at once, before any
+    new message joins, gives the same episodes with the same ids.
+    """
+    by_conversation: dict[tuple[str, str], str] = {tuple(key.split("\x1f", 1)): key for key in open_units}
+    closed: set[str] = set()
+    for where in in_lists("conversation_id", sorted({conversation for _, conversation in by_conversation})):
+        episodes = store.read("episodes", where=where, columns=["tenant", "conversation_id", "member_ids"]).to_pylist()
+        for episode in episodes:
+            key = by_conversation.get((episode["tenant"], episode["conversation_id"] or ""))
+            if key is not None and open_units[key] & set(episode["member_ids"]):
+                closed.add(key)
+    return closed
