@@ -67,7 +67,7 @@ def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None 
         return None
     where = f"kind != {quote_literal(CHECKPOINT)} AND (" + " OR ".join(committed) + ")"
     if scopes is not None:
-        where += " AND scope IN (" + ", ".join(quote_literal(s) for s in sorted(scopes)) + ")"
+        where += " AND (" + " OR ".join(in_lists("scope", sorted(scopes))) + ")"
     return where
 
 
