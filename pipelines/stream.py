@@ -51,14 +51,14 @@ class RawLander:
     def land(self, consumed: list[Any]) -> list[Landed]:
         names = {checkpoint_name(self.group, c.topic, c.partition) for c in consumed}
         stored = {name: load_checkpoint(self.store, STREAM_TENANT, name).progress.get("next_offset", 0) for name in names}
-        landed = []
+        landed, received = [], time.monotonic()
         for c in consumed:
             name = checkpoint_name(self.group, c.topic, c.partition)
             if c.offset < stored[name]:
                 self.stats.skipped += 1  # derived by a run that crashed before committing to Kafka
                 continue
             c.event.ingest_path = "stream"
-            landed.append(Landed(name, c.offset, c.event.to_row()))
+            landed.append(Landed(name, c.offset, c.event.to_row(), received))
         self.store.upsert(RAW, [item.row for item in landed])
         return landed
 

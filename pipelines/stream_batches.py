@@ -45,6 +45,7 @@ class Landed(NamedTuple):
     checkpoint: str
     offset: int
     row: dict
+    received: float | None = None  # time.monotonic() when the consumer got it; None: when its micro-batch runs
 
 
 def checkpoint_name(group: str, topic: str, partition: int) -> str:
@@ -62,7 +63,7 @@ def _scope_of(checkpoint_of_conversation: dict[str, str]) -> Callable[[dict], st
 @dataclasses.dataclass
 class _OpenConversation:
     checkpoint: str  # the partition checkpoint that carries the conversation's state
-    arrived: float  # when this process last saw a message of it, or took over its partition (monotonic)
+    arrived: float  # when this process last received a message of it, or took over its partition (monotonic)
 
 
 class MicroBatcher:
@@ -86,20 +87,24 @@ class MicroBatcher:
         """One micro-batch: ``landed`` rows above their partition's stored offset, plus the conversations gone idle.
 
         ``assigned`` names the checkpoints of the partitions this process holds.
-        Idleness is measured in processing time (since this process last saw the
-        conversation, or took over its partition), so replaying a historical
-        backlog does not close every episode at each micro-batch.
+        Idleness is measured in processing time, since this process received the
+        conversation's last message (not since derivation reached it, which may
+        lag) or took over its partition, so replaying a historical backlog does
+        not close every episode at each micro-batch.
         """
+        now = time.monotonic()
         self._follow(assigned | {item.checkpoint for item in landed})
         checkpoints = {name: load_checkpoint(self.store, STREAM_TENANT, name) for name in {item.checkpoint for item in landed}}
-        rows, owner, next_offsets = [], {}, {}
+        rows, owner, received, next_offsets = [], {}, {}, {}
         for item in landed:
             if item.offset < checkpoints[item.checkpoint].progress.get("next_offset", 0):
                 continue  # derived before: the raw landing already skips these, this guards a rebalance race
             rows.append(item.row)
-            owner[conversation_key(item.row)] = item.checkpoint
+            key = conversation_key(item.row)
+            owner[key] = item.checkpoint
+            at = now if item.received is None else item.received
+            received[key] = max(received.get(key, at), at)
             next_offsets[item.checkpoint] = max(next_offsets.get(item.checkpoint, 0), item.offset + 1)
-        now = time.monotonic()
         idle = {key: o.checkpoint for key, o in self._open.items()
                 if key not in owner and now - o.arrived >= self.idle_timeout_s}
         if rows or idle:
@@ -110,7 +115,7 @@ class MicroBatcher:
             self.stats.batches += 1
         for key in idle:
             del self._open[key]
-        self._open.update({key: _OpenConversation(name, now) for key, name in owner.items()})
+        self._open.update({key: _OpenConversation(name, received[key]) for key, name in owner.items()})
         self.stats.events += len(rows)
         self.stats.flushed += len(idle)
 

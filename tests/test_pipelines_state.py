@@ -1,7 +1,9 @@
-"""Checkpointed state: what a run that died before its checkpoint commit wrote never becomes the starting point."""
+"""Checkpointed state: what a run that died before its checkpoint commit wrote never becomes the starting point;
+the stream's idle timer counts from when a message was received."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -39,10 +41,10 @@ CHAT = ["Dana booked the Lisbon venue for the March offsite.", "Bob will send th
         "Separately, the quarterly security audit starts next Monday with the payments team."]
 
 
-def _landed(i: int) -> Landed:
+def _landed(i: int, received: float | None = None) -> Landed:
     event = RawEvent("acme", "im", "jsonl", f"m{i}", CHAT[i], datetime(2026, 3, 1, 9, i, tzinfo=timezone.utc),
                      conversation_id="offsite", sender=["dana", "bob", "ann"][i % 3])
-    return Landed(PARTITION, i, event.to_row())
+    return Landed(PARTITION, i, event.to_row(), received)
 
 
 def _die_before_commit(name: str, *args) -> None:
@@ -75,3 +77,15 @@ def test_episode_closed_by_a_run_that_died_before_its_commit_keeps_its_members_a
     assert list(episodes.values()) == [[ids[5]]]  # the sixth message opened an episode of its own
     memories = store.read("memories", columns=["episode_id", "raw_event_ids"]).to_pylist()
     assert sorted(m for memory in memories for m in memory["raw_event_ids"]) == sorted(ids)
+
+
+def test_idle_timeout_counts_from_when_the_message_was_received_not_from_when_derivation_reached_it(tmp_path):
+    store = Store(str(tmp_path / "home"))
+    store.upsert("raw_events", [_landed(i).row for i in range(3)])
+    batcher = MicroBatcher(store, pipeline_options("DirectRunner"), idle_timeout_s=60.0, stats=StreamStats())
+    received_long_ago = time.monotonic() - 120.0  # derivation ran two minutes behind the consumer
+    batcher.step([_landed(i, received_long_ago) for i in range(3)], {PARTITION})
+    assert store.count("memories") == 0
+    batcher.step([], {PARTITION})  # the conversation has been idle for longer than the timeout: it closes now
+    memories = store.read("memories", columns=["raw_event_ids"]).to_pylist()
+    assert [sorted(m["raw_event_ids"]) for m in memories] == [sorted(_landed(i).row["event_id"] for i in range(3))]
