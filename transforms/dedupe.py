@@ -60,6 +60,7 @@ _AUTO_REPLY_RE = re.compile(
     r"|(?:on|in) (?:vacation|holiday|leave) until|limited access to (?:e-?mail|my e-?mail)|will be out of the office)\b",
     re.I,
 )
+_AUTO_REPLY_CLUES = ("out of", "auto", "away from", "until", "limited access")  # each phrase above contains one
 _BLOCK_START_RES = {
     "reply": re.compile(
         r"^[ \t]*-{2,}\s*Original Message\s*-{2,}[ \t]*$"
@@ -92,6 +93,7 @@ _DISCLAIMER_RE = re.compile(
 _rng = np.random.default_rng(MINHASH_SEED)
 _PERM_A = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
 _PERM_B = _rng.integers(0, 2**63, NUM_PERM, dtype=np.uint64)
+_BAND_NUMBERS = np.arange(LSH_BANDS, dtype=np.uint32)[:, None]
 
 REASON_PHRASES = {
     "exact_duplicate": ("exact duplicate", "exact duplicates"),
@@ -117,10 +119,16 @@ def minhash(text: str) -> np.ndarray | None:
     ws = words(text[: MAX_SKETCH_WORDS * 12])[:MAX_SKETCH_WORDS]
     if len(ws) < MIN_WORDS_FOR_SKETCH:
         return None
-    shingles = {" ".join(ws[i : i + SHINGLE_WORDS]) for i in range(len(ws) - SHINGLE_WORDS + 1)}
-    x = np.fromiter((zlib.crc32(s.encode("utf-8", "surrogatepass")) for s in shingles), dtype=np.uint64)
-    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash.
-    return ((x[:, None] * _PERM_A + _PERM_B) >> np.uint64(32)).min(axis=0).astype(np.uint32)
+    # Each shingle's UTF-8 is its words' UTF-8 joined by spaces: encode once, hash in C loops. A shingle
+    # repeated in the text only repeats a row, which leaves every minimum as it is.
+    encoded = " ".join(ws).encode("utf-8", "surrogatepass").split(b" ")
+    shingles = map(b" ".join, zip(*(encoded[i:] for i in range(SHINGLE_WORDS))))
+    x = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint64, count=len(encoded) - SHINGLE_WORDS + 1)
+    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash. The shift
+    # is monotonic, so it can wait until after the minimum and run on one row.
+    hashed = np.multiply.outer(x, _PERM_A)
+    hashed += _PERM_B
+    return (hashed.min(axis=0) >> np.uint64(32)).astype(np.uint32)
 
 
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,8 +143,11 @@ def is_near_duplicate(a: str, b: str) -> bool:
     return jaccard_estimate(sa, sb) >= NEAR_DUP_JACCARD
 
 
-def _band_keys(sig: np.ndarray) -> list[str]:
-    return [f"{b}:{sig[b * LSH_ROWS:(b + 1) * LSH_ROWS].tobytes().hex()}" for b in range(LSH_BANDS)]
+def _band_keys(sig: np.ndarray) -> list[bytes]:
+    """One LSH key per band: the band's number and its rows, as bytes cut from a single buffer."""
+    keyed = np.hstack((_BAND_NUMBERS, sig.reshape(LSH_BANDS, LSH_ROWS))).tobytes()
+    width = len(keyed) // LSH_BANDS
+    return [keyed[i : i + width] for i in range(0, len(keyed), width)]
 
 
 @dataclasses.dataclass
@@ -146,7 +157,7 @@ class TenantState:
     hashes: dict[str, str] = dataclasses.field(default_factory=dict)  # content hash -> first event_id
     sentences: set[str] = dataclasses.field(default_factory=set)  # short hashes of stored sentences
     sketches: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # event_id -> MinHash
-    bands: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # LSH band key -> event_ids
+    bands: dict[bytes, list[str]] = dataclasses.field(default_factory=dict)  # LSH band key -> event_ids
     tails: dict[str, Counter] = dataclasses.field(default_factory=dict)  # sender -> tail line hash counts
 
     def near_duplicate_of(self, sig: np.ndarray) -> str | None:
@@ -232,9 +243,18 @@ def low_entropy_reason(text: str) -> str | None:
 
 def is_auto_reply(text: str, subject: str) -> bool:
     """Out-of-office and automatic replies: a stock phrase in the subject or a short body."""
-    if _AUTO_REPLY_RE.search(subject or ""):
+    if _has_auto_reply_phrase(subject or ""):
         return True
-    return bool(_AUTO_REPLY_RE.search(text)) and len(words(text)) <= AUTO_REPLY_MAX_WORDS
+    return _has_auto_reply_phrase(text) and len(words(text)) <= AUTO_REPLY_MAX_WORDS
+
+
+def _has_auto_reply_phrase(text: str) -> bool:
+    """_AUTO_REPLY_RE.search, skipped for ASCII text that lacks every clue (where case-insensitive means lower())."""
+    if text.isascii():
+        lowered = text.lower()
+        if not any(clue in lowered for clue in _AUTO_REPLY_CLUES):
+            return False
+    return bool(_AUTO_REPLY_RE.search(text))
 
 
 def _block_starts(text: str) -> list[tuple[int, str]]:
@@ -315,7 +335,7 @@ def strip_signature(text: str, tails: Counter) -> str:
     end = len(lines)
     while end > 0 and (not lines[end - 1].strip() or tails.get(_short_hash(lines[end - 1]), 0) > 0):
         end -= 1
-    if count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(text):
+    if end < len(lines) and count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(text):
         end = len(lines)
     cut = end
     head = "\n".join(lines[:end])
@@ -382,8 +402,9 @@ class Deduper:
         own = unwrap(own)
         tails = ts.tails.setdefault(row.get("sender") or "", Counter())
         signed = strip_signature(own, tails)
-        if count_tokens(own) > count_tokens(signed):
-            stripped["signature"] = count_tokens(own) - count_tokens(signed)
+        own_tokens, signed_tokens = count_tokens(own), count_tokens(signed)
+        if own_tokens > signed_tokens:
+            stripped["signature"] = own_tokens - signed_tokens
         tails.update(_short_hash(ln) for ln in _tail_lines(own))
         cleaned = unwrap("\n\n".join(part for part in (signed.strip(), quoted.strip()) if part))
         return re.sub(r"\n{3,}", "\n\n", cleaned).strip(), stripped
