@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -42,7 +43,6 @@ INITIAL_STRENGTH = 1.0
 KEPT_FUNCTION_WORDS = frozenset("no not nor never without before after during until against more most few over under off".split())
 FILLER_WORDS = frozenset("wow oh ah hey hi yeah yep haha lol omg um uh well actually definitely absolutely literally basically honestly totally super pretty quite".split())
 _DROPPED_WORDS = (STOPWORDS - KEPT_FUNCTION_WORDS) | FILLER_WORDS
-_APOSTROPHES = ("'", "\u2019")
 EPISODES_TAG = "episodes"
 
 GENERIC_WORDS = frozenset(
@@ -172,7 +172,7 @@ def condense(sentence: str) -> str:
     name or a month ("May", "US") and stays. Regex passes keep it fast.
     """
     text = sentence
-    if any(mark in text for mark in _APOSTROPHES):  # both patterns need one; most sentences have none
+    if "'" in text or "\u2019" in text:  # both patterns need an apostrophe; most sentences have none
         text = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", text))
     first = _FIRST_WORD_RE.match(text)
     if first and first.group(1).casefold() in _DROPPED_WORDS:
@@ -271,23 +271,26 @@ def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: 
     def cost(s: _Sentence) -> int:
         return s.short_tokens + (0 if s.unit in opened else label_cost[s.unit])
 
-    def gain(s: _Sentence) -> float:
-        return sum(w for word, w in s.weights.items() if word not in covered) + TRIPLE_WEIGHT * len(s.triples - facts)
+    def uncovered_weight(weights: dict[str, float]) -> float:
+        # The weights of words not covered yet, summed in the sentence's word order (C loops: this runs on every pop).
+        return sum(map(weights.__getitem__, itertools.filterfalse(covered.__contains__, weights)))
 
-    heap = [(-gain(s) / max(cost(s), 1) ** COST_EXPONENT, i) for i, s in enumerate(sentences)]
+    # Nothing is covered yet: each sentence's first score counts all its weights and facts.
+    heap = [(-(sum(s.weights.values()) + TRIPLE_WEIGHT * len(s.triples)) / max(cost(s), 1) ** COST_EXPONENT, i) for i, s in enumerate(sentences)]
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
         s = sentences[i]
-        current = gain(s) / max(cost(s), 1) ** COST_EXPONENT
+        s_cost = cost(s)
+        current = (uncovered_weight(s.weights) + TRIPLE_WEIGHT * len(s.triples - facts)) / max(s_cost, 1) ** COST_EXPONENT
         if current <= 0 or not s.short:
             continue
         if heap and current < -heap[0][0]:
             heapq.heappush(heap, (-current, i))
             continue
-        if spent + cost(s) > budget:
+        if spent + s_cost > budget:
             continue
-        spent += cost(s)
+        spent += s_cost
         s.text = s.short
         chosen.append(s)
         opened.add(s.unit)

@@ -54,41 +54,73 @@ ACK_WORDS = frozenset(
     do done hi hey hello bye cya see ya later night morning congrats congratulations yes yeah yep yup agreed
     a the for that this all sir""".split()
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clued:
+    """A regex and literal clues (lower case), one of which every match contains.
+
+    Most mail holds none of them, and ``in`` finds that far faster than the
+    regex engine can fail: ASCII text without a clue skips the regex (for ASCII
+    text, case-insensitive matching is comparing lower case).
+    """
+
+    regex: re.Pattern
+    clues: tuple[str, ...]
+
+    def may_match(self, text: str) -> bool:
+        if not text.isascii():
+            return True
+        lowered = text.lower()
+        return any(clue in lowered for clue in self.clues)
+
+    def search(self, text: str, pos: int = 0) -> re.Match | None:
+        return self.regex.search(text, pos) if self.may_match(text) else None
+
+    def finditer(self, text: str) -> Iterator[re.Match]:
+        return self.regex.finditer(text) if self.may_match(text) else iter(())
+
+    def findall(self, text: str) -> list[str]:
+        return self.regex.findall(text) if self.may_match(text) else []
+
+    def sub(self, repl: str, text: str) -> str:
+        return self.regex.sub(repl, text) if self.may_match(text) else text
+
+
 _LAUGH_RE = re.compile(r"^(?:ha|he|ja|lo|xd)+h?l?$")
-_AUTO_REPLY_RE = re.compile(
+_AUTO_REPLY_RE = _Clued(re.compile(
     r"\b(?:out of (?:the )?office|auto(?:matic)?[- ]?reply|autoreply|away from (?:my|the) (?:desk|office)"
     r"|(?:on|in) (?:vacation|holiday|leave) until|limited access to (?:e-?mail|my e-?mail)|will be out of the office)\b",
     re.I,
-)
-_AUTO_REPLY_CLUES = ("out of", "auto", "away from", "until", "limited access")  # each phrase above contains one
+), ("out of office", "out of the office", "auto", "away from", "vacation until", "holiday until", "leave until", "limited access to"))
 _BLOCK_START_RES = {
-    "reply": re.compile(
+    "reply": _Clued(re.compile(
         r"^[ \t]*-{2,}\s*Original Message\s*-{2,}[ \t]*$"
         r"|^[ \t]*On\b.{0,200}\bwrote:[ \t]*$"
         r"|^.{1,120}\bon \d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?::\d{2})?\s*[AP]M\s*$",
         re.I | re.M,
-    ),
-    "forward": re.compile(
+    ), ("original message", "wrote:", *(f"on {digit}" for digit in range(10)))),
+    "forward": _Clued(re.compile(
         r"^[ \t]*-{2,}[ \t]*Forwarded (?:by\b.*|message[ \t]*-{2,}[ \t]*)$|^[ \t]*Begin forwarded message:[ \t]*$",
         re.I | re.M,
-    ),
+    ), ("forwarded",)),
 }
-_OUTLOOK_HEADER_RE = re.compile(r"^[ \t]*From:[ \t].+\n[ \t]*(?:Sent|Date):\s", re.I | re.M)
-_ATTACHMENT_LINE_RE = re.compile(r"^[ \t]*- [^\n]+\.\w{2,4}[ \t]*$", re.M)
+_OUTLOOK_HEADER_RE = _Clued(re.compile(r"^[ \t]*From:[ \t].+\n[ \t]*(?:Sent|Date):\s", re.I | re.M), ("from:",))
+_ATTACHMENT_LINE_RE = _Clued(re.compile(r"^[ \t]*- [^\n]+\.\w{2,4}[ \t]*$", re.M), ("- ",))
 _HEADER_END_RE = re.compile(r"^\s*Subject:.*$", re.I | re.M)
 _FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:fw|fwd)\s*:", re.I)
-_QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*(?:\n|$)", re.M)
-_SIG_DELIMITER_RE = re.compile(r"^-- ?$", re.M)
+_QUOTED_LINE_RE = _Clued(re.compile(r"^[ \t]*>.*(?:\n|$)", re.M), (">",))
+_SIG_DELIMITER_RE = _Clued(re.compile(r"^-- ?$", re.M), ("--",))
 _VALEDICTION_RE = re.compile(
     r"^\s*(?:thanks|thank you|many thanks|regards|best|best regards|kind regards|warm regards|cheers|sincerely"
     r"|all the best|take care|yours)\b[\s,.!-]*(?:\w+[.!]?)?\s*$",
     re.I,
 )
-_DISCLAIMER_RE = re.compile(
+_DISCLAIMER_RE = _Clued(re.compile(
     r"^\s*(?:\**\s*)?(?:confidentiality notice|this (?:e-?mail|message|communication|transmission)\b.{0,80}"
     r"\b(?:confidential|privileged|intended)|the information (?:contained )?in this (?:e-?mail|message))",
     re.I | re.M,
-)
+), ("confidential", "privileged", "intended", "the information"))
 
 _rng = np.random.default_rng(MINHASH_SEED)
 _PERM_A = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
@@ -107,7 +139,12 @@ REASON_PHRASES = {
 
 
 def _norm(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    # Only the plain space is both printable and whitespace: a printable text without double or outer spaces is already
+    # in the form split-and-join gives, which most sentences are.
+    if folded.isprintable() and "  " not in folded and folded[:1] != " " != folded[-1:]:
+        return folded
+    return " ".join(folded.split())
 
 
 def _short_hash(text: str) -> str:
@@ -243,18 +280,9 @@ def low_entropy_reason(text: str) -> str | None:
 
 def is_auto_reply(text: str, subject: str) -> bool:
     """Out-of-office and automatic replies: a stock phrase in the subject or a short body."""
-    if _has_auto_reply_phrase(subject or ""):
+    if _AUTO_REPLY_RE.search(subject or ""):
         return True
-    return _has_auto_reply_phrase(text) and len(words(text)) <= AUTO_REPLY_MAX_WORDS
-
-
-def _has_auto_reply_phrase(text: str) -> bool:
-    """_AUTO_REPLY_RE.search, skipped for ASCII text that lacks every clue (where case-insensitive means lower())."""
-    if text.isascii():
-        lowered = text.lower()
-        if not any(clue in lowered for clue in _AUTO_REPLY_CLUES):
-            return False
-    return bool(_AUTO_REPLY_RE.search(text))
+    return bool(_AUTO_REPLY_RE.search(text)) and len(words(text)) <= AUTO_REPLY_MAX_WORDS
 
 
 def _block_starts(text: str) -> list[tuple[int, str]]:
