@@ -69,6 +69,7 @@ def _prefix_tree_alternation(words: Iterable[str]) -> str:
 
 
 def _alternation_of(node: dict[str, dict]) -> str:
+    # A word ending here is tried after its longer continuations, as in a longest-first flat alternation.
     branches = [re.escape(ch) + _alternation_of(child) if ch else "" for ch, child in sorted(node.items(), key=lambda kv: not kv[0])]
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 

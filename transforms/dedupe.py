@@ -182,7 +182,7 @@ def is_near_duplicate(a: str, b: str) -> bool:
 
 def _band_keys(sig: np.ndarray) -> list[bytes]:
     """One LSH key per band: the band's number and its rows, as bytes cut from a single buffer."""
-    keyed = np.hstack((_BAND_NUMBERS, sig.reshape(LSH_BANDS, LSH_ROWS))).tobytes()
+    keyed = np.concatenate((_BAND_NUMBERS, sig.reshape(LSH_BANDS, LSH_ROWS)), axis=1).tobytes()
     width = len(keyed) // LSH_BANDS
     return [keyed[i : i + width] for i in range(0, len(keyed), width)]
 
@@ -199,10 +199,13 @@ class TenantState:
 
     def near_duplicate_of(self, sig: np.ndarray) -> str | None:
         best, best_j = None, NEAR_DUP_JACCARD
+        estimates: dict[str, float] = {}  # a candidate recurs in every band it shares; estimate it once
         for key in _band_keys(sig):
             for event_id in self.bands.get(key, ()):
-                j = jaccard_estimate(sig, self.sketches[event_id])
-                if j >= best_j:
+                j = estimates.get(event_id)
+                if j is None:
+                    j = estimates[event_id] = jaccard_estimate(sig, self.sketches[event_id])
+                if j >= best_j:  # ties go to the candidate met last, as before
                     best, best_j = event_id, j
         return best
 
@@ -403,7 +406,8 @@ class Deduper:
         reason = low_entropy_reason(cleaned)
         if reason:
             return None, self._dropped(row, reason)
-        clean_hash = content_hash(cleaned)
+        # Outer whitespace never reaches a content hash: text that cleaning only stripped keeps the raw one.
+        clean_hash = raw_hash if cleaned == text.strip() else content_hash(cleaned)
         if clean_hash != raw_hash and clean_hash in ts.hashes:
             return None, self._dropped(row, "exact_duplicate", ts.hashes[clean_hash])
         ts.hashes.setdefault(clean_hash, row["event_id"])
