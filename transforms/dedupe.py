@@ -181,10 +181,12 @@ def is_near_duplicate(a: str, b: str) -> bool:
 
 
 def _band_keys(sig: np.ndarray) -> list[bytes]:
-    """One LSH key per band: the band's number and its rows, as bytes cut from a single buffer."""
-    keyed = np.concatenate((_BAND_NUMBERS, sig.reshape(LSH_BANDS, LSH_ROWS)), axis=1).tobytes()
-    width = len(keyed) // LSH_BANDS
-    return [keyed[i : i + width] for i in range(0, len(keyed), width)]
+    """One LSH key per band: the band's number and its rows as bytes, all converted in one numpy call.
+
+    Fixed-width bytes drop their trailing NULs on the way out, which keeps distinct keys distinct.
+    """
+    keyed = np.concatenate((_BAND_NUMBERS, sig.reshape(LSH_BANDS, LSH_ROWS)), axis=1)
+    return keyed.view(f"S{keyed.itemsize * keyed.shape[1]}").ravel().tolist()
 
 
 @dataclasses.dataclass
