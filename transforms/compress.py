@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import apache_beam as beam
 
 from memtape.schemas.records import stable_id
 from memtape.transforms.dedupe import describe_dropped
-from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence_spans, unwrap
+from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence_spans, unwrap, word_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ INITIAL_STRENGTH = 1.0
 KEPT_FUNCTION_WORDS = frozenset("no not nor never without before after during until against more most few over under off".split())
 FILLER_WORDS = frozenset("wow oh ah hey hi yeah yep haha lol omg um uh well actually definitely absolutely literally basically honestly totally super pretty quite".split())
 _DROPPED_WORDS = (STOPWORDS - KEPT_FUNCTION_WORDS) | FILLER_WORDS
-_WORDS_ALT = "|".join(sorted((re.escape(w) for w in _DROPPED_WORDS | {"I"} if "'" not in w), key=len, reverse=True))
-_DROPPED_RE = re.compile(rf"(?<![\w'&.:-])(?:{_WORDS_ALT})(?![\w'&-]|[.:]\w)")  # lower case only: capitalised ones are names
-_NEGATION_RE = re.compile(r"\b\w+n['\u2019]t\b", re.I)
-_CLITIC_RE = re.compile(r"['\u2019](?:s|m|re|ve|ll|d)\b", re.I)
-_FIRST_WORD_RE = re.compile(r"\W*(\w+)\b(?!['&-]\w)")
-_LOOSE_PUNCT_RE = re.compile(r"(?<![\w])[^\w\s$\u20ac\u00a3#]+|[^\w\s%$\u20ac\u00a3#]+(?!\w)|[$\u20ac\u00a3#](?!\w)")
 EPISODES_TAG = "episodes"
 
 GENERIC_WORDS = frozenset(
@@ -55,6 +50,41 @@ GENERIC_WORDS = frozenset(
     lol haha definitely absolutely fun excited proud hope hear appreciate sweet wonderful fantastic incredible
     stuff thing things lot lots pretty kinda gotta okay ok oh ah awesome cute lovely beautiful especially
     share sharing talk talking chat chatting know think feel feeling felt glad keep keeping bye later""".split()
+)
+
+
+def _prefix_tree_alternation(words: Iterable[str]) -> str:
+    """A regex alternation of ``words`` nested by shared prefixes, so a failed match costs a branch per letter, not per word.
+
+    It matches what the flat alternation matches wherever a match must span a
+    whole word (as _DROPPED_RE's lookarounds demand), whatever the branch order.
+    """
+    tree: dict[str, dict] = {}
+    for word in sorted(words):
+        node = tree
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a word ends here
+    return _alternation_of(tree)
+
+
+def _alternation_of(node: dict[str, dict]) -> str:
+    # A word ending here is tried after its longer continuations, as in a longest-first flat alternation.
+    branches = [re.escape(ch) + _alternation_of(child) if ch else "" for ch, child in sorted(node.items(), key=lambda kv: not kv[0])]
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+_DROPPED_ALT = _prefix_tree_alternation(w for w in _DROPPED_WORDS | {"I"} if "'" not in w)
+_DROPPED_RE = re.compile(rf"(?<![\w'&.:-]){_DROPPED_ALT}(?![\w'&-]|[.:]\w)")  # lower case only: capitalised ones are names
+_NEGATION_RE = re.compile(r"\b\w+n['\u2019]t\b", re.I)
+_CLITIC_RE = re.compile(r"['\u2019](?:s|m|re|ve|ll|d)\b", re.I)
+_FIRST_WORD_RE = re.compile(r"\W*(\w+)\b(?!['&-]\w)")
+# Marks standing loose: a run not attached to a word before it (currency signs aside), a run not attached to a word
+# after it (percent and currency aside), or a currency sign with no figure after it. Every match opens with a mark,
+# so the pattern consumes one first (and checks which kind by lookbehind): the regex engine then skips ahead to marks.
+_LOOSE_PUNCT_RE = re.compile(
+    r"[^\w\s](?:(?<=(?<!\w)[^\w\s$\u20ac\u00a3#])[^\w\s$\u20ac\u00a3#]*"
+    r"|(?<=[^\w\s%$\u20ac\u00a3#])[^\w\s%$\u20ac\u00a3#]*(?!\w)|(?<=[$\u20ac\u00a3#])(?!\w))"
 )
 
 
@@ -142,8 +172,9 @@ def condense(sentence: str) -> str:
     negation is never lost, and a capitalised stopword inside a sentence is a
     name or a month ("May", "US") and stays. Regex passes keep it fast.
     """
-    text = _NEGATION_RE.sub(" not", sentence)
-    text = _CLITIC_RE.sub("", text)
+    text = sentence
+    if "'" in text or "\u2019" in text:  # both patterns need an apostrophe; most sentences have none
+        text = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", text))
     first = _FIRST_WORD_RE.match(text)
     if first and first.group(1).casefold() in _DROPPED_WORDS:
         text = text[first.end():]
@@ -162,31 +193,29 @@ def speaker_label(sender: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _word_kind(raw: str) -> tuple[str, str | None]:
-    """(case-folded word, kind): kind None for a stopword or stray letter, else generic, figure, capital or plain."""
+def _word_score(raw: str) -> tuple[str, float, float] | None:
+    """(case-folded word, weight opening a sentence, weight elsewhere), or None for a stopword or stray letter."""
     w = raw.casefold()
     if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
-        return w, None
+        return None
     if w in GENERIC_WORDS:
-        return w, "generic"
-    if not raw.isalpha():
-        return w, "figure"
-    return w, "capital" if raw[0].isupper() else "plain"
+        return w, GENERIC_WEIGHT, GENERIC_WEIGHT
+    if not raw.isalpha():  # a figure or date
+        return w, NAME_OR_NUMBER_WEIGHT, NAME_OR_NUMBER_WEIGHT
+    if raw[0].isupper():  # a name, unless it only opens the sentence
+        return w, 1.0, NAME_OR_NUMBER_WEIGHT
+    return w, 1.0, 1.0
 
 
 def _word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
     """Weight of each content word; ``known`` words (the participants' own names, already in the header) count little."""
     weights: dict[str, float] = {}
-    for i, raw in enumerate(WORD_RE.findall(text)):
-        w, kind = _word_kind(raw)
-        if kind is None:
+    for i, raw in enumerate(word_tokens(text)):
+        score = _word_score(raw)
+        if score is None:
             continue
-        if kind == "generic" or w in known:
-            weight = GENERIC_WEIGHT
-        elif kind == "figure" or (kind == "capital" and i > 0):  # a capital opening the sentence says nothing
-            weight = NAME_OR_NUMBER_WEIGHT
-        else:
-            weight = 1.0
+        w, first, later = score
+        weight = GENERIC_WEIGHT if w in known else later if i else first
         if weights.get(w, 0.0) < weight:
             weights[w] = weight
     return weights
@@ -211,7 +240,8 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
         text = unwrap(unit.get("text") or "")
         unit_sentences = []
         for a, b in sentence_spans(text):
-            full, short = text[a:b], condense(text[a:b])
+            full = text[a:b]
+            short = condense(full)
             tokens, short_tokens = count_tokens(full), count_tokens(short)
             if short_tokens >= tokens:  # condensing saved nothing (or added a full stop): keep the original
                 short, short_tokens = full, tokens
@@ -242,23 +272,26 @@ def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: 
     def cost(s: _Sentence) -> int:
         return s.short_tokens + (0 if s.unit in opened else label_cost[s.unit])
 
-    def gain(s: _Sentence) -> float:
-        return sum(w for word, w in s.weights.items() if word not in covered) + TRIPLE_WEIGHT * len(s.triples - facts)
+    def uncovered_weight(weights: dict[str, float]) -> float:
+        # The weights of words not covered yet, summed in the sentence's word order (C loops: this runs on every pop).
+        return sum(map(weights.__getitem__, itertools.filterfalse(covered.__contains__, weights)))
 
-    heap = [(-gain(s) / max(cost(s), 1) ** COST_EXPONENT, i) for i, s in enumerate(sentences)]
+    # Nothing is covered yet: each sentence's first score counts all its weights and facts.
+    heap = [(-(sum(s.weights.values()) + TRIPLE_WEIGHT * len(s.triples)) / max(cost(s), 1) ** COST_EXPONENT, i) for i, s in enumerate(sentences)]
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
         s = sentences[i]
-        current = gain(s) / max(cost(s), 1) ** COST_EXPONENT
+        s_cost = cost(s)
+        current = (uncovered_weight(s.weights) + TRIPLE_WEIGHT * len(s.triples - facts)) / max(s_cost, 1) ** COST_EXPONENT
         if current <= 0 or not s.short:
             continue
         if heap and current < -heap[0][0]:
             heapq.heappush(heap, (-current, i))
             continue
-        if spent + cost(s) > budget:
+        if spent + s_cost > budget:
             continue
-        spent += cost(s)
+        spent += s_cost
         s.text = s.short
         chosen.append(s)
         opened.add(s.unit)

@@ -60,40 +60,73 @@ ACK_WORDS = frozenset(
     do done hi hey hello bye cya see ya later night morning congrats congratulations yes yeah yep yup agreed
     a the for that this all sir""".split()
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clued:
+    """A regex and literal clues (lower case), one of which every match contains.
+
+    Most mail holds none of them, and ``in`` finds that far faster than the
+    regex engine can fail: ASCII text without a clue skips the regex (for ASCII
+    text, case-insensitive matching is comparing lower case).
+    """
+
+    regex: re.Pattern
+    clues: tuple[str, ...]
+
+    def may_match(self, text: str) -> bool:
+        if not text.isascii():
+            return True
+        lowered = text.lower()
+        return any(clue in lowered for clue in self.clues)
+
+    def search(self, text: str, pos: int = 0) -> re.Match | None:
+        return self.regex.search(text, pos) if self.may_match(text) else None
+
+    def finditer(self, text: str) -> Iterator[re.Match]:
+        return self.regex.finditer(text) if self.may_match(text) else iter(())
+
+    def findall(self, text: str) -> list[str]:
+        return self.regex.findall(text) if self.may_match(text) else []
+
+    def sub(self, repl: str, text: str) -> str:
+        return self.regex.sub(repl, text) if self.may_match(text) else text
+
+
 _LAUGH_RE = re.compile(r"^(?:ha|he|ja|lo|xd)+h?l?$")
-_AUTO_REPLY_RE = re.compile(
+_AUTO_REPLY_RE = _Clued(re.compile(
     r"\b(?:out of (?:the )?office|auto(?:matic)?[- ]?reply|autoreply|away from (?:my|the) (?:desk|office)"
     r"|(?:on|in) (?:vacation|holiday|leave) until|limited access to (?:e-?mail|my e-?mail)|will be out of the office)\b",
     re.I,
-)
+), ("out of office", "out of the office", "auto", "away from", "vacation until", "holiday until", "leave until", "limited access to"))
 _BLOCK_START_RES = {
-    "reply": re.compile(
+    "reply": _Clued(re.compile(
         r"^[ \t]*-{2,}\s*Original Message\s*-{2,}[ \t]*$"
         r"|^[ \t]*On\b.{0,200}\bwrote:[ \t]*$"
         r"|^.{1,120}\bon \d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?::\d{2})?\s*[AP]M\s*$",
         re.I | re.M,
-    ),
-    "forward": re.compile(
+    ), ("original message", "wrote:", *(f"on {digit}" for digit in range(10)))),
+    "forward": _Clued(re.compile(
         r"^[ \t]*-{2,}[ \t]*Forwarded (?:by\b.*|message[ \t]*-{2,}[ \t]*)$|^[ \t]*Begin forwarded message:[ \t]*$",
         re.I | re.M,
-    ),
+    ), ("forwarded",)),
 }
-_OUTLOOK_HEADER_RE = re.compile(r"^[ \t]*From:[ \t].+\n[ \t]*(?:Sent|Date):\s", re.I | re.M)
-_ATTACHMENT_LINE_RE = re.compile(r"^[ \t]*- [^\n]+\.\w{2,4}[ \t]*$", re.M)
+_OUTLOOK_HEADER_RE = _Clued(re.compile(r"^[ \t]*From:[ \t].+\n[ \t]*(?:Sent|Date):\s", re.I | re.M), ("from:",))
+_ATTACHMENT_LINE_RE = _Clued(re.compile(r"^[ \t]*- [^\n]+\.\w{2,4}[ \t]*$", re.M), ("- ",))
 _HEADER_END_RE = re.compile(r"^\s*Subject:.*$", re.I | re.M)
 _FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:fw|fwd)\s*:", re.I)
-_QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*(?:\n|$)", re.M)
-_SIG_DELIMITER_RE = re.compile(r"^-- ?$", re.M)
+_QUOTED_LINE_RE = _Clued(re.compile(r"^[ \t]*>.*(?:\n|$)", re.M), (">",))
+_SIG_DELIMITER_RE = _Clued(re.compile(r"^-- ?$", re.M), ("--",))
 _VALEDICTION_RE = re.compile(
     r"^\s*(?:thanks|thank you|many thanks|regards|best|best regards|kind regards|warm regards|cheers|sincerely"
     r"|all the best|take care|yours)\b[\s,.!-]*(?:\w+[.!]?)?\s*$",
     re.I,
 )
-_DISCLAIMER_RE = re.compile(
+_DISCLAIMER_RE = _Clued(re.compile(
     r"^\s*(?:\**\s*)?(?:confidentiality notice|this (?:e-?mail|message|communication|transmission)\b.{0,80}"
     r"\b(?:confidential|privileged|intended)|the information (?:contained )?in this (?:e-?mail|message))",
     re.I | re.M,
-)
+), ("confidential", "privileged", "intended", "the information"))
 
 _rng = np.random.default_rng(MINHASH_SEED)
 _PERM_A = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
@@ -113,7 +146,12 @@ REASON_PHRASES = {
 
 
 def _norm(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    # Only the plain space is both printable and whitespace: a printable text without double or outer spaces is already
+    # in the form split-and-join gives, which most sentences are.
+    if folded.isprintable() and "  " not in folded and folded[:1] != " " != folded[-1:]:
+        return folded
+    return " ".join(folded.split())
 
 
 def _short_hash(text: str) -> str:
@@ -125,10 +163,16 @@ def minhash(text: str) -> np.ndarray | None:
     ws = words(text[: MAX_SKETCH_WORDS * 12])[:MAX_SKETCH_WORDS]
     if len(ws) < MIN_WORDS_FOR_SKETCH:
         return None
-    shingles = {" ".join(ws[i : i + SHINGLE_WORDS]) for i in range(len(ws) - SHINGLE_WORDS + 1)}
-    x = np.fromiter((zlib.crc32(s.encode("utf-8", "surrogatepass")) for s in shingles), dtype=np.uint64)
-    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash.
-    return ((x[:, None] * _PERM_A + _PERM_B) >> np.uint64(32)).min(axis=0).astype(np.uint32)
+    # Each shingle's UTF-8 is its words' UTF-8 joined by spaces: encode once, hash in C loops. A shingle
+    # repeated in the text only repeats a row, which leaves every minimum as it is.
+    encoded = " ".join(ws).encode("utf-8", "surrogatepass").split(b" ")
+    shingles = map(b" ".join, zip(*(encoded[i:] for i in range(SHINGLE_WORDS))))
+    x = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint64, count=len(encoded) - SHINGLE_WORDS + 1)
+    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash. The shift
+    # is monotonic, so it can wait until after the minimum and run on one row.
+    hashed = np.multiply.outer(x, _PERM_A)
+    hashed += _PERM_B
+    return (hashed.min(axis=0) >> np.uint64(32)).astype(np.uint32)
 
 
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
@@ -203,11 +247,14 @@ class TenantState:
 
     def near_duplicate_of(self, sig: np.ndarray) -> str | None:
         best, best_j = None, NEAR_DUP_JACCARD
+        estimates: dict[str, float] = {}  # a candidate recurs in every band it shares; estimate it once
         for key in _band_keys(sig).tolist():
             holders = self.bands.get(key, ())
             for event_id in (holders,) if isinstance(holders, str) else holders:
-                j = jaccard_estimate(sig, self.sketches[event_id])
-                if j >= best_j:
+                j = estimates.get(event_id)
+                if j is None:
+                    j = estimates[event_id] = jaccard_estimate(sig, self.sketches[event_id])
+                if j >= best_j:  # ties go to the candidate met last, as before
                     best, best_j = event_id, j
         return best
 
@@ -398,7 +445,7 @@ def strip_signature(text: str, tails: Counter) -> str:
     end = len(lines)
     while end > 0 and (not lines[end - 1].strip() or tails.get(_short_hash(lines[end - 1]), 0) > 0):
         end -= 1
-    if count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(text):
+    if end < len(lines) and count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(text):
         end = len(lines)
     cut = end
     head = "\n".join(lines[:end])
@@ -439,7 +486,8 @@ class Deduper:
         reason = low_entropy_reason(cleaned)
         if reason:
             return None, self._dropped(row, reason)
-        clean_hash = content_hash(cleaned)
+        # Outer whitespace never reaches a content hash: text that cleaning only stripped keeps the raw one.
+        clean_hash = raw_hash if cleaned == text.strip() else content_hash(cleaned)
         first = ts.first_with(clean_hash) if clean_hash != raw_hash else None
         if first is not None:
             return None, self._dropped(row, "exact_duplicate", first)
@@ -467,8 +515,9 @@ class Deduper:
         own = unwrap(own)
         sender = row.get("sender") or ""
         signed = strip_signature(own, ts.tails.get(sender, Counter()))
-        if count_tokens(own) > count_tokens(signed):
-            stripped["signature"] = count_tokens(own) - count_tokens(signed)
+        own_tokens, signed_tokens = count_tokens(own), count_tokens(signed)
+        if own_tokens > signed_tokens:
+            stripped["signature"] = own_tokens - signed_tokens
         ts.remember_tails(sender, (_short_hash(ln) for ln in _tail_lines(own)))
         cleaned = unwrap("\n\n".join(part for part in (signed.strip(), quoted.strip()) if part))
         return re.sub(r"\n{3,}", "\n\n", cleaned).strip(), stripped
