@@ -115,6 +115,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
+        assert "memtape stream: batches" in err  # without a terminal, progress still reaches stderr
 
 
 @pytest.mark.slow
