@@ -131,6 +131,11 @@ def in_lists(column: str, values: list[str], chunk: int = IN_LIST_CHUNK) -> list
     return [f"{column} IN ({', '.join(quote_literal(v) for v in values[k:k + chunk])})" for k in range(0, len(values), chunk)]
 
 
+def in_filter(column: str, values: list[str]) -> str:
+    """One filter for the rows whose ``column`` is any of ``values``: the chunked lists joined, ``false`` for none."""
+    return "(" + " OR ".join(in_lists(column, values)) + ")" if values else "false"
+
+
 def _last_per_key(data: pa.Table, key: str) -> pa.Table:
     """Keep one row per key (the last offered): Lance would insert both copies of a new key."""
     keys = data.column(key).to_pylist()

@@ -15,9 +15,10 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memtape.connectors.lance_store import Store, in_lists, quote_literal
+from memtape.connectors.lance_store import Store, in_filter, in_lists, quote_literal
 from memtape.errors import UserError
 from memtape.pipelines.maintain import maintain
+
 
 @dataclasses.dataclass
 class DeleteReport:
@@ -51,7 +52,7 @@ def select_events(store: Store, tenant: str, source_ids: list[str] | None = None
     """The event ids of ``tenant`` chosen by source ids, a source URI, or all of them."""
     where = f"tenant = {quote_literal(tenant)}"
     if source_ids:
-        where += " AND (" + " OR ".join(in_lists("source_id", source_ids)) + ")"
+        where += f" AND {in_filter('source_id', source_ids)}"
     elif source_uri:
         where += f" AND source_uri = {quote_literal(source_uri)}"
     elif not everything:

@@ -19,7 +19,7 @@ from typing import Any, Collection
 import apache_beam as beam
 
 from memtape.connectors.beam_io import ReadFromLance
-from memtape.connectors.lance_store import Store, in_lists, quote_literal
+from memtape.connectors.lance_store import Store, in_filter, in_lists, quote_literal
 from memtape.pipelines.memory import SEGMENTER_STATE
 from memtape.schemas.records import stable_id, utcnow
 
@@ -67,7 +67,7 @@ def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None 
         return None
     where = f"kind != {quote_literal(CHECKPOINT)} AND (" + " OR ".join(committed) + ")"
     if scopes is not None:
-        where += " AND (" + " OR ".join(in_lists("scope", sorted(scopes))) + ")"
+        where += f" AND {in_filter('scope', sorted(scopes))}"
     return where
 
 
