@@ -25,10 +25,19 @@ def stable_id(*parts: object) -> str:
     return h.hexdigest()
 
 
-def content_hash(text: str | None) -> str:
+def normalized(text: str) -> str:
+    """``text`` in NFKC, case-folded, its whitespace runs made single spaces and its ends trimmed."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    # Only the plain space is both printable and whitespace: a printable text without double or outer spaces is already
+    # in the form split-and-join gives, which most sentences are.
+    if folded.isprintable() and "  " not in folded and folded[:1] != " " != folded[-1:]:
+        return folded
+    return " ".join(folded.split())
+
+
+def content_hash(text: str | None, digest_size: int = 16) -> str:
     """Hash of whitespace- and case-normalised text: equal hashes mean the same content."""
-    norm = " ".join(unicodedata.normalize("NFKC", text or "").casefold().split())
-    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return hashlib.blake2b(normalized(text or "").encode("utf-8", "surrogatepass"), digest_size=digest_size).hexdigest()
 
 
 def utcnow() -> datetime:

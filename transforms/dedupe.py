@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import itertools
 import json
 import re
-import unicodedata
 import zlib
 from collections import Counter
 from typing import Any, Callable, Iterable, Iterator
@@ -145,17 +143,9 @@ REASON_PHRASES = {
 }
 
 
-def _norm(text: str) -> str:
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    # Only the plain space is both printable and whitespace: a printable text without double or outer spaces is already
-    # in the form split-and-join gives, which most sentences are.
-    if folded.isprintable() and "  " not in folded and folded[:1] != " " != folded[-1:]:
-        return folded
-    return " ".join(folded.split())
-
-
 def _short_hash(text: str) -> str:
-    return hashlib.blake2b(_norm(text).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    """A 64-bit content hash: sentence and tail-line memories hold many of them, and JSON carries each one."""
+    return content_hash(text, digest_size=8)
 
 
 def minhash(text: str) -> np.ndarray | None:
@@ -195,14 +185,12 @@ def _band_keys(sigs: np.ndarray) -> np.ndarray:
     return (rows * _BAND_MIX).sum(axis=-1, dtype=np.uint64) ^ _BAND_SALT
 
 
-def _bounded_insert(memory: dict, key: Any, value: Any, limit: int) -> list[Any]:
-    """Insert or refresh ``key`` as the newest entry of an insertion-ordered dict; return the oldest keys evicted."""
+def _bounded_insert(memory: dict, key: Any, value: Any, limit: int) -> None:
+    """Insert or refresh ``key`` as the newest entry of an insertion-ordered dict, dropping the oldest over ``limit``."""
     memory.pop(key, None)
     memory[key] = value
-    evicted = list(itertools.islice(memory, max(0, len(memory) - limit)))
-    for old in evicted:
-        del memory[old]
-    return evicted
+    while len(memory) > limit:
+        del memory[next(iter(memory))]
 
 
 @dataclasses.dataclass
@@ -222,16 +210,12 @@ class TenantState:
     bands: dict[int, str | list[str]] = dataclasses.field(default_factory=dict)
     tails: dict[str, Counter] = dataclasses.field(default_factory=dict)  # sender -> tail line hash counts
 
-    def first_with(self, content: str) -> str | None:
-        """The event that first carried this content hash, refreshed as recently seen; None for new content."""
+    def first_with(self, content: str, event_id: str) -> str | None:
+        """The event that first carried this content hash (now refreshed as recently seen), or None when the content
+        is new, and ``event_id`` is remembered as its first."""
         first = self.hashes.get(content)
-        if first is not None:
-            _bounded_insert(self.hashes, content, first, MAX_REMEMBERED_HASHES)
+        _bounded_insert(self.hashes, content, first or event_id, MAX_REMEMBERED_HASHES)
         return first
-
-    def remember_content(self, content: str, event_id: str) -> None:
-        if content not in self.hashes:
-            _bounded_insert(self.hashes, content, event_id, MAX_REMEMBERED_HASHES)
 
     def remember_sentences(self, sentence_hashes: Iterable[str]) -> None:
         for h in sentence_hashes:
@@ -476,10 +460,9 @@ class Deduper:
         attrs = _attrs(row)
         subject = str(attrs.get("subject") or "")
         raw_hash = content_hash(text)
-        first = ts.first_with(raw_hash)
+        first = ts.first_with(raw_hash, row["event_id"])
         if first is not None:
             return None, self._dropped(row, "exact_duplicate", first)
-        ts.remember_content(raw_hash, row["event_id"])
         if row.get("source_kind") == "email" and is_auto_reply(text, subject):
             return None, self._dropped(row, "auto_reply")
         cleaned, stripped = self._clean(row, text, subject, ts)
@@ -488,10 +471,9 @@ class Deduper:
             return None, self._dropped(row, reason)
         # Outer whitespace never reaches a content hash: text that cleaning only stripped keeps the raw one.
         clean_hash = raw_hash if cleaned == text.strip() else content_hash(cleaned)
-        first = ts.first_with(clean_hash) if clean_hash != raw_hash else None
+        first = ts.first_with(clean_hash, row["event_id"]) if clean_hash != raw_hash else None
         if first is not None:
             return None, self._dropped(row, "exact_duplicate", first)
-        ts.remember_content(clean_hash, row["event_id"])
         duplicate_of = None
         sig = minhash(cleaned)
         if sig is not None:
