@@ -140,7 +140,8 @@ def _relation_tokens(verb: Any) -> tuple[list[int], bool, str | None]:
             if child.dep_ != "neg":
                 toks.append(child.i)
         if child.dep_ == "aux" and child.tag_ == "MD":
-            modality = child.lower_ if lemma(child) in ("will", "would") else lemma(child)
+            stem = lemma(child)
+            modality = child.lower_ if stem in ("will", "would") else stem
     return toks, negated, modality
 
 
@@ -162,8 +163,9 @@ def _stems(verbs: Sequence[Any], particles: Sequence[Any]) -> tuple[str, str]:
         if n and any(c.dep_ == "aux" and c.lower_ == "to" for c in v.children):
             written.append("to")
             active.append("to")
-        written += ["be", v.lower_] if _is_passive(v) else [lemma(v).lower()]
-        active.append(lemma(v).lower())
+        stem = lemma(v).lower()
+        written += ["be", v.lower_] if _is_passive(v) else [stem]
+        active.append(stem)
     tail = [p.lower_ for p in particles]
     return " ".join(written + tail), " ".join(active + tail)
 
@@ -261,7 +263,8 @@ def _possessive(doc: Any, noun: Any, holder: tuple[int, ...] | None) -> Iterator
         owner = tuple(i for i in owner_span if doc[i].tag_ != "POS")
         whole = _span(doc, noun.i)
         thing = tuple(i for i in whole if i not in owner_span)
-        yield Extraction(holder or whole, (), f"{lemma(noun).lower()} of", owner, stem=lemma(noun).lower(), possessed=thing)
+        stem = lemma(noun).lower()
+        yield Extraction(holder or whole, (), f"{stem} of", owner, stem=stem, possessed=thing)
 
 
 def _folded(verb: Any) -> bool:
