@@ -240,10 +240,9 @@ class Tally:
 def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None = None,
              progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Backfill every conversation, ask every question with evidence, and score recall and the baselines."""
-    from memtape.connectors.lance_store import Store
+    from memtape.connectors.lance_store import Store, quote_literal
     from memtape.forgetting import OFF
     from memtape.recall import recall
-    from memtape.connectors.lance_store import quote_literal
 
     conversations = load_locomo(path)[:limit]
     with tempfile.TemporaryDirectory(prefix="memtape-eval-recall-") as tmp:
