@@ -12,7 +12,7 @@ from memtape.schemas import conform
 from memtape.schemas.records import stable_id
 from memtape.transforms.segment import (COHESION_AFTER, DEPTH_RADIUS, REFINE_RADIUS, EpisodeSegmenter, SegmenterConfig,
                                         TenantModel, conductance, modularity)
-from memtape.transforms.static_embed import static_embeddings
+from memtape.transforms.static_embed import cache_key, static_embeddings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "segment" / "topics.json"
 T0 = datetime(2024, 5, 3, 9, 0, tzinfo=timezone.utc)
@@ -51,6 +51,14 @@ def test_static_embeddings_keep_words_and_drop_punctuation(emb):
     assert pieces == ["book", "a", "taxi", "please"]
     vec = emb.vector(ids, np.ones(len(ids)))
     assert vec.shape == (384,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+
+
+def test_static_embedding_cache_key_follows_the_weights_not_the_install_path(tmp_path):
+    first, second, other = (tmp_path / name / "model.safetensors" for name in ("venv-a", "venv-b", "venv-c"))
+    for path, content in ((first, b"same weights"), (second, b"same weights"), (other, b"other weights")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    assert cache_key(first) == cache_key(second) != cache_key(other)
 
 
 def test_same_topic_units_are_closer_than_other_topic_units(emb):

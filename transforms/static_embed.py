@@ -12,6 +12,7 @@ never downloads anything and never touches the store.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,14 @@ def _distill(model_dir: str, cls_id: int, sep_id: int) -> np.ndarray:
     return out
 
 
+def cache_key(weights: Path) -> str:
+    """The cached matrix's key: a digest of the weights' bytes, so every install of one model shares one file
+    (a key from the install's path left a new 47 MB copy behind for each virtualenv)."""
+    with weights.open("rb") as f:
+        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    return stable_id(digest, COMMON_DIRECTIONS)
+
+
 def _content_mask(tokenizer: object, vocab: int) -> np.ndarray:
     mask = np.zeros(vocab, dtype=bool)
     for i in range(FIRST_CONTENT_ID, vocab):
@@ -99,16 +108,15 @@ def static_embeddings(name: str | None = None) -> StaticEmbeddings:
     """The distilled static embeddings of the sentence model ``name`` (a local directory; the packaged MiniLM by default)."""
     from tokenizers import Tokenizer
 
-    from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, _embedding_path, offline
+    from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedding_model_path, offline
 
     offline()
-    model_dir = Path(_embedding_path(name or DEFAULT_EMBEDDING_MODEL))
+    model_dir = Path(embedding_model_path(name or DEFAULT_EMBEDDING_MODEL))
     weights = next(p for p in (model_dir / "model.safetensors", model_dir / "pytorch_model.bin") if p.exists())
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    key = stable_id(model_dir.resolve(), weights.stat().st_size, COMMON_DIRECTIONS)
-    cached = cache_dir() / f"static-embed-{key}.npy"
+    cached = cache_dir() / f"static-embed-{cache_key(weights)}.npy"
     if cached.exists():
         matrix = np.load(cached)
     else:
