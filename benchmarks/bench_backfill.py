@@ -46,7 +46,7 @@ from memtape.pipelines.runner import DEFAULT_RUNNER
 from memtape.schemas.records import RawEvent, utcnow
 from memtape.transforms.compress import build_memory
 from memtape.transforms.dedupe import Deduper
-from memtape.transforms.embed import embed_texts, memory_text
+from memtape.transforms.encode import embed_texts, memory_text
 from memtape.transforms.entities import EntityResolver
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, embedder, spacy_model
 from memtape.transforms.static_embed import static_embeddings

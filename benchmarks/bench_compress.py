@@ -29,7 +29,7 @@ def _load(path: Path) -> tuple[list[dict], list[list[dict]]]:
 
 
 def bench(path: Path, repeats: int, embed_limit: int, device: str | None) -> dict:
-    from memtape.transforms.embed import embed_texts, memory_text
+    from memtape.transforms.encode import embed_texts, memory_text
     from memtape.transforms.models import embedder, pick_device
 
     rows, episodes = _load(path)

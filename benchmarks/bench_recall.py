@@ -59,7 +59,7 @@ def _memory(rng: random.Random, template: int) -> tuple[list[tuple[str, str]], i
 
 def generate(store: Store, memories: int, tenants: int, templates: int, seed: int) -> float:
     """Land the raw events and memories; return the seconds it took."""
-    from memtape.transforms.embed import embed_texts
+    from memtape.transforms.encode import embed_texts
 
     start = time.perf_counter()
     rng = random.Random(seed)

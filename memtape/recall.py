@@ -111,7 +111,7 @@ def is_when_question(query: str) -> bool:
 
 def embed_query(query: str) -> Any:
     """The query's MiniLM embedding, made exactly as the pipeline embeds memories, on the one-thread encoder."""
-    from memtape.transforms.embed import embed_texts
+    from memtape.transforms.encode import embed_texts
 
     return _ENCODER.submit(lambda: embed_texts([query])[0]).result()
 

@@ -8,7 +8,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from memtape.schemas import EMBEDDING_DIM, conform
-from memtape.transforms.embed import EmbedMemories, embed_texts
+from memtape.transforms.embed import EmbedMemories
+from memtape.transforms.encode import embed_texts
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ DAY = timedelta(days=1)
 
 def make_memories(store: Store, tenant: str, specs: list[dict]) -> list[dict]:
     """Land one raw event and one memory per spec (text, who, when, kind), embedded as the pipeline does."""
-    from memtape.transforms.embed import embed_texts, memory_text
+    from memtape.transforms.encode import embed_texts, memory_text
 
     raws, rows = [], []
     for i, spec in enumerate(specs):
@@ -175,7 +175,7 @@ def test_recall_reinforces_what_it_returned_without_rebuilding_the_graph(tmp_pat
 
 
 def test_episode_memory_is_recalled_line_by_line_with_each_lines_raw_event(tmp_path) -> None:
-    from memtape.transforms.embed import embed_texts, memory_text
+    from memtape.transforms.encode import embed_texts, memory_text
 
     store = Store(str(tmp_path / "s"))
     turns = [("Ana", "Hey Ben, how was the weekend?"), ("Ben", "We drove to Porto and tried the famous francesinha sandwich."),

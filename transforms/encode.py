@@ -1,0 +1,29 @@
+"""Encode texts as unit-length MiniLM vectors: the one function memories and recall queries share.
+
+Memories (in the Beam embedding stage) and queries (on the recall path) must be
+embedded the same way, or their similarities would compare different things.
+This module imports no Beam, so a recall process never pays for loading it. It
+never writes tables and never reaches a model hub.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from memtape.transforms.models import embedder
+
+DEFAULT_BATCH_SIZE = 64
+
+
+def memory_text(row: dict) -> str:
+    """What a memory is embedded as: its header line, then its text."""
+    return "\n".join(part for part in (row.get("header"), row.get("text")) if part)
+
+
+def embed_texts(texts: Sequence[str], model: Any | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text, whatever precision the model computes in."""
+    model = model or embedder()
+    # Normalised here, in float32: a float16 model on a GPU would otherwise leave the lengths off by about 1e-3.
+    vectors = np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
