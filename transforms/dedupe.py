@@ -229,10 +229,12 @@ class TenantState:
             ranked = sorted(enumerate(tails.items()), key=lambda p: (p[1][1], p[0]), reverse=True)
             self.tails[sender] = Counter(dict(item for _, item in sorted(ranked[:MAX_TAIL_LINES_PER_SENDER])))
 
-    def near_duplicate_of(self, sig: np.ndarray) -> str | None:
+    def near_duplicate_of(self, sig: np.ndarray, keys: list[int] | None = None) -> str | None:
+        """The remembered event whose sketch is most like ``sig`` at NEAR_DUP_JACCARD or above (``keys``: its band keys,
+        when already computed), or None."""
         best, best_j = None, NEAR_DUP_JACCARD
         estimates: dict[str, float] = {}  # a candidate recurs in every band it shares; estimate it once
-        for key in _band_keys(sig).tolist():
+        for key in keys if keys is not None else _band_keys(sig).tolist():
             holders = self.bands.get(key, ())
             for event_id in (holders,) if isinstance(holders, str) else holders:
                 j = estimates.get(event_id)
@@ -388,7 +390,7 @@ def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dic
     """
     stripped: Counter = Counter()
     quoted_lines = "".join(_QUOTED_LINE_RE.findall(text))
-    body = _QUOTED_LINE_RE.sub("", text)
+    body = _QUOTED_LINE_RE.sub("", text) if quoted_lines else text
     starts = _block_starts(body)
     own = body[: starts[0][0]] if starts else body
     has_own = has_content_words(_ATTACHMENT_LINE_RE.sub("", own))
@@ -477,9 +479,10 @@ class Deduper:
         duplicate_of = None
         sig = minhash(cleaned)
         if sig is not None:
-            duplicate_of = ts.near_duplicate_of(sig)
+            keys = _band_keys(sig).tolist()
+            duplicate_of = ts.near_duplicate_of(sig, keys)
             if duplicate_of is None:
-                ts.add_sketch(row["event_id"], sig)
+                ts.add_sketch(row["event_id"], sig, keys)
             else:
                 delta = _unseen_sentences(cleaned, ts.sentences)
                 if len(content_words(delta)) < DELTA_MIN_CONTENT_WORDS:
