@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from memtape.schemas.records import content_hash
+from memtape.schemas.records import content_hash, content_hashes
 from memtape.transforms.tokens import WORD_RE, content_words, count_tokens, has_content_words, sentence_spans, unwrap, words
 
 NUM_PERM = 126
@@ -146,6 +146,12 @@ REASON_PHRASES = {
 def _short_hash(text: str) -> str:
     """A 64-bit content hash: sentence and tail-line memories hold many of them, and JSON carries each one."""
     return content_hash(text, digest_size=8)
+
+
+def _sentence_hashes(text: str) -> tuple[list[tuple[int, int]], list[str]]:
+    """The sentence spans of unwrapped ``text`` and their ``_short_hash``es."""
+    spans = sentence_spans(text)
+    return spans, content_hashes(text, spans, digest_size=8)
 
 
 def minhash(text: str) -> np.ndarray | None:
@@ -379,7 +385,8 @@ def _block_body(block: str) -> str:
 
 def _unseen_sentences(text: str, seen: set[str]) -> str:
     text = unwrap(text)
-    return "\n".join(text[a:b] for a, b in sentence_spans(text) if _short_hash(text[a:b]) not in seen)
+    spans, hashes = _sentence_hashes(text)
+    return "\n".join(text[a:b] for (a, b), h in zip(spans, hashes) if h not in seen)
 
 
 def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dict[str, int]]:
@@ -490,7 +497,7 @@ class Deduper:
                 stripped["near_duplicate"] = count_tokens(cleaned) - count_tokens(delta)
                 cleaned = delta
         unwrapped = unwrap(cleaned)
-        ts.remember_sentences(_short_hash(unwrapped[a:b]) for a, b in sentence_spans(unwrapped))
+        ts.remember_sentences(_sentence_hashes(unwrapped)[1])
         return self._kept(row, cleaned, stripped, duplicate_of), None
 
     def _clean(self, row: dict, text: str, subject: str, ts: TenantState) -> tuple[str, dict[str, int]]:
