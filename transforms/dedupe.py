@@ -49,6 +49,7 @@ MAX_REMEMBERED_HASHES = 20_000
 MAX_REMEMBERED_SENTENCES = 20_000
 MAX_REMEMBERED_SKETCHES = 5_000
 MAX_TAIL_LINES_PER_SENDER = 256
+SHORT_HASH_BYTES = 8  # sentence and tail-line hashes: many are remembered, 64 bits keep them apart
 
 KEPT, DROPPED, STATE = "kept", "dropped", "state"
 
@@ -145,13 +146,12 @@ REASON_PHRASES = {
 
 def _short_hash(text: str) -> str:
     """A 64-bit content hash: sentence and tail-line memories hold many of them, and JSON carries each one."""
-    return content_hash(text, digest_size=8)
+    return content_hash(text, digest_size=SHORT_HASH_BYTES)
 
 
-def _sentence_hashes(text: str) -> tuple[list[tuple[int, int]], list[str]]:
-    """The sentence spans of unwrapped ``text`` and their ``_short_hash``es."""
-    spans = sentence_spans(text)
-    return spans, content_hashes(text, spans, digest_size=8)
+def _short_hashes(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    """``_short_hash`` of each span of ``text``, the text case-folded once for all of them."""
+    return content_hashes(text, spans, digest_size=SHORT_HASH_BYTES)
 
 
 def minhash(text: str) -> np.ndarray | None:
@@ -385,8 +385,8 @@ def _block_body(block: str) -> str:
 
 def _unseen_sentences(text: str, seen: set[str]) -> str:
     text = unwrap(text)
-    spans, hashes = _sentence_hashes(text)
-    return "\n".join(text[a:b] for (a, b), h in zip(spans, hashes) if h not in seen)
+    spans = sentence_spans(text)
+    return "\n".join(text[a:b] for (a, b), h in zip(spans, _short_hashes(text, spans)) if h not in seen)
 
 
 def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dict[str, int]]:
@@ -497,7 +497,7 @@ class Deduper:
                 stripped["near_duplicate"] = count_tokens(cleaned) - count_tokens(delta)
                 cleaned = delta
         unwrapped = unwrap(cleaned)
-        ts.remember_sentences(_sentence_hashes(unwrapped)[1])
+        ts.remember_sentences(_short_hashes(unwrapped, sentence_spans(unwrapped)))
         return self._kept(row, cleaned, stripped, duplicate_of), None
 
     def _clean(self, row: dict, text: str, subject: str, ts: TenantState) -> tuple[str, dict[str, int]]:
