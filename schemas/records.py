@@ -11,7 +11,7 @@ import hashlib
 import json
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 MAX_DEAD_LETTER_RAW_BYTES = 64 * 1024
 
@@ -27,7 +27,10 @@ def stable_id(*parts: object) -> str:
 
 def normalized(text: str) -> str:
     """``text`` in NFKC, case-folded, its whitespace runs made single spaces and its ends trimmed."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _single_spaced(unicodedata.normalize("NFKC", text).casefold())
+
+
+def _single_spaced(folded: str) -> str:
     # Only the plain space is both printable and whitespace: a printable text without double or outer spaces is already
     # in the form split-and-join gives, which most sentences are.
     if folded.isprintable() and "  " not in folded and folded[:1] != " " != folded[-1:]:
@@ -37,7 +40,20 @@ def normalized(text: str) -> str:
 
 def content_hash(text: str | None, digest_size: int = 16) -> str:
     """Hash of whitespace- and case-normalised text: equal hashes mean the same content."""
-    return hashlib.blake2b(normalized(text or "").encode("utf-8", "surrogatepass"), digest_size=digest_size).hexdigest()
+    return _digest(normalized(text or ""), digest_size)
+
+
+def content_hashes(text: str, spans: Iterable[tuple[int, int]], digest_size: int = 16) -> list[str]:
+    """``content_hash`` of each ``text[a:b]``; ASCII text (NFKC leaves it as it is, case folding lower-cases it) is
+    folded once for all its spans."""
+    if not text.isascii():
+        return [content_hash(text[a:b], digest_size) for a, b in spans]
+    folded = text.lower()
+    return [_digest(_single_spaced(folded[a:b]), digest_size) for a, b in spans]
+
+
+def _digest(normal: str, digest_size: int) -> str:
+    return hashlib.blake2b(normal.encode("utf-8", "surrogatepass"), digest_size=digest_size).hexdigest()
 
 
 def utcnow() -> datetime:

@@ -172,16 +172,28 @@ def condense(sentence: str) -> str:
     negation is never lost, and a capitalised stopword inside a sentence is a
     name or a month ("May", "US") and stays. Regex passes keep it fast.
     """
-    text = sentence
-    if "'" in text or "\u2019" in text:  # both patterns need an apostrophe; most sentences have none
-        text = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", text))
-    first = _FIRST_WORD_RE.match(text)
-    if first and first.group(1).casefold() in _DROPPED_WORDS:
-        text = text[first.end():]
-    text = _DROPPED_RE.sub(" ", text)
-    text = _LOOSE_PUNCT_RE.sub(" ", text)
-    text = " ".join(text.split())
-    return text + "." if text else ""
+    return condense_all([sentence.replace("\n", " ")])[0]  # inside a sentence a line break is only whitespace
+
+
+def condense_all(sentences: list[str]) -> list[str]:
+    """``condense`` of each of ``sentences`` (none holding a line break), the two costliest passes run once over all.
+
+    Those passes match within a line and see a line break as they see the
+    string's ends (whitespace, no word), so one pass over the sentences joined
+    by line breaks condenses each as if alone.
+    """
+    if not sentences:
+        return []
+    opened = []
+    for text in sentences:
+        if "'" in text or "\u2019" in text:  # both patterns need an apostrophe; most sentences have none
+            text = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", text))
+        first = _FIRST_WORD_RE.match(text)
+        if first and first.group(1).casefold() in _DROPPED_WORDS:
+            text = text[first.end():]
+        opened.append(text)
+    condensed = _LOOSE_PUNCT_RE.sub(" ", _DROPPED_RE.sub(" ", "\n".join(opened)))
+    return [f"{words}." if (words := " ".join(line.split())) else "" for line in condensed.split("\n")]
 
 
 def speaker_label(sender: str | None) -> str:
@@ -238,10 +250,10 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
     out: list[_Sentence] = []
     for i, unit in enumerate(units):
         text = unwrap(unit.get("text") or "")
+        spans = sentence_spans(text)
+        fulls = [text[a:b] for a, b in spans]  # line breaks end sentences: none holds one
         unit_sentences = []
-        for a, b in sentence_spans(text):
-            full = text[a:b]
-            short = condense(full)
+        for (a, _), full, short in zip(spans, fulls, condense_all(fulls)):
             tokens, short_tokens = count_tokens(full), count_tokens(short)
             if short_tokens >= tokens:  # condensing saved nothing (or added a full stop): keep the original
                 short, short_tokens = full, tokens

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from memtape.schemas.records import content_hash
+from memtape.schemas.records import content_hash, content_hashes
 from memtape.transforms.tokens import WORD_RE, content_words, count_tokens, has_content_words, sentence_spans, unwrap, words
 
 NUM_PERM = 126
@@ -49,6 +49,7 @@ MAX_REMEMBERED_HASHES = 20_000
 MAX_REMEMBERED_SENTENCES = 20_000
 MAX_REMEMBERED_SKETCHES = 5_000
 MAX_TAIL_LINES_PER_SENDER = 256
+SHORT_HASH_BYTES = 8  # sentence and tail-line hashes: many are remembered, 64 bits keep them apart
 
 KEPT, DROPPED, STATE = "kept", "dropped", "state"
 
@@ -145,7 +146,12 @@ REASON_PHRASES = {
 
 def _short_hash(text: str) -> str:
     """A 64-bit content hash: sentence and tail-line memories hold many of them, and JSON carries each one."""
-    return content_hash(text, digest_size=8)
+    return content_hash(text, digest_size=SHORT_HASH_BYTES)
+
+
+def _short_hashes(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    """``_short_hash`` of each span of ``text``, the text case-folded once for all of them."""
+    return content_hashes(text, spans, digest_size=SHORT_HASH_BYTES)
 
 
 def minhash(text: str) -> np.ndarray | None:
@@ -229,10 +235,12 @@ class TenantState:
             ranked = sorted(enumerate(tails.items()), key=lambda p: (p[1][1], p[0]), reverse=True)
             self.tails[sender] = Counter(dict(item for _, item in sorted(ranked[:MAX_TAIL_LINES_PER_SENDER])))
 
-    def near_duplicate_of(self, sig: np.ndarray) -> str | None:
+    def near_duplicate_of(self, sig: np.ndarray, keys: list[int] | None = None) -> str | None:
+        """The remembered event whose sketch is most like ``sig`` at NEAR_DUP_JACCARD or above (``keys``: its band keys,
+        when already computed), or None."""
         best, best_j = None, NEAR_DUP_JACCARD
         estimates: dict[str, float] = {}  # a candidate recurs in every band it shares; estimate it once
-        for key in _band_keys(sig).tolist():
+        for key in keys if keys is not None else _band_keys(sig).tolist():
             holders = self.bands.get(key, ())
             for event_id in (holders,) if isinstance(holders, str) else holders:
                 j = estimates.get(event_id)
@@ -377,7 +385,8 @@ def _block_body(block: str) -> str:
 
 def _unseen_sentences(text: str, seen: set[str]) -> str:
     text = unwrap(text)
-    return "\n".join(text[a:b] for a, b in sentence_spans(text) if _short_hash(text[a:b]) not in seen)
+    spans = sentence_spans(text)
+    return "\n".join(text[a:b] for (a, b), h in zip(spans, _short_hashes(text, spans)) if h not in seen)
 
 
 def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dict[str, int]]:
@@ -388,7 +397,7 @@ def split_quoted(text: str, subject: str, seen: set[str]) -> tuple[str, str, dic
     """
     stripped: Counter = Counter()
     quoted_lines = "".join(_QUOTED_LINE_RE.findall(text))
-    body = _QUOTED_LINE_RE.sub("", text)
+    body = _QUOTED_LINE_RE.sub("", text) if quoted_lines else text
     starts = _block_starts(body)
     own = body[: starts[0][0]] if starts else body
     has_own = has_content_words(_ATTACHMENT_LINE_RE.sub("", own))
@@ -477,9 +486,10 @@ class Deduper:
         duplicate_of = None
         sig = minhash(cleaned)
         if sig is not None:
-            duplicate_of = ts.near_duplicate_of(sig)
+            keys = _band_keys(sig).tolist()
+            duplicate_of = ts.near_duplicate_of(sig, keys)
             if duplicate_of is None:
-                ts.add_sketch(row["event_id"], sig)
+                ts.add_sketch(row["event_id"], sig, keys)
             else:
                 delta = _unseen_sentences(cleaned, ts.sentences)
                 if len(content_words(delta)) < DELTA_MIN_CONTENT_WORDS:
@@ -487,7 +497,7 @@ class Deduper:
                 stripped["near_duplicate"] = count_tokens(cleaned) - count_tokens(delta)
                 cleaned = delta
         unwrapped = unwrap(cleaned)
-        ts.remember_sentences(_short_hash(unwrapped[a:b]) for a, b in sentence_spans(unwrapped))
+        ts.remember_sentences(_short_hashes(unwrapped, sentence_spans(unwrapped)))
         return self._kept(row, cleaned, stripped, duplicate_of), None
 
     def _clean(self, row: dict, text: str, subject: str, ts: TenantState) -> tuple[str, dict[str, int]]:

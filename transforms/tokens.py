@@ -15,9 +15,10 @@ import re
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 WORD_RE = re.compile(r"\w+")
-# A sentence ends at . ! ? or an ellipsis followed by space, or at a line break (wrapped lines are joined first).
-# A match is always one whole whitespace run; it opens with a plain \s so the regex engine skips ahead to spaces.
-_SENTENCE_END_RE = re.compile(r"\s(?:(?<=[.!?\u2026][\"')\]]\s)|(?<=[.!?\u2026]\s)|(?<=\n)|(?=\s*\n))\s*")
+# A sentence ends at . ! ? or an ellipsis (and a closing quote or bracket) followed by space, or at a line break
+# (wrapped lines are joined first). A match opens with the mark or the line break, so the regex engine skips ahead
+# to those rare characters, and runs to the end of the whitespace after it: group 1 is that whitespace after a mark.
+_SENTENCE_END_RE = re.compile(r"[.!?\u2026\n](?:(?<=\n)\s*|[\"')\]]?(\s+))")
 # An email line break inside a paragraph is only a wrap when the next line does not start a list item.
 _LIST_ITEM_RE = re.compile(r"^\s*(?:[-*\u2022>]|\d+[.)]|[A-Za-z][.)]\s)")
 MIN_CONTENT_WORD_CHARS = 2
@@ -113,7 +114,12 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     start, end = len(text) - len(text.lstrip()), len(text.rstrip())
     spans: list[tuple[int, int]] = []
     for match in _SENTENCE_END_RE.finditer(text, start, end):
-        spans.append((start, match.start()))
+        stop = match.start(1)
+        if stop < 0:  # a line break: the whitespace run holding it may open before it
+            stop = match.start()
+            while text[stop - 1].isspace():
+                stop -= 1
+        spans.append((start, stop))
         start = match.end()
     if start < end:
         spans.append((start, end))
