@@ -1,9 +1,12 @@
 """Throughput of dedupe + compression (no embeddings), with MiniLM embedding throughput beside it.
 
-Usage: python benchmarks/bench_compress.py [--data PATH ...] [--repeats 3] [--embed-limit 512] [--device auto]
+Usage: python benchmarks/bench_compress.py [--data PATH ...] [--repeats 3] [--embed-limit 512] [--device auto] [--passes]
 Prints one JSON object per data set: messages/s as the median of the repeats
 (wall clock, and per CPU second of this process, which shared machines
 distort less), and memories (and messages) embedded per second on the chosen device.
+``--passes`` adds what each text pass a message needs costs per character, timed
+alone over the raw texts (the fastest of the repeats): the floor under any
+arrangement of those passes.
 """
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import argparse
 import json
 import statistics
 import time
+import zlib
 from pathlib import Path
+from typing import Callable
 
 from memtape.evals.compression import compress_episodes, locomo_runs, maildir_rows, thread_windows
 from memtape.transforms.compress import DEFAULT_BUDGET_RATIO
@@ -60,15 +65,50 @@ def bench(path: Path, repeats: int, embed_limit: int, device: str | None) -> dic
     }
 
 
+def pass_costs(rows: list[dict], repeats: int) -> dict[str, float]:
+    """Nanoseconds per character of each text pass, alone over the raw texts, and their sum."""
+    from memtape.schemas.records import content_hash
+    from memtape.transforms.compress import _word_weights, condense_all
+    from memtape.transforms.dedupe import minhash
+    from memtape.transforms.tokens import count_tokens, sentence_spans, unwrap
+
+    texts = [row.get("text") or "" for row in rows]
+    unwrapped = [unwrap(text) for text in texts]
+    sentences = [[text[a:b] for a, b in sentence_spans(text)] for text in unwrapped]
+    passes: dict[str, Callable[[], object]] = {
+        "content_hash": lambda: [content_hash(text) for text in texts],
+        "zlib": lambda: [zlib.compress(text.encode()) for text in texts],
+        "minhash": lambda: [minhash(text) for text in texts],
+        "unwrap": lambda: [unwrap(text) for text in texts],
+        "sentence_spans": lambda: [sentence_spans(text) for text in unwrapped],
+        "condense": lambda: [condense_all(unit) for unit in sentences],
+        "count_tokens": lambda: [[count_tokens(s) for s in unit] for unit in sentences],
+        "word_weights": lambda: [[_word_weights(s, frozenset()) for s in unit] for unit in sentences],
+    }
+    chars = sum(map(len, texts))
+    costs = {name: min(_seconds(run) for _ in range(repeats)) / chars * 1e9 for name, run in passes.items()}
+    return {**{name: round(ns, 1) for name, ns in costs.items()}, "sum": round(sum(costs.values()), 1)}
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, action="append", help="LoCoMo .json or Maildir folder (repeatable)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--embed-limit", type=int, default=512, help="memories to embed for the embedding rate")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
+    parser.add_argument("--passes", action="store_true", help="add each text pass's nanoseconds per character")
     args = parser.parse_args()
     for path in args.data or DEFAULT_DATA:
-        print(json.dumps(bench(path, args.repeats, args.embed_limit, args.device)))
+        report = bench(path, args.repeats, args.embed_limit, args.device)
+        if args.passes:
+            report["pass_ns_per_char"] = pass_costs(_load(path)[0], args.repeats)
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":
