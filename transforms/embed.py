@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from memtape.transforms.encode import DEFAULT_BATCH_SIZE, embed_texts, memory_text
+from memtape.transforms.encode import embed_texts, memory_text
 from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedder
 
 MAX_BATCH_SIZE = 256
@@ -21,7 +21,7 @@ MAX_BATCH_SIZE = 256
 class _MiniLMHandler(ModelHandler[dict, dict, Any]):
     """RunInference handler: the shared MiniLM in, memory rows with embeddings out."""
 
-    def __init__(self, model_name: str, device: str | None, batch_size: int) -> None:
+    def __init__(self, model_name: str, device: str | None, batch_size: int | None) -> None:
         super().__init__()
         self._model_name = model_name
         self._device = device
@@ -41,7 +41,7 @@ class _MiniLMHandler(ModelHandler[dict, dict, Any]):
 class EmbedMemories(beam.PTransform):
     """MEMORIES rows -> the same rows with ``embedding`` filled (384 float32, unit length)."""
 
-    def __init__(self, model_name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, model_name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None, batch_size: int | None = None) -> None:
         super().__init__()
         self._handler = _MiniLMHandler(model_name, device, batch_size)
 
