@@ -14,7 +14,7 @@ import numpy as np
 from memtape.transforms.models import embedder
 
 CPU_BATCH_SIZE = 64
-GPU_BATCH_SIZE = 256  # on an H200, float16: 3,053 texts/s against 2,662 at 64 (BENCHMARKS.md, model stages on a GPU)
+GPU_BATCH_SIZE = 256  # on an H200, float16: 3,053 and 2,700 texts/s against 2,662 and 2,516 at 64 (BENCHMARKS.md)
 
 
 def memory_text(row: dict) -> str:

@@ -81,7 +81,7 @@ def _embedder(name: str, device: str) -> Any:
 def embedder(name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None) -> Any:
     """The sentence-transformers model ``name`` (the packaged MiniLM by default), shared per process.
 
-    On a GPU it computes in float16: on an H200 1.17x (batch 64) to 1.47x (batch 256) float32's rate, with
+    On a GPU it computes in float16: on an H200 1.2x (batch 64) to 1.3-1.5x (batch 256) float32's rate, with
     tokenising the limit, and within 1.5e-6 of float32's cosine (BENCHMARKS.md, model stages on a GPU).
     """
     with _LOCK:
