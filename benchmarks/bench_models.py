@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from memtape.transforms.encode import embed_texts
+from memtape.transforms.encode import CPU_BATCH_SIZE, GPU_BATCH_SIZE, embed_texts
 from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedding_model_path, embedder, pick_device
 from memtape.transforms.surprise import CausalLMSurprise, Unit, random_gpt2
 
@@ -40,7 +40,7 @@ CPU_EMBED_TEXTS = 256  # the CPU baseline encodes this many texts (the device en
 CPU_SURPRISE_TURNS = 100
 DEVICE_SURPRISE_TURNS = 1000
 SURPRISE_CONTEXT_TURNS = 16  # the open episode a turn is scored after: its conversation's previous turns
-EMBED_BATCH_SIZES = (64, 256)  # the pipeline's batch, and RunInference's largest
+EMBED_BATCH_SIZES = (CPU_BATCH_SIZE, GPU_BATCH_SIZE)  # the pipeline encodes in the first on a CPU, the second on a GPU
 
 
 def shared_texts() -> tuple[list[str], list[tuple[str, str]]]:
@@ -57,6 +57,8 @@ def shared_texts() -> tuple[list[str], list[tuple[str, str]]]:
 
 def export(folder: Path) -> None:
     """Write what a bare machine needs: the texts, CPU float32 reference vectors, and MiniLM saved as float16."""
+    from sentence_transformers import SentenceTransformer
+
     memories, turns = shared_texts()
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "texts.jsonl").open("w") as out:
@@ -65,8 +67,6 @@ def export(folder: Path) -> None:
         for conversation, text in turns:
             out.write(json.dumps({"kind": "turn", "conversation": conversation, "text": text}) + "\n")
     np.save(folder / "reference.npy", embed_texts(memories[:CPU_EMBED_TEXTS], embedder(device="cpu")))
-    from sentence_transformers import SentenceTransformer
-
     # Half the size, for a copy that must travel; the reference above is the packaged float32 model's.
     SentenceTransformer(embedding_model_path(DEFAULT_EMBEDDING_MODEL), device="cpu").half().save(str(folder / "minilm-fp16"))
     print(json.dumps({"exported": str(folder), "memories": len(memories), "turns": len(turns)}))
