@@ -235,12 +235,11 @@ class TenantState:
             ranked = sorted(enumerate(tails.items()), key=lambda p: (p[1][1], p[0]), reverse=True)
             self.tails[sender] = Counter(dict(item for _, item in sorted(ranked[:MAX_TAIL_LINES_PER_SENDER])))
 
-    def near_duplicate_of(self, sig: np.ndarray, keys: list[int] | None = None) -> str | None:
-        """The remembered event whose sketch is most like ``sig`` at NEAR_DUP_JACCARD or above (``keys``: its band keys,
-        when already computed), or None."""
+    def near_duplicate_of(self, sig: np.ndarray, keys: list[int]) -> str | None:
+        """The remembered event whose sketch is most like ``sig`` (band keys ``keys``) at NEAR_DUP_JACCARD or above, or None."""
         best, best_j = None, NEAR_DUP_JACCARD
         estimates: dict[str, float] = {}  # a candidate recurs in every band it shares; estimate it once
-        for key in keys if keys is not None else _band_keys(sig).tolist():
+        for key in keys:
             holders = self.bands.get(key, ())
             for event_id in (holders,) if isinstance(holders, str) else holders:
                 j = estimates.get(event_id)
@@ -250,12 +249,12 @@ class TenantState:
                     best, best_j = event_id, j
         return best
 
-    def add_sketch(self, event_id: str, sig: np.ndarray, keys: list[int] | None = None) -> None:
-        """Remember a sketch (``keys``: its band keys, when already computed), forgetting the oldest over the bound."""
+    def add_sketch(self, event_id: str, sig: np.ndarray, keys: list[int]) -> None:
+        """Remember a sketch and its band keys, forgetting the oldest over the bound."""
         if event_id in self.sketches:
             return
         self.sketches[event_id] = sig
-        for key in keys if keys is not None else _band_keys(sig).tolist():
+        for key in keys:
             holders = self.bands.get(key)
             if holders is None:
                 self.bands[key] = event_id
