@@ -140,7 +140,7 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
     verbatim or in their condensed rendering, that hold at least EVIDENCE_MIN_COVERAGE of its content words and every
     answer content word the turn contains.
     """
-    from memtape.transforms.compress import condense
+    from memtape.transforms.compress import condense_all
     from memtape.transforms.tokens import content_words, sentence_spans, unwrap
 
     by_member: dict[str, list[dict]] = defaultdict(list)
@@ -157,7 +157,7 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
         sentences = [text[a:b] for a, b in sentence_spans(text)]
         turn_words = content_words(text)
         needed = content_words(answer) & turn_words
-        renderings = [(s, condense(s)) for s in sentences]
+        renderings = list(zip(sentences, condense_all(sentences)))
         for memory in by_member[event_id]:
             kept = [full if full in memory["text"] else short for full, short in renderings if full in memory["text"] or (short and short in memory["text"])]
             kept_words = set().union(*(content_words(s) for s in kept))
