@@ -46,15 +46,16 @@ def command(bootstrap_servers: str, group: str, topic_prefix: str | None, max_se
     settings = StreamSettings(bootstrap_servers, group, topic_prefix or cfg.kafka.topic_prefix, client_options(cfg.kafka),
                               max_seconds, idle_timeout, batch_wait)
 
-    shown_at = [-math.inf]
+    shown_at = -math.inf
 
     def progress(stats) -> None:
+        nonlocal shown_at
         line = (f"batches {stats.batches}  events {stats.events}  episodes flushed {stats.flushed}  "
                 f"deriving {stats.derive_s:.0f} s")
         if sys.stderr.isatty():
             click.echo(f"\r{line}", nl=False, err=True)
-        elif time.monotonic() - shown_at[0] >= PROGRESS_EVERY_S:  # a job under a supervisor logs a line now and then
-            shown_at[0] = time.monotonic()
+        elif time.monotonic() - shown_at >= PROGRESS_EVERY_S:  # a job under a supervisor logs a line now and then
+            shown_at = time.monotonic()
             click.echo(f"memtape stream: {line}", err=True)
 
     stats = run_stream(open_store(home), settings, pipeline_options(runner), lambda: bool(stopping), progress)
