@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test bench fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml memtape/_textcore.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,audio]'

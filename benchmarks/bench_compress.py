@@ -5,8 +5,8 @@ Prints one JSON object per data set: messages/s as the median of the repeats
 (wall clock, and per CPU second of this process, which shared machines
 distort less), and memories (and messages) embedded per second on the chosen device.
 ``--passes`` adds what each text pass a message needs costs per character, timed
-alone over the raw texts (the fastest of the repeats): the floor under any
-arrangement of those passes.
+alone over the raw texts (the fastest of the repeats), through the compiled text
+core the pipeline runs and through the pass's Python definition, with their ratio.
 """
 from __future__ import annotations
 
@@ -65,29 +65,45 @@ def bench(path: Path, repeats: int, embed_limit: int, device: str | None) -> dic
     }
 
 
-def pass_costs(rows: list[dict], repeats: int) -> dict[str, float]:
-    """Nanoseconds per character of each text pass, alone over the raw texts, and their sum."""
-    from memtape.schemas.records import content_hash
-    from memtape.transforms.compress import _word_weights, condense_all
-    from memtape.transforms.dedupe import minhash
-    from memtape.transforms.tokens import count_tokens, sentence_spans, unwrap
+def pass_costs(rows: list[dict], repeats: int) -> dict[str, dict[str, float]]:
+    """Nanoseconds per character of each text pass alone over the raw texts: through the compiled text core (what the
+    pipeline runs) and through the Python definition beside it, where the pass has one, with their ratio."""
+    from memtape.schemas.records import content_hash, normalized
+    from memtape.transforms import compress, dedupe, tokens
 
     texts = [row.get("text") or "" for row in rows]
-    unwrapped = [unwrap(text) for text in texts]
-    sentences = [[text[a:b] for a, b in sentence_spans(text)] for text in unwrapped]
-    passes: dict[str, Callable[[], object]] = {
-        "content_hash": lambda: [content_hash(text) for text in texts],
-        "zlib": lambda: [zlib.compress(text.encode()) for text in texts],
-        "minhash": lambda: [minhash(text) for text in texts],
-        "unwrap": lambda: [unwrap(text) for text in texts],
-        "sentence_spans": lambda: [sentence_spans(text) for text in unwrapped],
-        "condense": lambda: [condense_all(unit) for unit in sentences],
-        "count_tokens": lambda: [[count_tokens(s) for s in unit] for unit in sentences],
-        "word_weights": lambda: [[_word_weights(s, frozenset()) for s in unit] for unit in sentences],
+    unwrapped = [tokens.unwrap(text) for text in texts]
+    sentences = [[text[a:b] for a, b in tokens.sentence_spans(text)] for text in unwrapped]
+    joined = ["\n".join(unit) for unit in sentences if unit]
+    passes: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
+        "content_hash": (lambda: [content_hash(text) for text in texts], lambda: [normalized(text).encode() for text in texts]),
+        "zlib": (lambda: [zlib.compress(text.encode()) for text in texts], None),
+        "minhash": (lambda: [dedupe.minhash(text) for text in texts], None),
+        "shingles": (lambda: [dedupe._shingle_hashes(text) for text in texts],
+                     lambda: [dedupe._py_shingle_hashes(text[: dedupe.MAX_SKETCH_WORDS * 12]) for text in texts]),
+        "unwrap": (lambda: [tokens.unwrap(text) for text in texts], lambda: [tokens._py_unwrap(text) for text in texts]),
+        "sentence_spans": (lambda: [tokens.sentence_spans(text) for text in unwrapped],
+                           lambda: [tokens._py_sentence_spans(text) for text in unwrapped]),
+        "condense": (lambda: [compress.condense_all(unit) for unit in sentences], lambda: [compress._py_condense_lines(text) for text in joined]),
+        "count_tokens": (lambda: [[tokens.count_tokens(s) for s in unit] for unit in sentences],
+                         lambda: [[len(tokens.TOKEN_RE.findall(s)) for s in unit] for unit in sentences]),
+        "word_weights": (lambda: [[compress._word_weights(s, frozenset()) for s in unit] for unit in sentences],
+                         lambda: [[compress._py_word_weights(s, frozenset()) for s in unit] for unit in sentences]),
     }
     chars = sum(map(len, texts))
-    costs = {name: min(_seconds(run) for _ in range(repeats)) / chars * 1e9 for name, run in passes.items()}
-    return {**{name: round(ns, 1) for name, ns in costs.items()}, "sum": round(sum(costs.values()), 1)}
+    ascii_share = sum(len(text) for text in texts if text.isascii()) / max(chars, 1)
+
+    def ns_per_char(run: Callable[[], object]) -> float:
+        return min(_seconds(run) for _ in range(repeats)) / chars * 1e9
+
+    costs: dict[str, dict[str, float]] = {}
+    for name, (pipeline, python) in passes.items():
+        costs[name] = {"pipeline": round(ns_per_char(pipeline), 1)}
+        if python is not None:
+            costs[name]["python"] = round(ns_per_char(python), 1)
+            costs[name]["python_over_pipeline"] = round(costs[name]["python"] / costs[name]["pipeline"], 2)
+    costs["sum"] = {"pipeline": round(sum(c["pipeline"] for c in costs.values()), 1), "ascii_share_of_chars": round(ascii_share, 4)}
+    return costs
 
 
 def _seconds(run: Callable[[], object]) -> float:

@@ -13,6 +13,8 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from memtape import _textcore
+
 MAX_DEAD_LETTER_RAW_BYTES = 64 * 1024
 
 
@@ -27,33 +29,26 @@ def stable_id(*parts: object) -> str:
 
 def normalized(text: str) -> str:
     """``text`` in NFKC, case-folded, its whitespace runs made single spaces and its ends trimmed."""
-    return _single_spaced(unicodedata.normalize("NFKC", text).casefold())
-
-
-def _single_spaced(folded: str) -> str:
-    # Only the plain space is both printable and whitespace: a printable text without double or outer spaces is already
-    # in the form split-and-join gives, which most sentences are.
-    if folded.isprintable() and "  " not in folded and folded[:1] != " " != folded[-1:]:
-        return folded
-    return " ".join(folded.split())
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def content_hash(text: str | None, digest_size: int = 16) -> str:
     """Hash of whitespace- and case-normalised text: equal hashes mean the same content."""
-    return _digest(normalized(text or ""), digest_size)
+    text = text or ""
+    if text.isascii():  # NFKC leaves ASCII as it is and case folding lower-cases it: the text core does the rest
+        return _digest(_textcore.spaced_lower(text, 0, len(text)), digest_size)
+    return _digest(normalized(text).encode("utf-8", "surrogatepass"), digest_size)
 
 
 def content_hashes(text: str, spans: Iterable[tuple[int, int]], digest_size: int = 16) -> list[str]:
-    """``content_hash`` of each ``text[a:b]``; ASCII text (NFKC leaves it as it is, case folding lower-cases it) is
-    folded once for all its spans."""
+    """``content_hash`` of each ``text[a:b]``."""
     if not text.isascii():
         return [content_hash(text[a:b], digest_size) for a, b in spans]
-    folded = text.lower()
-    return [_digest(_single_spaced(folded[a:b]), digest_size) for a, b in spans]
+    return [_digest(_textcore.spaced_lower(text, a, b), digest_size) for a, b in spans]
 
 
-def _digest(normal: str, digest_size: int) -> str:
-    return hashlib.blake2b(normal.encode("utf-8", "surrogatepass"), digest_size=digest_size).hexdigest()
+def _digest(normal: bytes, digest_size: int) -> str:
+    return hashlib.blake2b(normal, digest_size=digest_size).hexdigest()
 
 
 def utcnow() -> datetime:

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Protocol
 
 import apache_beam as beam
 
+from memtape import _textcore
 from memtape.schemas.records import stable_id
 from memtape.transforms.dedupe import describe_dropped
 from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence_spans, unwrap, word_tokens
@@ -74,7 +75,8 @@ def _alternation_of(node: dict[str, dict]) -> str:
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
-_DROPPED_ALT = _prefix_tree_alternation(w for w in _DROPPED_WORDS | {"I"} if "'" not in w)
+_DROPPED_REGEX_WORDS = frozenset(w for w in _DROPPED_WORDS | {"I"} if "'" not in w)  # what _DROPPED_RE drops
+_DROPPED_ALT = _prefix_tree_alternation(_DROPPED_REGEX_WORDS)
 _DROPPED_RE = re.compile(rf"(?<![\w'&.:-]){_DROPPED_ALT}(?![\w'&-]|[.:]\w)")  # lower case only: capitalised ones are names
 _NEGATION_RE = re.compile(r"\b\w+n['\u2019]t\b", re.I)
 _CLITIC_RE = re.compile(r"['\u2019](?:s|m|re|ve|ll|d)\b", re.I)
@@ -176,22 +178,27 @@ def condense(sentence: str) -> str:
 
 
 def condense_all(sentences: list[str]) -> list[str]:
-    """``condense`` of each of ``sentences`` (none holding a line break), the two costliest passes run once over all.
+    """``condense`` of each of ``sentences`` (none holding a line break), each pass run once over all.
 
-    Those passes match within a line and see a line break as they see the
+    Every pass matches within a line and sees a line break as it sees the
     string's ends (whitespace, no word), so one pass over the sentences joined
-    by line breaks condenses each as if alone.
+    by line breaks condenses each as if alone. ASCII text takes the compiled
+    text core, which gives what ``_py_condense_lines`` gives.
     """
     if not sentences:
         return []
+    joined = "\n".join(sentences)
+    return _textcore.condense_lines(joined, _DROPPED_REGEX_WORDS) if joined.isascii() else _py_condense_lines(joined)
+
+
+def _py_condense_lines(joined: str) -> list[str]:
+    """Condensing's definition in Python, by regexes, for any text: each line of ``joined`` condensed."""
+    if "'" in joined or "\u2019" in joined:  # both patterns need an apostrophe; most text has none
+        joined = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", joined))
     opened = []
-    for text in sentences:
-        if "'" in text or "\u2019" in text:  # both patterns need an apostrophe; most sentences have none
-            text = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", text))
-        first = _FIRST_WORD_RE.match(text)
-        if first and first.group(1).casefold() in _DROPPED_WORDS:
-            text = text[first.end():]
-        opened.append(text)
+    for line in joined.split("\n"):
+        first = _FIRST_WORD_RE.match(line)
+        opened.append(line[first.end():] if first and first.group(1).casefold() in _DROPPED_WORDS else line)
     condensed = _LOOSE_PUNCT_RE.sub(" ", _DROPPED_RE.sub(" ", "\n".join(opened)))
     return [f"{words}." if (words := " ".join(line.split())) else "" for line in condensed.split("\n")]
 
@@ -221,6 +228,13 @@ def _word_score(raw: str) -> tuple[str, float, float] | None:
 
 def _word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
     """Weight of each content word; ``known`` words (the participants' own names, already in the header) count little."""
+    if text.isascii():
+        return _textcore.word_weights(text, known, STOPWORDS, GENERIC_WORDS, GENERIC_WEIGHT, NAME_OR_NUMBER_WEIGHT)
+    return _py_word_weights(text, known)
+
+
+def _py_word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
+    """``_word_weights``'s definition in Python, for any text; equal weights keep the first-seen word order."""
     weights: dict[str, float] = {}
     for i, raw in enumerate(word_tokens(text)):
         score = _word_score(raw)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
+from memtape import _textcore
 from memtape.schemas.records import content_hash, content_hashes
 from memtape.transforms.tokens import WORD_RE, content_words, count_tokens, has_content_words, sentence_spans, unwrap, words
 
@@ -61,6 +63,10 @@ ACK_WORDS = frozenset(
 )
 
 
+# The rules below ask of the same text in turn: lower-case it once for all of them.
+_lowered = functools.lru_cache(maxsize=4)(str.lower)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Clued:
     """A regex and literal clues (lower case), one of which every match contains.
@@ -76,7 +82,7 @@ class _Clued:
     def may_match(self, text: str) -> bool:
         if not text.isascii():
             return True
-        lowered = text.lower()
+        lowered = _lowered(text)
         return any(clue in lowered for clue in self.clues)
 
     def search(self, text: str, pos: int = 0) -> re.Match | None:
@@ -156,19 +162,33 @@ def _short_hashes(text: str, spans: list[tuple[int, int]]) -> list[str]:
 
 def minhash(text: str) -> np.ndarray | None:
     """MinHash signature over word 3-shingles, or None when the text is too short to compare by overlap."""
-    ws = words(text[: MAX_SKETCH_WORDS * 12])[:MAX_SKETCH_WORDS]
+    x = _shingle_hashes(text)
+    if x is None:
+        return None
+    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash.
+    return np.frombuffer(_textcore.min_hashes(x, _PERM_A, _PERM_B), dtype=np.uint32)
+
+
+def _shingle_hashes(text: str) -> bytes | None:
+    """CRC-32 of the UTF-8 of each shingle (its case-folded words joined by spaces) of the text's opening words, as
+    uint64 bytes, or None below MIN_WORDS_FOR_SKETCH words. A shingle repeated in the text only repeats a row, which
+    leaves every minimum as it is."""
+    opening = text[: MAX_SKETCH_WORDS * 12]
+    if not opening.isascii():
+        return _py_shingle_hashes(opening)
+    count, packed = _textcore.shingle_hashes(opening, MAX_SKETCH_WORDS, SHINGLE_WORDS)
+    return packed if count >= MIN_WORDS_FOR_SKETCH else None
+
+
+def _py_shingle_hashes(opening: str) -> bytes | None:
+    """``_shingle_hashes``'s definition in Python, for any text."""
+    ws = words(opening)[:MAX_SKETCH_WORDS]
     if len(ws) < MIN_WORDS_FOR_SKETCH:
         return None
-    # Each shingle's UTF-8 is its words' UTF-8 joined by spaces: encode once, hash in C loops. A shingle
-    # repeated in the text only repeats a row, which leaves every minimum as it is.
+    # Each shingle's UTF-8 is its words' UTF-8 joined by spaces: encode once, hash in C loops.
     encoded = " ".join(ws).encode("utf-8", "surrogatepass").split(b" ")
     shingles = map(b" ".join, zip(*(encoded[i:] for i in range(SHINGLE_WORDS))))
-    x = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint64, count=len(encoded) - SHINGLE_WORDS + 1)
-    # Multiply-shift hashing: uint64 arithmetic wraps, the high 32 bits form a universal hash. The shift
-    # is monotonic, so it can wait until after the minimum and run on one row.
-    hashed = np.multiply.outer(x, _PERM_A)
-    hashed += _PERM_B
-    return (hashed.min(axis=0) >> np.uint64(32)).astype(np.uint32)
+    return np.fromiter(map(zlib.crc32, shingles), dtype=np.uint64, count=len(encoded) - SHINGLE_WORDS + 1).tobytes()
 
 
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:

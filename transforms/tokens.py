@@ -3,15 +3,17 @@
 Dedupe, compression and their evaluation must count tokens and pick sentences
 the same way, or ratios would compare different units. The token counter is a
 fast, model-free approximation (words and punctuation marks), stable across
-machines. ASCII text, the common case, takes fast paths that classify every
-character in one ``bytes.translate`` pass and then count or split in C, with
-results identical to the regexes. This module only measures text: it never
-changes or stores it.
+machines. ASCII text, the common case, takes the compiled text core
+(``memtape._textcore``) or a ``bytes.translate`` pass, with results identical
+to the regexes, which define them and serve all other text. This module only
+measures text: it never changes or stores it.
 """
 from __future__ import annotations
 
 import itertools
 import re
+
+from memtape import _textcore
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 WORD_RE = re.compile(r"\w+")
@@ -39,24 +41,17 @@ STOPWORDS = frozenset(
 )
 
 
-def _ascii_class(ch: str) -> str:
-    """'w' for a word character, 'p' for a punctuation mark, ' ' for whitespace: how TOKEN_RE sees ``ch``."""
-    return "w" if WORD_RE.match(ch) else "p" if TOKEN_RE.match(ch) else " "
-
-
-# bytes.translate tables for ASCII text (its bytes never reach the padding): character -> class, and words kept, rest space.
-_ASCII_CLASSES = "".join(_ascii_class(chr(c)) for c in range(128)).encode().ljust(256)
-_ASCII_WORDS_ONLY = "".join(chr(c) if _ascii_class(chr(c)) == "w" else " " for c in range(128)).encode().ljust(256)
+# bytes.translate table for ASCII text (its bytes never reach the padding): word characters kept, the rest made spaces.
+_ASCII_WORDS_ONLY = "".join(chr(c) if WORD_RE.match(chr(c)) else " " for c in range(128)).encode().ljust(256)
 
 
 def count_tokens(text: str | None) -> int:
     """Words plus punctuation marks: close to a subword tokenizer's count for English, and fast."""
     if not text:
         return 0
-    if not text.isascii():
-        return len(TOKEN_RE.findall(text))
-    classes = text.encode().translate(_ASCII_CLASSES)  # a token starts at each mark and at each word after a non-word
-    return classes.count(b"p") + classes.count(b" w") + classes.count(b"pw") + classes.startswith(b"w")
+    if text.isascii():
+        return _textcore.count_tokens(text)
+    return len(TOKEN_RE.findall(text))
 
 
 def word_tokens(text: str) -> list[str]:
@@ -91,6 +86,11 @@ def unwrap(text: str) -> str:
     Only a line near the wrap width continues on the next line; short lines
     (names, titles, list entries) end where they end.
     """
+    return _textcore.unwrap(text, WRAP_MIN_CHARS) if text.isascii() else _py_unwrap(text)
+
+
+def _py_unwrap(text: str) -> str:
+    """``unwrap``'s definition in Python, for any text (the compiled core takes ASCII only, and its tests compare)."""
     if "\n" not in text:
         return text
     lines = text.split("\n")
@@ -111,6 +111,11 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     Each sentence end swallows its whole whitespace run, so once the text's own
     ends are trimmed, the pieces between matches are trimmed and non-empty.
     """
+    return _textcore.sentence_spans(text) if text.isascii() else _py_sentence_spans(text)
+
+
+def _py_sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``sentence_spans``'s definition in Python, for any text."""
     start, end = len(text) - len(text.lstrip()), len(text.rstrip())
     spans: list[tuple[int, int]] = []
     for match in _SENTENCE_END_RE.finditer(text, start, end):

@@ -1,0 +1,717 @@
+/* memtape's compiled text core: the per-character passes of dedupe and compression, for ASCII text.
+ *
+ * Each function here does, in one C loop, what a regex or string pass in memtape.transforms.tokens,
+ * .compress, .dedupe or memtape.schemas.records does, and returns exactly what that Python code returns for
+ * the same ASCII text (tests/test_textcore.py holds them equal on generated text). The Python code stays the
+ * definition and serves all other text. Character classes follow Python's `re` on str: \w is [A-Za-z0-9_],
+ * \s is str.isspace (\t\n\v\f\r, \x1c-\x1f and space), a mark is any other character.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline int is_word(Py_UCS1 c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+static inline int is_space(Py_UCS1 c) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
+
+static inline int is_mark(Py_UCS1 c) { return !is_word(c) && !is_space(c); }
+
+static inline int is_digit(Py_UCS1 c) { return c >= '0' && c <= '9'; }
+
+static inline int is_alpha(Py_UCS1 c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+static inline Py_UCS1 lower(Py_UCS1 c) { return (c >= 'A' && c <= 'Z') ? (Py_UCS1)(c + 32) : c; }
+
+/* The characters of an ASCII str, or NULL with ValueError set. */
+static const Py_UCS1 *ascii_chars(PyObject *text, Py_ssize_t *n) {
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "_textcore takes ASCII str only");
+        return NULL;
+    }
+    *n = PyUnicode_GET_LENGTH(text);
+    return PyUnicode_1BYTE_DATA(text);
+}
+
+/* The ASCII text in args[0] and `count` integers after it, or NULL with an error set (TypeError quoting `usage`). */
+static const Py_UCS1 *text_and_sizes(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t count, const char *usage,
+                                     Py_ssize_t *n, Py_ssize_t *sizes) {
+    if (nargs != count + 1) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        sizes[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (sizes[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    return ascii_chars(args[0], n);
+}
+
+static PyObject *ascii_str(const Py_UCS1 *chars, Py_ssize_t n) {
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out != NULL) memcpy(PyUnicode_1BYTE_DATA(out), chars, (size_t)n);
+    return out;
+}
+
+static PyObject *lowered_str(const Py_UCS1 *chars, Py_ssize_t n) {
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out == NULL) return NULL;
+    Py_UCS1 *dst = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t i = 0; i < n; i++) dst[i] = lower(chars[i]);
+    return out;
+}
+
+/* A growable byte buffer. */
+typedef struct {
+    Py_UCS1 *data;
+    Py_ssize_t len, cap;
+} Buffer;
+
+static int buf_init(Buffer *b, Py_ssize_t cap) {
+    b->len = 0;
+    b->cap = cap > 16 ? cap : 16;
+    b->data = PyMem_Malloc((size_t)b->cap);
+    if (b->data == NULL) PyErr_NoMemory();
+    return b->data == NULL ? -1 : 0;
+}
+
+static int buf_reserve(Buffer *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    Py_ssize_t cap = (b->len + extra) * 2;
+    Py_UCS1 *data = PyMem_Realloc(b->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static void buf_free(Buffer *b) { PyMem_Free(b->data); }
+
+/* tokens.count_tokens: words (\w+) plus marks. */
+static PyObject *count_tokens(PyObject *self, PyObject *text) {
+    Py_ssize_t n;
+    const Py_UCS1 *s = ascii_chars(text, &n);
+    if (s == NULL) return NULL;
+    Py_ssize_t count = 0;
+    int prev_word = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int word = is_word(s[i]);
+        count += word ? !prev_word : is_mark(s[i]);
+        prev_word = word;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+static int append_span(PyObject *spans, Py_ssize_t a, Py_ssize_t b) {
+    PyObject *span = Py_BuildValue("(nn)", a, b);
+    if (span == NULL) return -1;
+    int rc = PyList_Append(spans, span);
+    Py_DECREF(span);
+    return rc;
+}
+
+/* tokens.sentence_spans: a sentence ends at . ! ? (and one closing quote or bracket) followed by whitespace, or at a
+ * line break; each end swallows its whitespace run; spans exclude the text's outer whitespace. */
+static PyObject *sentence_spans(PyObject *self, PyObject *text) {
+    Py_ssize_t n;
+    const Py_UCS1 *s = ascii_chars(text, &n);
+    if (s == NULL) return NULL;
+    Py_ssize_t start = 0, end = n;
+    while (start < n && is_space(s[start])) start++;
+    while (end > start && is_space(s[end - 1])) end--;
+    PyObject *spans = PyList_New(0);
+    if (spans == NULL) return NULL;
+    Py_ssize_t i = start;
+    while (i < end) {
+        Py_UCS1 c = s[i];
+        Py_ssize_t stop = -1, next = i;
+        if (c == '\n') {
+            next = i + 1;
+            while (next < end && is_space(s[next])) next++;
+            stop = i;
+            while (is_space(s[stop - 1])) stop--;
+        } else if (c == '.' || c == '!' || c == '?') {
+            Py_ssize_t j = i + 1;
+            if (j < end && (s[j] == '"' || s[j] == '\'' || s[j] == ')' || s[j] == ']')) j++;
+            if (j < end && is_space(s[j])) {
+                stop = j;
+                next = j;
+                while (next < end && is_space(s[next])) next++;
+            }
+        }
+        if (stop < 0) {
+            i++;
+            continue;
+        }
+        if (append_span(spans, start, stop) < 0) goto fail;
+        start = i = next;
+    }
+    if (start < end && append_span(spans, start, end) < 0) goto fail;
+    return spans;
+fail:
+    Py_DECREF(spans);
+    return NULL;
+}
+
+/* tokens._LIST_ITEM_RE at the start of s[0:n]: ^\s*(?:[-*>]|\d+[.)]|[A-Za-z][.)]\s) for ASCII. */
+static int is_list_item(const Py_UCS1 *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n && is_space(s[i])) i++;
+    if (i >= n) return 0;
+    if (s[i] == '-' || s[i] == '*' || s[i] == '>') return 1;
+    if (is_digit(s[i])) {
+        while (i < n && is_digit(s[i])) i++;
+        return i < n && (s[i] == '.' || s[i] == ')');
+    }
+    return is_alpha(s[i]) && i + 2 < n && (s[i + 1] == '.' || s[i + 1] == ')') && is_space(s[i + 2]);
+}
+
+/* tokens.unwrap: a line of at least `wrap` characters (also when stripped) continues on the next non-blank line that
+ * does not open a list item. */
+static PyObject *unwrap(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t n, wrap;
+    const Py_UCS1 *s = text_and_sizes(args, nargs, 1, "unwrap(text, wrap_min_chars)", &n, &wrap);
+    if (s == NULL) return NULL;
+    if (memchr(s, '\n', (size_t)n) == NULL) return Py_NewRef(args[0]);
+    Buffer out;
+    if (buf_init(&out, n + 1) < 0) return NULL;
+    Py_ssize_t line_start = 0, current = 0;  /* current: where the last output line starts in `out` */
+    int first = 1;
+    while (line_start <= n) {
+        const Py_UCS1 *nl = memchr(s + line_start, '\n', (size_t)(n - line_start));
+        Py_ssize_t line_end = nl ? nl - s : n;
+        const Py_UCS1 *line = s + line_start;
+        Py_ssize_t len = line_end - line_start;
+        if (first) {
+            memcpy(out.data, line, (size_t)len);
+            out.len = len;
+            first = 0;
+        } else {
+            Py_ssize_t a = 0, b = len;  /* the line stripped */
+            while (a < b && is_space(line[a])) a++;
+            while (b > a && is_space(line[b - 1])) b--;
+            int joins = 0;
+            Py_ssize_t prev_len = out.len - current;
+            if (prev_len >= wrap && b > a && !is_list_item(line, len)) {
+                Py_ssize_t pa = current, pb = out.len;
+                while (pa < pb && is_space(out.data[pa])) pa++;
+                while (pb > pa && is_space(out.data[pb - 1])) pb--;
+                if (pb - pa >= wrap) {
+                    out.len = pb;  /* prev.rstrip() + " " + line.strip() */
+                    out.data[out.len++] = ' ';
+                    memcpy(out.data + out.len, line + a, (size_t)(b - a));
+                    out.len += b - a;
+                    joins = 1;
+                }
+            }
+            if (!joins) {
+                out.data[out.len++] = '\n';
+                current = out.len;
+                memcpy(out.data + out.len, line, (size_t)len);
+                out.len += len;
+            }
+        }
+        line_start = line_end + 1;
+    }
+    PyObject *result = ascii_str(out.data, out.len);
+    buf_free(&out);
+    return result;
+}
+
+/* A frozenset of ASCII words as an open-addressing hash table, so a lookup needs no str object. Tables are built once
+ * per frozenset and hold a reference to it, so the object they describe stays alive and unchanged. */
+typedef struct {
+    PyObject *source;
+    Py_ssize_t max_len;
+    size_t mask;
+    const char **slots;  /* each a NUL-free word, copied; NULL where empty */
+    Py_ssize_t *lens;
+} WordTable;
+
+#define WORD_TABLES 8
+static WordTable tables[WORD_TABLES];
+
+static inline size_t fnv1a(const Py_UCS1 *s, Py_ssize_t n, int lowercase) {
+    size_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (lowercase ? lower(s[i]) : s[i])) * 1099511628211ULL;
+    return h;
+}
+
+static WordTable *table_of(PyObject *words) {
+    for (int t = 0; t < WORD_TABLES; t++)
+        if (tables[t].source == words) return &tables[t];
+    int t = 0;
+    while (t < WORD_TABLES && tables[t].source != NULL) t++;
+    if (t == WORD_TABLES) return NULL;  /* full: the caller looks words up in the set itself */
+    Py_ssize_t size = PySet_GET_SIZE(words);
+    size_t cap = 16;
+    while (cap < (size_t)size * 4) cap <<= 1;
+    WordTable table = {words, 0, cap - 1, PyMem_Calloc(cap, sizeof(char *)), PyMem_Calloc(cap, sizeof(Py_ssize_t))};
+    if (table.slots == NULL || table.lens == NULL) goto fail;
+    PyObject *iter = PyObject_GetIter(words), *item;
+    if (iter == NULL) goto fail;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        Py_ssize_t n;
+        const Py_UCS1 *w = (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) ? PyUnicode_1BYTE_DATA(item) : NULL;
+        n = w ? PyUnicode_GET_LENGTH(item) : 0;
+        char *copy = w ? PyMem_Malloc((size_t)n + 1) : NULL;
+        Py_DECREF(item);
+        if (copy == NULL) continue;  /* a word that is not ASCII never equals an ASCII run */
+        memcpy(copy, w, (size_t)n);
+        size_t slot = fnv1a(w, n, 0) & table.mask;
+        while (table.slots[slot] != NULL) slot = (slot + 1) & table.mask;
+        table.slots[slot] = copy;
+        table.lens[slot] = n;
+        if (n > table.max_len) table.max_len = n;
+    }
+    Py_DECREF(iter);
+    if (PyErr_Occurred()) goto fail;
+    Py_INCREF(words);
+    tables[t] = table;
+    return &tables[t];
+fail:
+    if (table.slots != NULL)
+        for (size_t i = 0; i <= table.mask; i++) PyMem_Free((void *)table.slots[i]);
+    PyMem_Free(table.slots);
+    PyMem_Free(table.lens);
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    return NULL;
+}
+
+static int table_has(const WordTable *table, const Py_UCS1 *s, Py_ssize_t n, int lowercase) {
+    if (n > table->max_len) return 0;
+    for (size_t slot = fnv1a(s, n, lowercase) & table->mask; table->slots[slot] != NULL; slot = (slot + 1) & table->mask) {
+        if (table->lens[slot] != n) continue;
+        const char *w = table->slots[slot];
+        Py_ssize_t i = 0;
+        while (i < n && (Py_UCS1)w[i] == (lowercase ? lower(s[i]) : s[i])) i++;
+        if (i == n) return 1;
+    }
+    return 0;
+}
+
+/* Whether s[0:n] (lower-cased first when asked) is a word of `words`, a set of str: 1, 0, or -1 with an error set. */
+static int in_set(PyObject *words, const Py_UCS1 *s, Py_ssize_t n, int lowercase) {
+    if (PyFrozenSet_CheckExact(words)) {
+        WordTable *table = table_of(words);
+        if (table != NULL) return table_has(table, s, n, lowercase);
+        if (PyErr_Occurred()) return -1;
+    }
+    PyObject *word = lowercase ? lowered_str(s, n) : ascii_str(s, n);
+    if (word == NULL) return -1;
+    int found = PySet_Contains(words, word);
+    Py_DECREF(word);
+    return found;
+}
+
+static Py_ssize_t word_end(const Py_UCS1 *s, Py_ssize_t i, Py_ssize_t n) {
+    while (i < n && is_word(s[i])) i++;
+    return i;
+}
+
+/* compress._FIRST_WORD_RE on one line: the end of its first word when that word, lower-cased, is in `dropped`, else 0. */
+static Py_ssize_t dropped_opening(const Py_UCS1 *s, Py_ssize_t n, PyObject *dropped) {
+    Py_ssize_t a = 0;
+    while (a < n && !is_word(s[a])) a++;
+    if (a == n) return 0;
+    Py_ssize_t b = word_end(s, a, n);
+    if (b + 1 < n && (s[b] == '\'' || s[b] == '&' || s[b] == '-') && is_word(s[b + 1])) return 0;
+    int found = in_set(dropped, s + a, b - a, 1);
+    return found < 0 ? -1 : found ? b : 0;
+}
+
+/* compress._DROPPED_RE.sub(" ", ...): a whole \w run that is a word of `dropped`, not glued to ' & . : - before it,
+ * nor to ' & - after it, nor to . or : followed by a word character. */
+static int drop_words(const Py_UCS1 *s, Py_ssize_t n, PyObject *dropped, Buffer *out) {
+    if (buf_reserve(out, n) < 0) return -1;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (!is_word(s[i])) {
+            out->data[out->len++] = s[i++];
+            continue;
+        }
+        Py_ssize_t b = word_end(s, i, n);
+        int drop = 0;
+        int free_before = i == 0 || !(s[i - 1] == '\'' || s[i - 1] == '&' || s[i - 1] == '.' || s[i - 1] == ':' || s[i - 1] == '-');
+        int free_after = b == n || !(s[b] == '\'' || s[b] == '&' || s[b] == '-' || ((s[b] == '.' || s[b] == ':') && b + 1 < n && is_word(s[b + 1])));
+        if (free_before && free_after && (drop = in_set(dropped, s + i, b - i, 0)) < 0) return -1;
+        if (drop) {
+            out->data[out->len++] = ' ';
+        } else {
+            memcpy(out->data + out->len, s + i, (size_t)(b - i));
+            out->len += b - i;
+        }
+        i = b;
+    }
+    return 0;
+}
+
+static inline int is_currency(Py_UCS1 c) { return c == '$' || c == '#'; }
+
+/* compress._LOOSE_PUNCT_RE's match length at a mark s[i], or 0: a run of marks not attached to a word before it, a
+ * run not attached to a word after it (percent and currency aside), or a currency sign with no figure after it. */
+static Py_ssize_t loose_run(const Py_UCS1 *s, Py_ssize_t i, Py_ssize_t n) {
+    Py_UCS1 c = s[i];
+    Py_ssize_t j;
+    if (!is_currency(c) && (i == 0 || !is_word(s[i - 1]))) {
+        for (j = i + 1; j < n && is_mark(s[j]) && !is_currency(s[j]); j++);
+        return j - i;
+    }
+    if (!is_currency(c) && c != '%') {
+        for (j = i + 1; j < n && is_mark(s[j]) && !is_currency(s[j]) && s[j] != '%'; j++);
+        if (j == n || !is_word(s[j])) return j - i;
+        return j - 1 > i ? j - 1 - i : 0;
+    }
+    if (is_currency(c) && (i + 1 == n || !is_word(s[i + 1]))) return 1;
+    return 0;
+}
+
+/* compress._NEGATION_RE.sub(" not", ...) then compress._CLITIC_RE.sub("", ...): a word ending in n't becomes " not",
+ * then 's 'm 're 've 'll 'd (any case) at a word's end go. Neither makes the text longer. */
+static void rewrite_apostrophes(const Py_UCS1 *s, Py_ssize_t n, Buffer *negated, Buffer *out) {
+    Py_UCS1 *d = negated->data;
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        if (!is_word(s[i])) {
+            d[len++] = s[i++];
+            continue;
+        }
+        Py_ssize_t b = word_end(s, i, n);
+        if (b - i >= 2 && lower(s[b - 1]) == 'n' && b + 1 < n && s[b] == '\'' && lower(s[b + 1]) == 't' &&
+            (b + 2 == n || !is_word(s[b + 2]))) {
+            memcpy(d + len, " not", 4);
+            len += 4;
+            i = b + 2;
+        } else {
+            memcpy(d + len, s + i, (size_t)(b - i));
+            len += b - i;
+            i = b;
+        }
+    }
+    negated->len = len;
+    Py_UCS1 *o = out->data;
+    out->len = 0;
+    for (Py_ssize_t i = 0; i < len;) {
+        if (d[i] == '\'' && i + 1 < len) {
+            Py_UCS1 c1 = lower(d[i + 1]), c2 = i + 2 < len ? lower(d[i + 2]) : 0;
+            Py_ssize_t suffix = (c1 == 's' || c1 == 'm' || c1 == 'd') ? 1
+                : ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) ? 2 : 0;
+            if (suffix && (i + 1 + suffix == len || !is_word(d[i + 1 + suffix]))) {
+                i += 1 + suffix;
+                continue;
+            }
+        }
+        o[out->len++] = d[i++];
+    }
+}
+
+/* compress.condense_all on sentences joined by line breaks: apostrophe forms rewritten, then each line without a
+ * dropped opening word, dropped words and loose marks, its whitespace collapsed, and a full stop added. */
+static PyObject *condense_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyAnySet_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "condense_lines(joined, dropped_words)");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const Py_UCS1 *s = ascii_chars(args[0], &n);
+    if (s == NULL) return NULL;
+    PyObject *dropped = args[1], *lines = NULL;
+    Buffer negated = {0}, plain = {0}, opened = {0}, kept = {0}, line = {0};
+    if (buf_init(&negated, n) < 0 || buf_init(&plain, n) < 0 || buf_init(&opened, n) < 0 || buf_init(&kept, n) < 0 ||
+        buf_init(&line, n + 1) < 0)
+        goto done;
+    if (memchr(s, '\'', (size_t)n) != NULL) {
+        rewrite_apostrophes(s, n, &negated, &plain);
+        s = plain.data;
+        n = plain.len;
+    }
+    for (Py_ssize_t a = 0; a <= n;) {  /* each line without its dropped opening word */
+        const Py_UCS1 *nl = memchr(s + a, '\n', (size_t)(n - a));
+        Py_ssize_t b = nl ? nl - s : n;
+        Py_ssize_t skip = dropped_opening(s + a, b - a, dropped);
+        if (skip < 0) goto done;
+        memcpy(opened.data + opened.len, s + a + skip, (size_t)(b - a - skip));
+        opened.len += b - a - skip;
+        if (nl) opened.data[opened.len++] = '\n';
+        a = b + 1;
+    }
+    if (drop_words(opened.data, opened.len, dropped, &kept) < 0) goto done;
+    lines = PyList_New(0);
+    if (lines == NULL) goto done;
+    const Py_UCS1 *k = kept.data;
+    Py_ssize_t m = kept.len;
+    int pending_space = 0;
+    for (Py_ssize_t i = 0; i <= m;) {
+        if (i == m || k[i] == '\n') {  /* a line ends: its words joined by single spaces, then a full stop */
+            if (line.len) line.data[line.len++] = '.';
+            PyObject *str = ascii_str(line.data, line.len);
+            if (str == NULL || PyList_Append(lines, str) < 0) {
+                Py_XDECREF(str);
+                Py_CLEAR(lines);
+                goto done;
+            }
+            Py_DECREF(str);
+            line.len = 0;
+            pending_space = 0;
+            i++;
+            continue;
+        }
+        Py_ssize_t run = is_mark(k[i]) ? loose_run(k, i, m) : 0;
+        if (run || is_space(k[i])) {  /* a loose mark becomes a space, and spaces collapse */
+            pending_space = line.len > 0;
+            i += run ? run : 1;
+            continue;
+        }
+        if (pending_space) line.data[line.len++] = ' ';
+        pending_space = 0;
+        line.data[line.len++] = k[i++];
+    }
+done:
+    buf_free(&negated);
+    buf_free(&plain);
+    buf_free(&opened);
+    buf_free(&kept);
+    buf_free(&line);
+    return lines;
+}
+
+/* compress._word_weights: each content word's weight, lower-cased, in first-seen order. */
+static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "word_weights(text, known, stopwords, generic, generic_weight, name_weight)");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const Py_UCS1 *s = ascii_chars(args[0], &n);
+    if (s == NULL) return NULL;
+    PyObject *known = args[1], *stopwords = args[2], *generic = args[3];
+    double generic_weight = PyFloat_AsDouble(args[4]), name_weight = PyFloat_AsDouble(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *weights = PyDict_New();
+    if (weights == NULL) return NULL;
+    Py_ssize_t index = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        if (!is_word(s[i])) {
+            i++;
+            continue;
+        }
+        Py_ssize_t b = word_end(s, i, n), len = b - i;
+        const Py_UCS1 *raw = s + i;
+        int opening = index++ == 0;
+        i = b;
+        if (len < 2 && !is_digit(raw[0])) continue;
+        int stop = in_set(stopwords, raw, len, 1);
+        if (stop != 0) {
+            if (stop < 0) goto fail;
+            continue;
+        }
+        int is_generic = in_set(generic, raw, len, 1);
+        if (is_generic < 0) goto fail;
+        PyObject *w = lowered_str(raw, len);
+        if (w == NULL) goto fail;
+        double weight;
+        int is_known = PySet_Contains(known, w);
+        if (is_known < 0) {
+            Py_DECREF(w);
+            goto fail;
+        }
+        int alpha = 1;
+        for (Py_ssize_t j = 0; j < len && alpha; j++) alpha = is_alpha(raw[j]);
+        if (is_known || is_generic) weight = generic_weight;
+        else if (!alpha) weight = name_weight;
+        else if (raw[0] >= 'A' && raw[0] <= 'Z' && !opening) weight = name_weight;
+        else weight = 1.0;
+        PyObject *old = PyDict_GetItemWithError(weights, w);
+        if (old == NULL && PyErr_Occurred()) {
+            Py_DECREF(w);
+            goto fail;
+        }
+        if (old == NULL || PyFloat_AS_DOUBLE(old) < weight) {
+            PyObject *value = PyFloat_FromDouble(weight);
+            int rc = value == NULL ? -1 : PyDict_SetItem(weights, w, value);
+            Py_XDECREF(value);
+            if (rc < 0) {
+                Py_DECREF(w);
+                goto fail;
+            }
+        }
+        Py_DECREF(w);
+    }
+    return weights;
+fail:
+    Py_DECREF(weights);
+    return NULL;
+}
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static inline uint32_t crc_update(uint32_t crc, const Py_UCS1 *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) crc = crc_table[(crc ^ lower(s[i])) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+/* dedupe.minhash's shingle hashes: zlib.crc32 of each run of `shingle` consecutive lower-cased words (joined by
+ * spaces) among the first `max_words` words of text; returns (word count, hashes as native uint64 bytes). */
+static PyObject *shingle_hashes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t n, sizes[2];
+    const Py_UCS1 *s = text_and_sizes(args, nargs, 2, "shingle_hashes(text, max_words, shingle)", &n, sizes);
+    if (s == NULL) return NULL;
+    Py_ssize_t max_words = sizes[0], shingle = sizes[1];
+    if (shingle < 1 || max_words < 0) {
+        PyErr_SetString(PyExc_ValueError, "shingle must be positive and max_words not negative");
+        return NULL;
+    }
+    Py_ssize_t *starts = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(max_words + 1) * 2);
+    if (starts == NULL) return PyErr_NoMemory();
+    Py_ssize_t *ends = starts + max_words + 1, count = 0;
+    for (Py_ssize_t i = 0; i < n && count < max_words;) {
+        if (!is_word(s[i])) {
+            i++;
+            continue;
+        }
+        starts[count] = i;
+        i = word_end(s, i, n);
+        ends[count++] = i;
+    }
+    Py_ssize_t rows = count >= shingle ? count - shingle + 1 : 0;
+    PyObject *hashes = PyBytes_FromStringAndSize(NULL, rows * (Py_ssize_t)sizeof(uint64_t));
+    if (hashes != NULL) {
+        uint64_t *out = (uint64_t *)PyBytes_AS_STRING(hashes);
+        static const Py_UCS1 space = ' ';
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            uint32_t crc = 0xFFFFFFFFu;
+            for (Py_ssize_t w = r; w < r + shingle; w++) {
+                if (w > r) crc = crc_update(crc, &space, 1);
+                crc = crc_update(crc, s + starts[w], ends[w] - starts[w]);
+            }
+            out[r] = crc ^ 0xFFFFFFFFu;
+        }
+    }
+    PyMem_Free(starts);
+    if (hashes == NULL) return NULL;
+    return Py_BuildValue("(nN)", count, hashes);
+}
+
+/* least[k] = min over r of xs[r] * as[k] + bs[k] (uint64, wrapping). The inner loop runs across permutations, so
+ * the compiler vectorises it; a clone for AVX-512 and one for AVX2 are picked at load time where the CPU has them. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
+static void fold_min_hashes(const uint64_t *restrict xs, Py_ssize_t rows, const uint64_t *restrict as,
+                            const uint64_t *restrict bs, Py_ssize_t perms, uint64_t *restrict least) {
+    for (Py_ssize_t k = 0; k < perms; k++) least[k] = UINT64_MAX;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        uint64_t x = xs[r];
+        for (Py_ssize_t k = 0; k < perms; k++) {
+            uint64_t h = x * as[k] + bs[k];
+            least[k] = h < least[k] ? h : least[k];
+        }
+    }
+}
+
+/* dedupe.minhash's signature: for each permutation k, the high 32 bits of min over shingle hashes x of
+ * (x * a[k] + b[k]) mod 2**64 (multiply-shift hashing; the shift is monotonic, so it follows the minimum). */
+static PyObject *min_hashes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer x, a, b;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "min_hashes(hashes, perm_a, perm_b)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &x, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &a, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &b, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    Py_ssize_t rows = x.len / 8, perms = a.len / 8;
+    if (x.len % 8 || a.len % 8 || b.len != a.len || rows == 0) {
+        PyErr_SetString(PyExc_ValueError, "min_hashes takes uint64 buffers: hashes (not empty), and perm_a and perm_b of one length");
+    } else if ((out = PyBytes_FromStringAndSize(NULL, perms * 4)) != NULL) {
+        uint32_t *sig = (uint32_t *)PyBytes_AS_STRING(out);
+        uint64_t *least = PyMem_Malloc(sizeof(uint64_t) * (size_t)perms);
+        if (least == NULL) {
+            Py_CLEAR(out);
+            PyErr_NoMemory();
+        } else {
+            fold_min_hashes(x.buf, rows, a.buf, b.buf, perms, least);
+            for (Py_ssize_t k = 0; k < perms; k++) sig[k] = (uint32_t)(least[k] >> 32);
+            PyMem_Free(least);
+        }
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+/* records.normalized's encoding for ASCII text[a:b]: lower-cased, whitespace runs made single spaces, ends trimmed. */
+static PyObject *spaced_lower(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t n, span[2];
+    const Py_UCS1 *s = text_and_sizes(args, nargs, 2, "spaced_lower(text, start, end)", &n, span);
+    if (s == NULL) return NULL;
+    Py_ssize_t a = span[0], b = span[1];
+    if (a < 0 || b > n || a > b) {
+        PyErr_SetString(PyExc_IndexError, "span out of range");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, b - a);
+    if (out == NULL) return NULL;
+    char *dst = PyBytes_AS_STRING(out);
+    Py_ssize_t len = 0;
+    int pending_space = 0;
+    for (Py_ssize_t i = a; i < b; i++) {
+        if (is_space(s[i])) {
+            pending_space = len > 0;
+            continue;
+        }
+        if (pending_space) dst[len++] = ' ';
+        pending_space = 0;
+        dst[len++] = (char)lower(s[i]);
+    }
+    if (_PyBytes_Resize(&out, len) < 0) return NULL;
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"count_tokens", count_tokens, METH_O, "Words plus punctuation marks of an ASCII str."},
+    {"sentence_spans", sentence_spans, METH_O, "(start, end) spans of the sentences of an ASCII str."},
+    {"unwrap", (PyCFunction)(void (*)(void))unwrap, METH_FASTCALL, "unwrap(text, wrap_min_chars): hard-wrapped lines joined."},
+    {"condense_lines", (PyCFunction)(void (*)(void))condense_lines, METH_FASTCALL,
+     "condense_lines(joined, dropped_words): each line condensed."},
+    {"word_weights", (PyCFunction)(void (*)(void))word_weights, METH_FASTCALL,
+     "word_weights(text, known, stopwords, generic, generic_weight, name_weight): content word weights."},
+    {"shingle_hashes", (PyCFunction)(void (*)(void))shingle_hashes, METH_FASTCALL,
+     "shingle_hashes(text, max_words, shingle): (word count, CRC-32 of each word shingle as uint64 bytes)."},
+    {"min_hashes", (PyCFunction)(void (*)(void))min_hashes, METH_FASTCALL,
+     "min_hashes(hashes, perm_a, perm_b): MinHash signature (uint32 bytes) of uint64 shingle hashes."},
+    {"spaced_lower", (PyCFunction)(void (*)(void))spaced_lower, METH_FASTCALL,
+     "spaced_lower(text, start, end): text[start:end] lower-cased and single-spaced, as bytes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_textcore", "memtape's compiled text passes for ASCII text.", -1, methods};
+
+PyMODINIT_FUNC PyInit__textcore(void) {
+    crc_init();
+    return PyModule_Create(&module);
+}

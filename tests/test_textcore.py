@@ -1,0 +1,133 @@
+"""The compiled text core gives, on ASCII text, exactly what the Python definitions give.
+
+Each pass is checked on generated text built from the characters and words
+the rules turn on (stopwords, apostrophe forms, marks, currency, every kind
+of ASCII whitespace, control characters), and on the real mail of the shared
+Enron Maildir.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memtape import _textcore
+from memtape.schemas.records import content_hash, content_hashes, normalized
+from memtape.transforms import compress, dedupe, tokens
+from memtape.transforms.compress import GENERIC_WEIGHT, GENERIC_WORDS, NAME_OR_NUMBER_WEIGHT
+from memtape.transforms.tokens import STOPWORDS, TOKEN_RE, WRAP_MIN_CHARS
+
+from conftest import SHARED_DATA
+
+ENRON = SHARED_DATA / "email" / "skilling-j"
+
+_WORDS = sorted(STOPWORDS | GENERIC_WORDS | compress.FILLER_WORDS | compress.KEPT_FUNCTION_WORDS) + [
+    "I", "The", "So", "Well", "May", "US", "don't", "Can't", "WON'T", "it's", "we're", "I'm", "they've", "you'll",
+    "she'd", "n't", "'s", "x'S", "Enron", "Q3", "2001", "4.5", "10:30", "e-mail", "AT&T", "a_b", "re-org", "Mr.",
+]
+_PIECES = st.one_of(
+    st.sampled_from(_WORDS),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), min_size=1, max_size=3),
+    st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x1f") + ["\n\n", "  ", " \n ", "> ", "- ", "1. ", "a) "]),
+    st.sampled_from(list(".,;:!?'\"()[]-&$#%*/") + ["...", "--", "$5", "#1", "50%", ".)", "?\"", "!'"]),
+    # Words glued to the marks the lookarounds test.
+    st.sampled_from([" n't", ":the", ".so", "&the", "-the", "'the", "the-", "the'", "the&", "so.x", "it:x", "the.", "I.", "x'd", "x're "]),
+)
+ascii_text = st.lists(_PIECES, max_size=60).map("".join)
+# Lines long enough to be taken for hard-wrapped ones, so unwrap joins some.
+wrapped_text = st.lists(st.tuples(st.integers(0, 70), st.sampled_from(["", " ", "  ", "- x", "3. x", "b) x", "\t"])), max_size=8).map(
+    lambda lines: "\n".join(pad + "w" * width for width, pad in lines)
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+FUZZ = settings(max_examples=400, deadline=None)
+
+
+@FUZZ
+@given(ascii_text)
+def test_token_count_matches_the_token_regex(text: str) -> None:
+    assert _textcore.count_tokens(text) == len(TOKEN_RE.findall(text))
+
+
+@FUZZ
+@given(ascii_text)
+def test_sentence_spans_match_the_regex_definition(text: str) -> None:
+    assert _textcore.sentence_spans(text) == tokens._py_sentence_spans(text)
+
+
+@FUZZ
+@given(st.one_of(ascii_text, wrapped_text))
+def test_unwrap_matches_the_python_definition(text: str) -> None:
+    assert _textcore.unwrap(text, WRAP_MIN_CHARS) == tokens._py_unwrap(text)
+
+
+@FUZZ
+@given(ascii_text)
+def test_condensing_matches_the_regex_definition(text: str) -> None:
+    assert _textcore.condense_lines(text, compress._DROPPED_REGEX_WORDS) == compress._py_condense_lines(text)
+
+
+@FUZZ
+@given(ascii_text, st.frozensets(st.sampled_from(["enron", "jeff", "q3", "great", "the"])))
+def test_word_weights_match_the_python_definition_in_order(text: str, known: frozenset[str]) -> None:
+    weights = _textcore.word_weights(text, known, STOPWORDS, GENERIC_WORDS, GENERIC_WEIGHT, NAME_OR_NUMBER_WEIGHT)
+    assert list(weights.items()) == list(compress._py_word_weights(text, known).items())
+
+
+@FUZZ
+@given(ascii_text)
+def test_shingle_hashes_match_crc32_of_the_case_folded_shingles(text: str) -> None:
+    assert dedupe._shingle_hashes(text) == dedupe._py_shingle_hashes(text)
+
+
+@FUZZ
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=700))
+def test_min_hashes_match_multiply_shift_hashing_in_numpy(crcs: list[int]) -> None:
+    x = np.array(crcs, dtype=np.uint64)
+    hashed = np.multiply.outer(x, dedupe._PERM_A) + dedupe._PERM_B
+    expected = (hashed.min(axis=0) >> np.uint64(32)).astype(np.uint32)
+    assert np.frombuffer(_textcore.min_hashes(x.tobytes(), dedupe._PERM_A, dedupe._PERM_B), dtype=np.uint32).tolist() == expected.tolist()
+
+
+@FUZZ
+@given(ascii_text, st.data())
+def test_content_hashes_of_ascii_spans_are_those_of_the_normalised_text(text: str, data: st.DataObject) -> None:
+    a = data.draw(st.integers(0, len(text)))
+    b = data.draw(st.integers(a, len(text)))
+    assert _textcore.spaced_lower(text, a, b) == normalized(text[a:b]).encode()
+    assert content_hashes(text, [(a, b)]) == [content_hash(text[a:b])]
+
+
+def test_the_core_refuses_text_that_is_not_ascii_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="ASCII"):
+        _textcore.count_tokens("caf\u00e9")
+    # The public functions take any text: the Python definitions serve what the core refuses.
+    assert tokens.count_tokens("caf\u00e9 ok") == 2
+    assert compress.condense_all(["We don\u2019t ship the caf\u00e9 plan"]) == ["not ship caf\u00e9 plan."]
+
+
+@pytest.mark.skipif(not ENRON.is_dir(), reason=f"shared Enron Maildir absent: {ENRON}")
+def test_every_pass_agrees_with_its_definition_on_real_mail() -> None:
+    from memtape.evals.compression import maildir_rows
+
+    texts = [row["text"] for row in maildir_rows(Path(ENRON), "t") if row.get("text")]
+    assert len(texts) > 1000 and all(text.isascii() for text in texts)
+    known = frozenset({"jeff", "skilling"})
+    for text in texts:
+        unwrapped = tokens._py_unwrap(text)
+        assert _textcore.unwrap(text, WRAP_MIN_CHARS) == unwrapped
+        spans = tokens._py_sentence_spans(unwrapped)
+        assert _textcore.sentence_spans(unwrapped) == spans
+        sentences = [unwrapped[a:b] for a, b in spans]
+        assert compress.condense_all(sentences) == (compress._py_condense_lines("\n".join(sentences)) if sentences else [])
+        assert [list(compress._word_weights(s, known).items()) for s in sentences] == [
+            list(compress._py_word_weights(s, known).items()) for s in sentences
+        ]
+        assert _textcore.count_tokens(text) == len(TOKEN_RE.findall(text))
+        assert dedupe._shingle_hashes(text) == dedupe._py_shingle_hashes(text[: dedupe.MAX_SKETCH_WORDS * 12])
+        assert _textcore.spaced_lower(text, 0, len(text)) == normalized(text).encode()
+    assert zlib.crc32(b"the cat sat") == int(np.frombuffer(_textcore.shingle_hashes("The cat sat", 3, 3)[1], dtype=np.uint64)[0])
