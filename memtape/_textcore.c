@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 static inline int is_word(Py_UCS1 c) {
@@ -692,6 +693,173 @@ static PyObject *spaced_lower(PyObject *self, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
+/* A max-heap of (score, index) entries, ordered as Python's heapq orders (-score, index): highest score first, then
+ * lowest index. Indexes are distinct, so the order is total and the pops come in one sequence whatever the layout. */
+typedef struct {
+    double score;
+    Py_ssize_t index;
+} Entry;
+
+static inline int before(Entry a, Entry b) { return a.score > b.score || (a.score == b.score && a.index < b.index); }
+
+static void sift_down(Entry *heap, Py_ssize_t size, Py_ssize_t at) {
+    for (;;) {
+        Py_ssize_t best = at, left = 2 * at + 1, right = left + 1;
+        if (left < size && before(heap[left], heap[best])) best = left;
+        if (right < size && before(heap[right], heap[best])) best = right;
+        if (best == at) return;
+        Entry tmp = heap[at];
+        heap[at] = heap[best];
+        heap[best] = tmp;
+        at = best;
+    }
+}
+
+static void sift_up(Entry *heap, Py_ssize_t at) {
+    while (at > 0 && before(heap[at], heap[(at - 1) / 2])) {
+        Entry tmp = heap[at];
+        heap[at] = heap[(at - 1) / 2];
+        heap[(at - 1) / 2] = tmp;
+        at = (at - 1) / 2;
+    }
+}
+
+/* The sum of `weights` values (in insertion order, one double added after another, as Python 3.11's sum() adds
+ * floats) whose key is not in `covered` (NULL: none is). -1.0 with an error set on failure. */
+static double uncovered_weight(PyObject *weights, PyObject *covered) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    double total = 0.0;
+    while (PyDict_Next(weights, &pos, &key, &value)) {
+        int seen = covered ? PySet_Contains(covered, key) : 0;
+        if (seen < 0) return -1.0;
+        if (!seen) total += PyFloat_AsDouble(value);
+    }
+    return PyErr_Occurred() ? -1.0 : total;
+}
+
+/* How many of the set `triples` are not in `facts` (NULL: none is), or -1 with an error set. */
+static Py_ssize_t new_facts(PyObject *triples, PyObject *facts) {
+    if (PySet_GET_SIZE(triples) == 0 || facts == NULL) return PySet_GET_SIZE(triples);
+    PyObject *iter = PyObject_GetIter(triples), *item;
+    if (iter == NULL) return -1;
+    Py_ssize_t count = 0;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        int known = PySet_Contains(facts, item);
+        Py_DECREF(item);
+        if (known < 0) {
+            Py_DECREF(iter);
+            return -1;
+        }
+        count += !known;
+    }
+    Py_DECREF(iter);
+    return PyErr_Occurred() ? -1 : count;
+}
+
+/* compress.select_sentences' lazy greedy budgeted coverage: (the indexes of the sentences it takes, in the order it
+ * takes them, and the tokens they spend). Each sentence i has a weights dict, a triples set, a condensed token count, a unit, and whether its
+ * condensed rendering is empty; a unit's label costs label_cost[unit] the first time one of its sentences is taken. */
+static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "greedy_cover(weights, triples, short_tokens, units, empty, label_cost, budget, triple_weight, cost_exponent)");
+        return NULL;
+    }
+    PyObject *weights = args[0], *triples = args[1], *short_tokens = args[2], *units = args[3], *empty = args[4], *label_cost = args[5];
+    Py_ssize_t n = PyList_Check(weights) ? PyList_GET_SIZE(weights) : -1, labels = PyList_Check(label_cost) ? PyList_GET_SIZE(label_cost) : -1;
+    Py_ssize_t budget = PyLong_AsSsize_t(args[6]);
+    double triple_weight = PyFloat_AsDouble(args[7]), exponent = PyFloat_AsDouble(args[8]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *lists[] = {triples, short_tokens, units, empty};
+    for (int k = 0; k < 4; k++)
+        if (n < 0 || !PyList_Check(lists[k]) || PyList_GET_SIZE(lists[k]) != n || labels < 0) {
+            PyErr_SetString(PyExc_TypeError, "greedy_cover takes lists of one length, and a label_cost list");
+            return NULL;
+        }
+    Entry *heap = PyMem_Malloc(sizeof(Entry) * (size_t)(n + 1));
+    Py_ssize_t *costs = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1) * 2), *unit_of = costs + n + 1;
+    char *opened = PyMem_Calloc((size_t)labels + 1, 1);
+    PyObject *covered = PySet_New(NULL), *facts = PySet_New(NULL), *chosen = PyList_New(0);
+    if (heap == NULL || costs == NULL || opened == NULL) PyErr_NoMemory();
+    if (PyErr_Occurred()) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        costs[i] = PyLong_AsSsize_t(PyList_GET_ITEM(short_tokens, i));
+        unit_of[i] = PyLong_AsSsize_t(PyList_GET_ITEM(units, i));
+        if (PyErr_Occurred()) goto fail;
+        if (unit_of[i] < 0 || unit_of[i] >= labels || !PyDict_Check(PyList_GET_ITEM(weights, i)) ||
+            !PyAnySet_Check(PyList_GET_ITEM(triples, i))) {
+            PyErr_SetString(PyExc_ValueError, "greedy_cover: a unit out of range, or weights not a dict, or triples not a set");
+            goto fail;
+        }
+    }
+#define COST(i) (costs[i] + (opened[unit_of[i]] ? 0 : PyLong_AsSsize_t(PyList_GET_ITEM(label_cost, unit_of[i]))))
+#define PER_TOKEN(cost) pow((double)((cost) > 1 ? (cost) : 1), exponent)
+    for (Py_ssize_t i = 0; i < n; i++) {  /* nothing is covered yet: each first score counts all weights and facts */
+        double weight = uncovered_weight(PyList_GET_ITEM(weights, i), NULL);
+        Py_ssize_t cost = COST(i);
+        if (PyErr_Occurred()) goto fail;
+        heap[i] = (Entry){(weight + triple_weight * (double)PySet_GET_SIZE(PyList_GET_ITEM(triples, i))) / PER_TOKEN(cost), i};
+    }
+    for (Py_ssize_t at = n / 2 - 1; at >= 0; at--) sift_down(heap, n, at);
+    Py_ssize_t size = n, spent = 0;
+    while (size > 0) {
+        Py_ssize_t i = heap[0].index;
+        heap[0] = heap[--size];
+        sift_down(heap, size, 0);
+        Py_ssize_t cost = COST(i), fresh = new_facts(PyList_GET_ITEM(triples, i), facts);
+        double weight = uncovered_weight(PyList_GET_ITEM(weights, i), covered);
+        if (PyErr_Occurred()) goto fail;
+        double current = (weight + triple_weight * (double)fresh) / PER_TOKEN(cost);
+        int is_empty = PyObject_IsTrue(PyList_GET_ITEM(empty, i));
+        if (is_empty < 0) goto fail;
+        if (current <= 0 || is_empty) continue;
+        if (size > 0 && current < heap[0].score) {
+            heap[size] = (Entry){current, i};
+            sift_up(heap, size++);
+            continue;
+        }
+        if (spent + cost > budget) continue;
+        spent += cost;
+        opened[unit_of[i]] = 1;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(chosen, index) < 0) {
+            Py_XDECREF(index);
+            goto fail;
+        }
+        Py_DECREF(index);
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(PyList_GET_ITEM(weights, i), &pos, &key, &value))
+            if (PySet_Add(covered, key) < 0) goto fail;
+        PyObject *iter = PyObject_GetIter(PyList_GET_ITEM(triples, i)), *triple;
+        if (iter == NULL) goto fail;
+        while ((triple = PyIter_Next(iter)) != NULL) {
+            int rc = PySet_Add(facts, triple);
+            Py_DECREF(triple);
+            if (rc < 0) break;
+        }
+        Py_DECREF(iter);
+        if (PyErr_Occurred()) goto fail;
+    }
+#undef COST
+#undef PER_TOKEN
+    PyMem_Free(heap);
+    PyMem_Free(costs);
+    PyMem_Free(opened);
+    Py_DECREF(covered);
+    Py_DECREF(facts);
+    return Py_BuildValue("(Nn)", chosen, spent);
+fail:
+    PyMem_Free(heap);
+    PyMem_Free(costs);
+    PyMem_Free(opened);
+    Py_XDECREF(covered);
+    Py_XDECREF(facts);
+    Py_XDECREF(chosen);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"count_tokens", count_tokens, METH_O, "Words plus punctuation marks of an ASCII str."},
     {"sentence_spans", sentence_spans, METH_O, "(start, end) spans of the sentences of an ASCII str."},
@@ -704,6 +872,9 @@ static PyMethodDef methods[] = {
      "shingle_hashes(text, max_words, shingle): (word count, CRC-32 of each word shingle as uint64 bytes)."},
     {"min_hashes", (PyCFunction)(void (*)(void))min_hashes, METH_FASTCALL,
      "min_hashes(hashes, perm_a, perm_b): MinHash signature (uint32 bytes) of uint64 shingle hashes."},
+    {"greedy_cover", (PyCFunction)(void (*)(void))greedy_cover, METH_FASTCALL,
+     "greedy_cover(weights, triples, short_tokens, units, empty, label_cost, budget, triple_weight, cost_exponent): "
+     "(indexes of the sentences lazy greedy budgeted coverage takes, in the order it takes them, tokens spent)."},
     {"spaced_lower", (PyCFunction)(void (*)(void))spaced_lower, METH_FASTCALL,
      "spaced_lower(text, start, end): text[start:end] lower-cased and single-spaced, as bytes."},
     {NULL, NULL, 0, NULL},

@@ -131,3 +131,55 @@ def test_every_pass_agrees_with_its_definition_on_real_mail() -> None:
         assert dedupe._shingle_hashes(text) == dedupe._py_shingle_hashes(text[: dedupe.MAX_SKETCH_WORDS * 12])
         assert _textcore.spaced_lower(text, 0, len(text)) == normalized(text).encode()
     assert zlib.crc32(b"the cat sat") == int(np.frombuffer(_textcore.shingle_hashes("The cat sat", 3, 3)[1], dtype=np.uint64)[0])
+
+
+def reference_lazy_greedy(weights: list[dict[str, float]], triples: list[set[str]], short_tokens: list[int], units: list[int],
+                          empty: list[bool], label_cost: list[int], budget: int) -> tuple[list[int], int]:
+    """select_sentences' greedy loop as Python wrote it before the core took it over: the specification."""
+    import heapq
+
+    covered: set[str] = set()
+    facts: set[str] = set()
+    opened: set[int] = set()
+    spent, chosen = 0, []
+
+    def cost(i: int) -> int:
+        return short_tokens[i] + (0 if units[i] in opened else label_cost[units[i]])
+
+    def score(i: int, weight: float, fresh: int) -> float:
+        return (weight + compress.TRIPLE_WEIGHT * fresh) / max(cost(i), 1) ** compress.COST_EXPONENT
+
+    heap = [(-score(i, sum(weights[i].values()), len(triples[i])), i) for i in range(len(weights))]
+    heapq.heapify(heap)
+    while heap:
+        _, i = heapq.heappop(heap)
+        current = score(i, sum(w for k, w in weights[i].items() if k not in covered), len(triples[i] - facts))
+        if current <= 0 or empty[i]:
+            continue
+        if heap and current < -heap[0][0]:
+            heapq.heappush(heap, (-current, i))
+            continue
+        if spent + cost(i) > budget:
+            continue
+        spent += cost(i)
+        chosen.append(i)
+        opened.add(units[i])
+        covered.update(weights[i])
+        facts.update(triples[i])
+    return chosen, spent
+
+
+_sentence = st.tuples(
+    st.dictionaries(st.sampled_from("abcdefghij"), st.sampled_from([GENERIC_WEIGHT, 1.0, NAME_OR_NUMBER_WEIGHT]), max_size=6),
+    st.sets(st.sampled_from("tuvw"), max_size=2), st.integers(0, 30), st.integers(0, 3), st.booleans(),
+)
+
+
+@FUZZ
+@given(st.lists(_sentence, max_size=25), st.lists(st.integers(0, 4), min_size=4, max_size=4), st.integers(0, 120))
+def test_greedy_cover_takes_what_the_python_formulation_takes(sentences: list, label_cost: list[int], budget: int) -> None:
+    columns = [list(column) for column in zip(*sentences)] if sentences else [[]] * 5
+    weights, triples, short_tokens, units, empty = columns
+    expected = reference_lazy_greedy(weights, triples, short_tokens, units, empty, label_cost, budget)
+    assert _textcore.greedy_cover(weights, triples, short_tokens, units, empty, label_cost, budget,
+                                  compress.TRIPLE_WEIGHT, compress.COST_EXPONENT) == expected

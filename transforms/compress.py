@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
-import itertools
 import json
 import logging
 import math
@@ -284,46 +282,24 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
 def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: int) -> list[_Sentence]:
     """Lazy greedy budgeted coverage over condensed sentences, then spend what is left on verbatim renderings.
 
-    Coverage is submodular, so a sentence's gain only falls as others are taken;
-    re-scoring the heap top until it stays on top gives the plain greedy result.
-    Condensed renderings let the budget reach every informative sentence; the
-    leftover restores the original wording of the first-chosen ones.
+    A sentence's score is the weight of its words not covered yet plus
+    TRIPLE_WEIGHT per fact not yet stated, per token^COST_EXPONENT of its
+    condensed rendering (and its speaker label, until that unit's first
+    sentence is taken). Coverage is submodular, so a sentence's gain only
+    falls as others are taken; re-scoring the heap top until it stays on top
+    gives the greedy result. The loop runs in the compiled core
+    (``_textcore.greedy_cover``; ``tests/test_textcore.py`` holds it to the
+    Python formulation). Condensed renderings let the budget reach every
+    informative sentence; the leftover restores the original wording of the
+    first-chosen ones.
     """
-    covered: set[str] = set()
-    facts: set[str] = set()
-    opened: set[int] = set()
-    spent = 0
-    chosen: list[_Sentence] = []
-
-    def cost(s: _Sentence) -> int:
-        return s.short_tokens + (0 if s.unit in opened else label_cost[s.unit])
-
-    def uncovered_weight(weights: dict[str, float]) -> float:
-        # The weights of words not covered yet, summed in the sentence's word order (C loops: this runs on every pop).
-        return sum(map(weights.__getitem__, itertools.filterfalse(covered.__contains__, weights)))
-
-    # Nothing is covered yet: each sentence's first score counts all its weights and facts.
-    heap = [(-(sum(s.weights.values()) + TRIPLE_WEIGHT * len(s.triples)) / max(cost(s), 1) ** COST_EXPONENT, i) for i, s in enumerate(sentences)]
-    heapq.heapify(heap)
-    while heap:
-        _, i = heapq.heappop(heap)
-        s = sentences[i]
-        s_cost = cost(s)
-        current = (uncovered_weight(s.weights) + TRIPLE_WEIGHT * len(s.triples - facts)) / max(s_cost, 1) ** COST_EXPONENT
-        if current <= 0 or not s.short:
-            continue
-        if heap and current < -heap[0][0]:
-            heapq.heappush(heap, (-current, i))
-            continue
-        if spent + s_cost > budget:
-            continue
-        spent += s_cost
-        s.text = s.short
-        chosen.append(s)
-        opened.add(s.unit)
-        covered.update(s.weights)
-        facts.update(s.triples)
+    order, spent = _textcore.greedy_cover(
+        [s.weights for s in sentences], [s.triples for s in sentences], [s.short_tokens for s in sentences],
+        [s.unit for s in sentences], [not s.short for s in sentences], label_cost, budget, TRIPLE_WEIGHT, COST_EXPONENT,
+    )
+    chosen = [sentences[i] for i in order]
     for s in chosen:  # greedy order: the most informative sentences regain their wording first
+        s.text = s.short
         if spent + s.tokens - s.short_tokens <= budget:
             spent += s.tokens - s.short_tokens
             s.text = s.full
