@@ -69,21 +69,23 @@ _lowered = functools.lru_cache(maxsize=4)(str.lower)
 
 @dataclasses.dataclass(frozen=True)
 class _Clued:
-    """A regex and literal clues (lower case), one of which every match contains.
+    """A regex and literal clues (lower case), one of which every match contains, or a match of ``clue_pattern``.
 
     Most mail holds none of them, and ``in`` finds that far faster than the
     regex engine can fail: ASCII text without a clue skips the regex (for ASCII
-    text, case-insensitive matching is comparing lower case).
+    text, case-insensitive matching is comparing lower case). A clue pattern
+    that opens with a literal ("on \\d") stands for a family of clues in one scan.
     """
 
     regex: re.Pattern
     clues: tuple[str, ...]
+    clue_pattern: re.Pattern | None = None
 
     def may_match(self, text: str) -> bool:
         if not text.isascii():
             return True
         lowered = _lowered(text)
-        return any(clue in lowered for clue in self.clues)
+        return any(clue in lowered for clue in self.clues) or bool(self.clue_pattern and self.clue_pattern.search(lowered))
 
     def search(self, text: str, pos: int = 0) -> re.Match | None:
         return self.regex.search(text, pos) if self.may_match(text) else None
@@ -110,7 +112,7 @@ _BLOCK_START_RES = {
         r"|^[ \t]*On\b.{0,200}\bwrote:[ \t]*$"
         r"|^.{1,120}\bon \d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?::\d{2})?\s*[AP]M\s*$",
         re.I | re.M,
-    ), ("original message", "wrote:", *(f"on {digit}" for digit in range(10)))),
+    ), ("original message", "wrote:"), re.compile(r"on \d")),
     "forward": _Clued(re.compile(
         r"^[ \t]*-{2,}[ \t]*Forwarded (?:by\b.*|message[ \t]*-{2,}[ \t]*)$|^[ \t]*Begin forwarded message:[ \t]*$",
         re.I | re.M,
@@ -211,10 +213,12 @@ def _band_keys(sigs: np.ndarray) -> np.ndarray:
     return (rows * _BAND_MIX).sum(axis=-1, dtype=np.uint64) ^ _BAND_SALT
 
 
-def _bounded_insert(memory: dict, key: Any, value: Any, limit: int) -> None:
-    """Insert or refresh ``key`` as the newest entry of an insertion-ordered dict, dropping the oldest over ``limit``."""
-    memory.pop(key, None)
-    memory[key] = value
+def _remember(memory: dict, items: Iterable[tuple[Any, Any]], limit: int) -> None:
+    """Insert or refresh each key as the newest entry of an insertion-ordered dict, then drop the oldest over ``limit``:
+    the newest ``limit`` stay, as trimming after every insert would leave them."""
+    for key, value in items:
+        memory.pop(key, None)
+        memory[key] = value
     while len(memory) > limit:
         del memory[next(iter(memory))]
 
@@ -240,12 +244,11 @@ class TenantState:
         """The event that first carried this content hash (now refreshed as recently seen), or None when the content
         is new, and ``event_id`` is remembered as its first."""
         first = self.hashes.get(content)
-        _bounded_insert(self.hashes, content, first or event_id, MAX_REMEMBERED_HASHES)
+        _remember(self.hashes, ((content, first or event_id),), MAX_REMEMBERED_HASHES)
         return first
 
     def remember_sentences(self, sentence_hashes: Iterable[str]) -> None:
-        for h in sentence_hashes:
-            _bounded_insert(self.sentences, h, None, MAX_REMEMBERED_SENTENCES)
+        _remember(self.sentences, zip(sentence_hashes, itertools.repeat(None)), MAX_REMEMBERED_SENTENCES)
 
     def remember_tails(self, sender: str, line_hashes: Iterable[str]) -> None:
         """Count the tail lines a sender ended a message with, keeping the most frequent (the newest among equals)."""
