@@ -201,9 +201,9 @@ static PyObject *unwrap(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             int joins = 0;
             Py_ssize_t prev_len = out.len - current;
             if (prev_len >= wrap && b > a && !is_list_item(line, len)) {
-                Py_ssize_t pa = current, pb = out.len;
+                Py_ssize_t pb = out.len, pa = current;  /* prev.rstrip() ends at pb; prev.strip() is [pa, pb) */
+                while (pb > current && is_space(out.data[pb - 1])) pb--;
                 while (pa < pb && is_space(out.data[pa])) pa++;
-                while (pb > pa && is_space(out.data[pb - 1])) pb--;
                 if (pb - pa >= wrap) {
                     out.len = pb;  /* prev.rstrip() + " " + line.strip() */
                     out.data[out.len++] = ' ';
@@ -259,14 +259,21 @@ static WordTable *table_of(PyObject *words) {
     PyObject *iter = PyObject_GetIter(words), *item;
     if (iter == NULL) goto fail;
     while ((item = PyIter_Next(iter)) != NULL) {
-        Py_ssize_t n;
-        const Py_UCS1 *w = (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) ? PyUnicode_1BYTE_DATA(item) : NULL;
-        n = w ? PyUnicode_GET_LENGTH(item) : 0;
-        char *copy = w ? PyMem_Malloc((size_t)n + 1) : NULL;
-        Py_DECREF(item);
-        if (copy == NULL) continue;  /* a word that is not ASCII never equals an ASCII run */
+        if (!PyUnicode_Check(item) || !PyUnicode_IS_ASCII(item)) {  /* never equal to an ASCII run */
+            Py_DECREF(item);
+            continue;
+        }
+        const Py_UCS1 *w = PyUnicode_1BYTE_DATA(item);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(item);
+        char *copy = PyMem_Malloc((size_t)n + 1);
+        if (copy == NULL) {
+            Py_DECREF(item);
+            PyErr_NoMemory();
+            break;
+        }
         memcpy(copy, w, (size_t)n);
         size_t slot = fnv1a(w, n, 0) & table.mask;
+        Py_DECREF(item);
         while (table.slots[slot] != NULL) slot = (slot + 1) & table.mask;
         table.slots[slot] = copy;
         table.lens[slot] = n;
@@ -493,8 +500,14 @@ static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t 
     const Py_UCS1 *s = ascii_chars(args[0], &n);
     if (s == NULL) return NULL;
     PyObject *known = args[1], *stopwords = args[2], *generic = args[3];
-    double generic_weight = PyFloat_AsDouble(args[4]), name_weight = PyFloat_AsDouble(args[5]);
-    if (PyErr_Occurred()) return NULL;
+    if (!PyAnySet_Check(known) || !PyAnySet_Check(stopwords) || !PyAnySet_Check(generic)) {
+        PyErr_SetString(PyExc_TypeError, "word_weights: known, stopwords and generic must be sets");
+        return NULL;
+    }
+    double generic_weight = PyFloat_AsDouble(args[4]);
+    if (generic_weight == -1.0 && PyErr_Occurred()) return NULL;
+    double name_weight = PyFloat_AsDouble(args[5]);
+    if (name_weight == -1.0 && PyErr_Occurred()) return NULL;
     PyObject *weights = PyDict_New();
     if (weights == NULL) return NULL;
     Py_ssize_t index = 0;
@@ -534,7 +547,7 @@ static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t 
             Py_DECREF(w);
             goto fail;
         }
-        if (old == NULL || PyFloat_AS_DOUBLE(old) < weight) {
+        if ((old != NULL ? PyFloat_AsDouble(old) : 0.0) < weight) {  /* weights.get(w, 0.0) < weight */
             PyObject *value = PyFloat_FromDouble(weight);
             int rc = value == NULL ? -1 : PyDict_SetItem(weights, w, value);
             Py_XDECREF(value);
@@ -577,6 +590,7 @@ static PyObject *shingle_hashes(PyObject *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_ValueError, "shingle must be positive and max_words not negative");
         return NULL;
     }
+    if (max_words > n / 2 + 1) max_words = n / 2 + 1;  /* n characters hold at most that many words */
     Py_ssize_t *starts = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(max_words + 1) * 2);
     if (starts == NULL) return PyErr_NoMemory();
     Py_ssize_t *ends = starts + max_words + 1, count = 0;
@@ -645,8 +659,10 @@ static PyObject *min_hashes(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     PyObject *out = NULL;
     Py_ssize_t rows = x.len / 8, perms = a.len / 8;
-    if (x.len % 8 || a.len % 8 || b.len != a.len || rows == 0) {
-        PyErr_SetString(PyExc_ValueError, "min_hashes takes uint64 buffers: hashes (not empty), and perm_a and perm_b of one length");
+    if (x.len % 8 || a.len % 8 || b.len != a.len || rows == 0 ||
+        ((uintptr_t)x.buf | (uintptr_t)a.buf | (uintptr_t)b.buf) % sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "min_hashes takes aligned uint64 buffers: hashes (not empty), and perm_a and perm_b of one length");
     } else if ((out = PyBytes_FromStringAndSize(NULL, perms * 4)) != NULL) {
         uint32_t *sig = (uint32_t *)PyBytes_AS_STRING(out);
         uint64_t *least = PyMem_Malloc(sizeof(uint64_t) * (size_t)perms);
@@ -675,9 +691,8 @@ static PyObject *spaced_lower(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_IndexError, "span out of range");
         return NULL;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, b - a);
-    if (out == NULL) return NULL;
-    char *dst = PyBytes_AS_STRING(out);
+    char *dst = PyMem_Malloc((size_t)(b - a) + 1);
+    if (dst == NULL) return PyErr_NoMemory();
     Py_ssize_t len = 0;
     int pending_space = 0;
     for (Py_ssize_t i = a; i < b; i++) {
@@ -689,7 +704,8 @@ static PyObject *spaced_lower(PyObject *self, PyObject *const *args, Py_ssize_t 
         pending_space = 0;
         dst[len++] = (char)lower(s[i]);
     }
-    if (_PyBytes_Resize(&out, len) < 0) return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(dst, len);
+    PyMem_Free(dst);
     return out;
 }
 
@@ -731,11 +747,16 @@ static double uncovered_weight(PyObject *weights, PyObject *covered) {
     PyObject *key, *value;
     double total = 0.0;
     while (PyDict_Next(weights, &pos, &key, &value)) {
+        Py_INCREF(key);  /* a key's __eq__ or __hash__ may run Python code that changes the dict */
+        Py_INCREF(value);
         int seen = covered ? PySet_Contains(covered, key) : 0;
-        if (seen < 0) return -1.0;
-        if (!seen) total += PyFloat_AsDouble(value);
+        double weight = seen == 0 ? PyFloat_AsDouble(value) : 0.0;
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (seen < 0 || PyErr_Occurred()) return -1.0;
+        total += weight;
     }
-    return PyErr_Occurred() ? -1.0 : total;
+    return total;
 }
 
 /* How many of the set `triples` are not in `facts` (NULL: none is), or -1 with an error set. */
@@ -757,49 +778,90 @@ static Py_ssize_t new_facts(PyObject *triples, PyObject *facts) {
     return PyErr_Occurred() ? -1 : count;
 }
 
+/* Add every item of `items` (a dict's keys or a set) to the set `into`; -1 with an error set on failure. */
+static int add_all(PyObject *into, PyObject *items) {
+    PyObject *iter = PyObject_GetIter(items), *item;
+    if (iter == NULL) return -1;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        int rc = PySet_Add(into, item);
+        Py_DECREF(item);
+        if (rc < 0) break;
+    }
+    Py_DECREF(iter);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+#define MAX_COST (PY_SSIZE_T_MAX / 4)  /* token counts above this are refused, so no sum of two overflows */
+
+/* A list of token counts as an array, each within [0, MAX_COST]; NULL with an error set otherwise. */
+static Py_ssize_t *token_counts(PyObject *counts, Py_ssize_t n) {
+    Py_ssize_t *out = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    if (out == NULL) return (Py_ssize_t *)PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(counts, i));
+        if (out[i] == -1 && PyErr_Occurred()) break;
+        if (out[i] < 0 || out[i] > MAX_COST) {
+            PyErr_SetString(PyExc_ValueError, "greedy_cover: a token count is negative or too large");
+            break;
+        }
+    }
+    if (!PyErr_Occurred()) return out;
+    PyMem_Free(out);
+    return NULL;
+}
+
 /* compress.select_sentences' lazy greedy budgeted coverage: (the indexes of the sentences it takes, in the order it
- * takes them, and the tokens they spend). Each sentence i has a weights dict, a triples set, a condensed token count, a unit, and whether its
- * condensed rendering is empty; a unit's label costs label_cost[unit] the first time one of its sentences is taken. */
+ * takes them, and the tokens they spend). Sentence i has a weights dict, a triples set, a condensed token count, a
+ * unit, and whether its condensed rendering is empty (a bool); a unit's label costs label_cost[unit] until one of its
+ * sentences is taken. The sequences are copied into tuples first, so no Python code the loop runs can change them. */
 static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
                         "greedy_cover(weights, triples, short_tokens, units, empty, label_cost, budget, triple_weight, cost_exponent)");
         return NULL;
     }
-    PyObject *weights = args[0], *triples = args[1], *short_tokens = args[2], *units = args[3], *empty = args[4], *label_cost = args[5];
-    Py_ssize_t n = PyList_Check(weights) ? PyList_GET_SIZE(weights) : -1, labels = PyList_Check(label_cost) ? PyList_GET_SIZE(label_cost) : -1;
+    PyObject *seq[6] = {NULL}, *covered = NULL, *facts = NULL, *chosen = NULL, *result = NULL;
+    Entry *heap = NULL;
+    Py_ssize_t *costs = NULL, *units = NULL, *labels = NULL;
+    char *opened = NULL;
+    for (int k = 0; k < 6; k++)
+        if ((seq[k] = PySequence_Tuple(args[k])) == NULL) goto done;
+    PyObject *weights = seq[0], *triples = seq[1], *empty = seq[4];
+    Py_ssize_t n = PyTuple_GET_SIZE(weights), n_units = PyTuple_GET_SIZE(seq[5]);
     Py_ssize_t budget = PyLong_AsSsize_t(args[6]);
-    double triple_weight = PyFloat_AsDouble(args[7]), exponent = PyFloat_AsDouble(args[8]);
-    if (PyErr_Occurred()) return NULL;
-    PyObject *lists[] = {triples, short_tokens, units, empty};
-    for (int k = 0; k < 4; k++)
-        if (n < 0 || !PyList_Check(lists[k]) || PyList_GET_SIZE(lists[k]) != n || labels < 0) {
-            PyErr_SetString(PyExc_TypeError, "greedy_cover takes lists of one length, and a label_cost list");
-            return NULL;
+    if (budget == -1 && PyErr_Occurred()) goto done;
+    double triple_weight = PyFloat_AsDouble(args[7]);
+    if (triple_weight == -1.0 && PyErr_Occurred()) goto done;
+    double exponent = PyFloat_AsDouble(args[8]);
+    if (exponent == -1.0 && PyErr_Occurred()) goto done;
+    for (int k = 1; k < 5; k++)
+        if (PyTuple_GET_SIZE(seq[k]) != n) {
+            PyErr_SetString(PyExc_ValueError, "greedy_cover: the five per-sentence sequences differ in length");
+            goto done;
         }
-    Entry *heap = PyMem_Malloc(sizeof(Entry) * (size_t)(n + 1));
-    Py_ssize_t *costs = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1) * 2), *unit_of = costs + n + 1;
-    char *opened = PyMem_Calloc((size_t)labels + 1, 1);
-    PyObject *covered = PySet_New(NULL), *facts = PySet_New(NULL), *chosen = PyList_New(0);
-    if (heap == NULL || costs == NULL || opened == NULL) PyErr_NoMemory();
-    if (PyErr_Occurred()) goto fail;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        costs[i] = PyLong_AsSsize_t(PyList_GET_ITEM(short_tokens, i));
-        unit_of[i] = PyLong_AsSsize_t(PyList_GET_ITEM(units, i));
-        if (PyErr_Occurred()) goto fail;
-        if (unit_of[i] < 0 || unit_of[i] >= labels || !PyDict_Check(PyList_GET_ITEM(weights, i)) ||
-            !PyAnySet_Check(PyList_GET_ITEM(triples, i))) {
-            PyErr_SetString(PyExc_ValueError, "greedy_cover: a unit out of range, or weights not a dict, or triples not a set");
-            goto fail;
+    if ((costs = token_counts(seq[2], n)) == NULL || (units = token_counts(seq[3], n)) == NULL ||
+        (labels = token_counts(seq[5], n_units)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (units[i] >= n_units || !PyDict_Check(PyTuple_GET_ITEM(weights, i)) || !PyAnySet_Check(PyTuple_GET_ITEM(triples, i)) ||
+            !PyBool_Check(PyTuple_GET_ITEM(empty, i))) {
+            PyErr_SetString(PyExc_TypeError, "greedy_cover: a unit without a label cost, or weights not a dict, triples not a set, "
+                                             "or empty not a bool");
+            goto done;
         }
+    heap = PyMem_Malloc(sizeof(Entry) * (size_t)(n + 1));
+    opened = PyMem_Calloc((size_t)n_units + 1, 1);
+    if (heap == NULL || opened == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-#define COST(i) (costs[i] + (opened[unit_of[i]] ? 0 : PyLong_AsSsize_t(PyList_GET_ITEM(label_cost, unit_of[i]))))
+    if ((covered = PySet_New(NULL)) == NULL || (facts = PySet_New(NULL)) == NULL || (chosen = PyList_New(0)) == NULL) goto done;
+#define COST(i) (costs[i] + (opened[units[i]] ? 0 : labels[units[i]]))
 #define PER_TOKEN(cost) pow((double)((cost) > 1 ? (cost) : 1), exponent)
     for (Py_ssize_t i = 0; i < n; i++) {  /* nothing is covered yet: each first score counts all weights and facts */
-        double weight = uncovered_weight(PyList_GET_ITEM(weights, i), NULL);
-        Py_ssize_t cost = COST(i);
-        if (PyErr_Occurred()) goto fail;
-        heap[i] = (Entry){(weight + triple_weight * (double)PySet_GET_SIZE(PyList_GET_ITEM(triples, i))) / PER_TOKEN(cost), i};
+        double weight = uncovered_weight(PyTuple_GET_ITEM(weights, i), NULL);
+        if (PyErr_Occurred()) goto done;
+        heap[i] = (Entry){(weight + triple_weight * (double)PySet_GET_SIZE(PyTuple_GET_ITEM(triples, i))) / PER_TOKEN(COST(i)), i};
     }
     for (Py_ssize_t at = n / 2 - 1; at >= 0; at--) sift_down(heap, n, at);
     Py_ssize_t size = n, spent = 0;
@@ -807,57 +869,38 @@ static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_ssize_t i = heap[0].index;
         heap[0] = heap[--size];
         sift_down(heap, size, 0);
-        Py_ssize_t cost = COST(i), fresh = new_facts(PyList_GET_ITEM(triples, i), facts);
-        double weight = uncovered_weight(PyList_GET_ITEM(weights, i), covered);
-        if (PyErr_Occurred()) goto fail;
+        Py_ssize_t cost = COST(i), fresh = new_facts(PyTuple_GET_ITEM(triples, i), facts);
+        double weight = uncovered_weight(PyTuple_GET_ITEM(weights, i), covered);
+        if (PyErr_Occurred()) goto done;
         double current = (weight + triple_weight * (double)fresh) / PER_TOKEN(cost);
-        int is_empty = PyObject_IsTrue(PyList_GET_ITEM(empty, i));
-        if (is_empty < 0) goto fail;
-        if (current <= 0 || is_empty) continue;
+        if (current <= 0 || PyTuple_GET_ITEM(empty, i) == Py_True) continue;
         if (size > 0 && current < heap[0].score) {
             heap[size] = (Entry){current, i};
             sift_up(heap, size++);
             continue;
         }
-        if (spent + cost > budget) continue;
+        if (cost > budget - spent) continue;  /* spent + cost > budget, without overflow */
         spent += cost;
-        opened[unit_of[i]] = 1;
+        opened[units[i]] = 1;
         PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(chosen, index) < 0) {
-            Py_XDECREF(index);
-            goto fail;
-        }
-        Py_DECREF(index);
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (PyDict_Next(PyList_GET_ITEM(weights, i), &pos, &key, &value))
-            if (PySet_Add(covered, key) < 0) goto fail;
-        PyObject *iter = PyObject_GetIter(PyList_GET_ITEM(triples, i)), *triple;
-        if (iter == NULL) goto fail;
-        while ((triple = PyIter_Next(iter)) != NULL) {
-            int rc = PySet_Add(facts, triple);
-            Py_DECREF(triple);
-            if (rc < 0) break;
-        }
-        Py_DECREF(iter);
-        if (PyErr_Occurred()) goto fail;
+        int rc = index == NULL ? -1 : PyList_Append(chosen, index);
+        Py_XDECREF(index);
+        if (rc < 0 || add_all(covered, PyTuple_GET_ITEM(weights, i)) < 0 || add_all(facts, PyTuple_GET_ITEM(triples, i)) < 0) goto done;
     }
 #undef COST
 #undef PER_TOKEN
-    PyMem_Free(heap);
-    PyMem_Free(costs);
-    PyMem_Free(opened);
-    Py_DECREF(covered);
-    Py_DECREF(facts);
-    return Py_BuildValue("(Nn)", chosen, spent);
-fail:
-    PyMem_Free(heap);
-    PyMem_Free(costs);
-    PyMem_Free(opened);
+    result = Py_BuildValue("(On)", chosen, spent);
+done:
+    for (int k = 0; k < 6; k++) Py_XDECREF(seq[k]);
     Py_XDECREF(covered);
     Py_XDECREF(facts);
     Py_XDECREF(chosen);
-    return NULL;
+    PyMem_Free(heap);
+    PyMem_Free(costs);
+    PyMem_Free(units);
+    PyMem_Free(labels);
+    PyMem_Free(opened);
+    return result;
 }
 
 static PyMethodDef methods[] = {

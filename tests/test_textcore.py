@@ -110,6 +110,19 @@ def test_the_core_refuses_text_that_is_not_ascii_with_a_clear_error() -> None:
     assert compress.condense_all(["We don\u2019t ship the caf\u00e9 plan"]) == ["not ship caf\u00e9 plan."]
 
 
+def test_the_core_refuses_bad_arguments_instead_of_guessing() -> None:
+    with pytest.raises(TypeError, match="must be sets"):
+        _textcore.word_weights("Some words", ["not", "a", "set"], STOPWORDS, GENERIC_WORDS, 0.15, 1.5)
+    with pytest.raises(ValueError, match="aligned"):
+        _textcore.min_hashes(memoryview(bytes(17))[1:], dedupe._PERM_A, dedupe._PERM_B)
+    with pytest.raises(ValueError, match="negative or too large"):
+        _textcore.greedy_cover([{"a": 1.0}], [set()], [-1], [0], [False], [1], 10, 2.0, 0.6)
+    with pytest.raises(TypeError, match="empty not a bool"):
+        _textcore.greedy_cover([{"a": 1.0}], [set()], [1], [0], [""], [1], 10, 2.0, 0.6)
+    # A word limit far beyond what the text can hold is only a limit.
+    assert _textcore.shingle_hashes("a b c d e", 2**62, 1) == _textcore.shingle_hashes("a b c d e", 5, 1)
+
+
 @pytest.mark.skipif(not ENRON.is_dir(), reason=f"shared Enron Maildir absent: {ENRON}")
 def test_every_pass_agrees_with_its_definition_on_real_mail() -> None:
     from memtape.evals.compression import maildir_rows
