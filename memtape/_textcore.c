@@ -490,6 +490,8 @@ done:
     return lines;
 }
 
+static PyObject *one;  /* the float 1.0, the weight of most words, made once */
+
 /* compress._word_weights: each content word's weight, lower-cased, in first-seen order. */
 static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 6) {
@@ -531,7 +533,7 @@ static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyObject *w = lowered_str(raw, len);
         if (w == NULL) goto fail;
         double weight;
-        int is_known = PySet_Contains(known, w);
+        int is_known = PySet_GET_SIZE(known) ? PySet_Contains(known, w) : 0;
         if (is_known < 0) {
             Py_DECREF(w);
             goto fail;
@@ -548,7 +550,7 @@ static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t 
             goto fail;
         }
         if ((old != NULL ? PyFloat_AsDouble(old) : 0.0) < weight) {  /* weights.get(w, 0.0) < weight */
-            PyObject *value = PyFloat_FromDouble(weight);
+            PyObject *value = weight == 1.0 ? Py_NewRef(one) : PyFloat_FromDouble(weight);
             int rc = value == NULL ? -1 : PyDict_SetItem(weights, w, value);
             Py_XDECREF(value);
             if (rc < 0) {
@@ -927,5 +929,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_textcore", "memtape
 
 PyMODINIT_FUNC PyInit__textcore(void) {
     crc_init();
+    if (one == NULL && (one = PyFloat_FromDouble(1.0)) == NULL) return NULL;
     return PyModule_Create(&module);
 }

@@ -150,7 +150,7 @@ class OpenAICompatibleSummariser:
             return json.load(response)["choices"][0]["message"]["content"].strip()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Sentence:
     unit: int
     start: int
