@@ -74,7 +74,7 @@ class _Clued:
     Most mail holds none of them, and ``in`` finds that far faster than the
     regex engine can fail: ASCII text without a clue skips the regex (for ASCII
     text, case-insensitive matching is comparing lower case). A clue pattern
-    that opens with a literal ("on \\d") stands for a family of clues in one scan.
+    that opens with a literal ("on \\d\\d?/") stands for a family of clues in one scan.
     """
 
     regex: re.Pattern
@@ -112,7 +112,7 @@ _BLOCK_START_RES = {
         r"|^[ \t]*On\b.{0,200}\bwrote:[ \t]*$"
         r"|^.{1,120}\bon \d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?::\d{2})?\s*[AP]M\s*$",
         re.I | re.M,
-    ), ("original message", "wrote:"), re.compile(r"on \d")),
+    ), ("original message", "wrote:"), re.compile(r"on \d\d?/")),
     "forward": _Clued(re.compile(
         r"^[ \t]*-{2,}[ \t]*Forwarded (?:by\b.*|message[ \t]*-{2,}[ \t]*)$|^[ \t]*Begin forwarded message:[ \t]*$",
         re.I | re.M,
