@@ -1,10 +1,12 @@
-/* memtape's compiled text core: the per-character passes of dedupe and compression, for ASCII text.
+/* memtape's compiled text core: the per-character passes of dedupe and compression for ASCII text, and the
+ * greedy sentence selection of compression.
  *
- * Each function here does, in one C loop, what a regex or string pass in memtape.transforms.tokens,
+ * Each text function here does, in one C loop, what a regex or string pass in memtape.transforms.tokens,
  * .compress, .dedupe or memtape.schemas.records does, and returns exactly what that Python code returns for
- * the same ASCII text (tests/test_textcore.py holds them equal on generated text). The Python code stays the
- * definition and serves all other text. Character classes follow Python's `re` on str: \w is [A-Za-z0-9_],
- * \s is str.isspace (\t\n\v\f\r, \x1c-\x1f and space), a mark is any other character.
+ * the same ASCII text (tests/test_textcore.py holds them equal on generated text and real mail). The Python
+ * code stays the definition and serves all other text. Character classes follow Python's `re` on str: \w is
+ * [A-Za-z0-9_], \s is str.isspace (\t\n\v\f\r, \x1c-\x1f and space), a mark is any other character.
+ * greedy_cover takes any text's weights; the test holds it to the Python formulation it replaced.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
