@@ -68,34 +68,28 @@ static PyObject *lowered_str(const Py_UCS1 *chars, Py_ssize_t n) {
     return out;
 }
 
-/* A growable byte buffer. */
+/* A byte buffer, allocated once for the most its pass can write (no pass here lengthens its text). */
 typedef struct {
     Py_UCS1 *data;
-    Py_ssize_t len, cap;
+    Py_ssize_t len;
 } Buffer;
 
 static int buf_init(Buffer *b, Py_ssize_t cap) {
     b->len = 0;
-    b->cap = cap > 16 ? cap : 16;
-    b->data = PyMem_Malloc((size_t)b->cap);
+    b->data = PyMem_Malloc((size_t)cap + 1);
     if (b->data == NULL) PyErr_NoMemory();
     return b->data == NULL ? -1 : 0;
 }
 
-static int buf_reserve(Buffer *b, Py_ssize_t extra) {
-    if (b->len + extra <= b->cap) return 0;
-    Py_ssize_t cap = (b->len + extra) * 2;
-    Py_UCS1 *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
 static void buf_free(Buffer *b) { PyMem_Free(b->data); }
+
+/* Append c to out, after a single space when whitespace came since the last character written (never at the start):
+ * how " ".join(text.split()) rebuilds a text, one character at a time. */
+static inline void put_spaced(Buffer *out, int *gap, Py_UCS1 c) {
+    if (*gap) out->data[out->len++] = ' ';
+    *gap = 0;
+    out->data[out->len++] = c;
+}
 
 /* tokens.count_tokens: words (\w+) plus marks. */
 static PyObject *count_tokens(PyObject *self, PyObject *text) {
@@ -340,7 +334,6 @@ static Py_ssize_t dropped_opening(const Py_UCS1 *s, Py_ssize_t n, PyObject *drop
 /* compress._DROPPED_RE.sub(" ", ...): a whole \w run that is a word of `dropped`, not glued to ' & . : - before it,
  * nor to ' & - after it, nor to . or : followed by a word character. */
 static int drop_words(const Py_UCS1 *s, Py_ssize_t n, PyObject *dropped, Buffer *out) {
-    if (buf_reserve(out, n) < 0) return -1;
     Py_ssize_t i = 0;
     while (i < n) {
         if (!is_word(s[i])) {
@@ -434,10 +427,9 @@ static PyObject *condense_lines(PyObject *self, PyObject *const *args, Py_ssize_
     if (s == NULL) return NULL;
     PyObject *dropped = args[1], *lines = NULL;
     Buffer negated = {0}, plain = {0}, opened = {0}, kept = {0}, line = {0};
-    if (buf_init(&negated, n) < 0 || buf_init(&plain, n) < 0 || buf_init(&opened, n) < 0 || buf_init(&kept, n) < 0 ||
-        buf_init(&line, n + 1) < 0)
-        goto done;
+    if (buf_init(&opened, n) < 0 || buf_init(&kept, n) < 0 || buf_init(&line, n + 1) < 0) goto done;
     if (memchr(s, '\'', (size_t)n) != NULL) {
+        if (buf_init(&negated, n) < 0 || buf_init(&plain, n) < 0) goto done;
         rewrite_apostrophes(s, n, &negated, &plain);
         s = plain.data;
         n = plain.len;
@@ -457,7 +449,7 @@ static PyObject *condense_lines(PyObject *self, PyObject *const *args, Py_ssize_
     if (lines == NULL) goto done;
     const Py_UCS1 *k = kept.data;
     Py_ssize_t m = kept.len;
-    int pending_space = 0;
+    int gap = 0;
     for (Py_ssize_t i = 0; i <= m;) {
         if (i == m || k[i] == '\n') {  /* a line ends: its words joined by single spaces, then a full stop */
             if (line.len) line.data[line.len++] = '.';
@@ -469,19 +461,17 @@ static PyObject *condense_lines(PyObject *self, PyObject *const *args, Py_ssize_
             }
             Py_DECREF(str);
             line.len = 0;
-            pending_space = 0;
+            gap = 0;
             i++;
             continue;
         }
         Py_ssize_t run = is_mark(k[i]) ? loose_run(k, i, m) : 0;
         if (run || is_space(k[i])) {  /* a loose mark becomes a space, and spaces collapse */
-            pending_space = line.len > 0;
+            gap = line.len > 0;
             i += run ? run : 1;
             continue;
         }
-        if (pending_space) line.data[line.len++] = ' ';
-        pending_space = 0;
-        line.data[line.len++] = k[i++];
+        put_spaced(&line, &gap, k[i++]);
     }
 done:
     buf_free(&negated);
@@ -695,21 +685,15 @@ static PyObject *spaced_lower(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_IndexError, "span out of range");
         return NULL;
     }
-    char *dst = PyMem_Malloc((size_t)(b - a) + 1);
-    if (dst == NULL) return PyErr_NoMemory();
-    Py_ssize_t len = 0;
-    int pending_space = 0;
+    Buffer spaced;
+    if (buf_init(&spaced, b - a) < 0) return NULL;
+    int gap = 0;
     for (Py_ssize_t i = a; i < b; i++) {
-        if (is_space(s[i])) {
-            pending_space = len > 0;
-            continue;
-        }
-        if (pending_space) dst[len++] = ' ';
-        pending_space = 0;
-        dst[len++] = (char)lower(s[i]);
+        if (is_space(s[i])) gap = spaced.len > 0;
+        else put_spaced(&spaced, &gap, lower(s[i]));
     }
-    PyObject *out = PyBytes_FromStringAndSize(dst, len);
-    PyMem_Free(dst);
+    PyObject *out = PyBytes_FromStringAndSize((const char *)spaced.data, spaced.len);
+    buf_free(&spaced);
     return out;
 }
 
