@@ -35,16 +35,20 @@ def normalized(text: str) -> str:
 def content_hash(text: str | None, digest_size: int = 16) -> str:
     """Hash of whitespace- and case-normalised text: equal hashes mean the same content."""
     text = text or ""
-    if text.isascii():  # NFKC leaves ASCII as it is and case folding lower-cases it: the text core does the rest
-        return _digest(_textcore.spaced_lower(text, 0, len(text)), digest_size)
-    return _digest(normalized(text).encode("utf-8", "surrogatepass"), digest_size)
+    return _digest(_normal_bytes(text, 0, len(text)), digest_size)
 
 
 def content_hashes(text: str, spans: Iterable[tuple[int, int]], digest_size: int = 16) -> list[str]:
     """``content_hash`` of each ``text[a:b]``."""
-    if not text.isascii():
-        return [content_hash(text[a:b], digest_size) for a, b in spans]
-    return [_digest(_textcore.spaced_lower(text, a, b), digest_size) for a, b in spans]
+    return [_digest(_normal_bytes(text, a, b), digest_size) for a, b in spans]
+
+
+def _normal_bytes(text: str, a: int, b: int) -> bytes:
+    """The UTF-8 of ``normalized(text[a:b])``; for ASCII text (NFKC leaves it as it is, case folding lower-cases it)
+    the text core makes it without slicing."""
+    if text.isascii():
+        return _textcore.spaced_lower(text, a, b)
+    return normalized(text[a:b]).encode("utf-8", "surrogatepass")
 
 
 def _digest(normal: bytes, digest_size: int) -> str:
