@@ -64,11 +64,20 @@ class Store:
         return cls(home or cfg.store.home, cfg.store.storage_options)
 
     def table(self, name: str) -> Any:
-        """The lancedb table ``name``, created empty with its schema on first use."""
+        """The lancedb table ``name``, created empty with its schema on first use.
+
+        A table written before a column was added to its schema gets that
+        column, empty for the rows it has, so an existing store keeps working.
+        """
         if name not in TABLES:
             raise UserError(f"unknown table {name!r} (known: {', '.join(TABLES)})")
         if name not in self._tables:
-            self._tables[name] = self.db.create_table(name, schema=TABLES[name], exist_ok=True)
+            table = self.db.create_table(name, schema=TABLES[name], exist_ok=True)
+            stored = set(table.schema.names)
+            missing = [f for f in TABLES[name] if f.name not in stored]
+            if missing:
+                table.add_columns(pa.schema(missing))
+            self._tables[name] = table
         return self._tables[name]
 
     def dataset(self, name: str) -> Any:

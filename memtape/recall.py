@@ -24,12 +24,20 @@ from memtape.connectors.lance_store import Store
 from memtape.forgetting import ForgettingPolicy, ranking_weight, reinforce
 from memtape.recall_candidates import GRAPHS, Scope, candidates, ensure_indexes
 from memtape.recall_lines import LINES, score_lines
-from memtape.recall_pack import Packable, count_tokens, pack, render
+from memtape.recall_pack import Packable, arrange, count_tokens, pack, render
+from memtape.recall_working import WORKING, working_row
 
 DEFAULT_BUDGET = 1000
 EXPAND_MEMORIES = 40  # the best memories whose lines compete for the budget
 ROWS_READ = 2 * EXPAND_MEMORIES  # candidates forgetting weighs before the best are expanded
 TIME_BOOST = 0.3  # for "when" questions, a line that states a time is worth this much more
+RELEVANCE_FLOOR = 0.35  # items scoring under this share of the best are left out (chosen on the dev sets: BENCHMARKS.md)
+LATEST_BOOST = 0.5  # the newest reading of the series a "latest" question asks about ranks this far above the best
+SERIES_MATCH = 0.999  # a line belongs to the asked series when it matches the query's terms as well as the best line
+OLDER_READING_SHARE = 0.3  # older readings of that series keep this share of their score
+ORDERS = ("relevance", "time")
+LATEST_QUESTION = re.compile(r"\b(latest|most recent(ly)?|current(ly)?|newest|last (reading|value|result|measurement|visit|dose))\b", re.I)
+SERIES_QUESTION = re.compile(r"\b(over time|history|histories|trend|trends|progression|all (the |of )?(readings|values|results|measurements))\b", re.I)
 WHEN_QUESTION = re.compile(r"^\s*(when\b|what (day|date|time|year|month|week)\b|how long\b|since when\b|which (day|year|month)\b)", re.I)
 STATES_TIME = re.compile(
     r"\b(yesterday|today|tonight|tomorrow|last|next|ago|this (morning|week|month|year)|weekend|week|month|year|"
@@ -67,7 +75,7 @@ _ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memtape-query-e
 class RecallItem:
     """One line of a memory (or a whole memory) in the context, with what an answer needs to cite it."""
 
-    memory_id: str
+    memory_id: str | None  # None for working memory: landed, not yet in a closed episode
     text: str
     header: str | None
     who: str | None
@@ -79,11 +87,12 @@ class RecallItem:
     sources: list[str]
     source_ids: list[str]
     score: float
+    subjects: list[str]  # whom its memory is about
 
 
 @dataclasses.dataclass
 class RecallResult:
-    """The packed context and its items (chronological), for one query of one tenant."""
+    """The packed context and its items (in ``order``), for one query of one tenant; ``reason`` says why it is empty."""
 
     query: str
     tenant: str
@@ -92,6 +101,9 @@ class RecallResult:
     tokens: float
     items: list[RecallItem]
     latency_ms: float
+    order: str = "relevance"
+    subjects: list[str] = dataclasses.field(default_factory=list)  # whom recall was restricted to
+    reason: str | None = None
 
     @property
     def raw_event_ids(self) -> set[str]:
@@ -148,6 +160,68 @@ def wait_for_reinforcement() -> None:
     _REINFORCER.submit(lambda: None).result()
 
 
+def _validated(query: str, tenant: str, budget: int, order: str, max_items: int | None) -> None:
+    from memtape.errors import UserError
+
+    if not query or not query.strip():
+        raise UserError("recall needs a query: an empty question has no answer to look for")
+    if not tenant:
+        raise UserError("recall needs a tenant: there is no search across tenants")
+    if budget <= 0:
+        raise UserError(f"budget must be a positive number of tokens, got {budget}")
+    if order not in ORDERS:
+        raise UserError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if max_items is not None and max_items <= 0:
+        raise UserError(f"max_items must be a positive number, got {max_items}")
+
+
+def _about(graph: Any, query: str, subject: str | None, tenant: str) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    """(subject strings recall is restricted to, or None; the query words that name them)."""
+    from memtape.errors import UserError
+    from memtape.transforms.tokens import match_terms
+
+    people = graph.people
+    if subject is not None:
+        found = people.resolve(subject)
+        if not found:
+            known = ", ".join(sorted(people.display(p) for p in range(len(people.subjects_of)))[:5])
+            raise UserError(f"tenant {tenant!r} has no memories about {subject!r}" + (f" (people include: {known})" if known else ""))
+    else:
+        found = people.named_in(query)
+        if len(found) != 1:  # nobody named, or a question about several people: every memory may answer
+            return None, frozenset()
+    subjects = people.subjects(found)
+    return subjects, frozenset(w for s in subjects for w in match_terms(s.replace("<", " ").replace(">", " ").replace("/", " ")))
+
+
+def _series_boost(lines: list[Any], scores: Any, lexical: Any, latest: bool) -> Any:
+    """For questions about the latest value or a history: the series the question names ranks first.
+
+    Readings of one kind share their words and differ in values and time, so
+    the lines that match the query's terms best form the series asked about.
+    A "latest" question gets its newest readings first (all those of the
+    newest time: a report and its result share it) and the older ones fall
+    back; a history question gets every reading.
+    """
+    import numpy as np
+
+    if not len(lines) or lexical.max() <= 0:
+        return scores
+    series = [i for i in range(len(lines)) if lexical[i] >= SERIES_MATCH * lexical.max() and lines[i].when is not None]
+    if not series:
+        return scores
+    out = np.array(scores, dtype=np.float32)
+    top = float(out.max())
+    if latest:
+        newest_time = max(lines[i].when for i in series)
+        newest = [i for i in series if lines[i].when == newest_time]
+        out[series] *= OLDER_READING_SHARE
+        out[newest] = top * (1.0 + LATEST_BOOST)
+    else:
+        out[series] = np.maximum(out[series], top)
+    return out
+
+
 def recall(
     query: str,
     tenant: str,
@@ -157,46 +231,63 @@ def recall(
     source_kind: str | None = None,
     store: Store | None = None,
     *,
+    subject: str | None = None,
+    max_items: int | None = None,
+    min_score: float | None = None,
+    order: str = "relevance",
     forgetting: ForgettingPolicy | None = None,
     reinforce_recalled: bool = True,
     use_graph: bool = True,
     now: datetime | None = None,
 ) -> RecallResult:
-    """Recall ``tenant``'s memories for ``query`` packed into ``budget`` tokens (words x 1.3).
+    """Recall ``tenant``'s memories for ``query``: at most ``budget`` tokens (words x 1.3), fewer when fewer are relevant.
 
     ``since``/``until`` keep memories overlapping that interval, ``source_kind``
-    one kind of source (im, email, meeting, health). ``forgetting`` defaults to
-    the policy in the environment (``MEMTAPE_FORGETTING_*``); when it applies,
-    recalled memories are reinforced unless ``reinforce_recalled`` is false.
+    one kind of source (im, email, meeting, health), ``subject`` the memories
+    about one person (a name, address or id); without it, a query that names
+    one person who has memories of their own is restricted to them. Items
+    scoring under ``RELEVANCE_FLOOR`` of the best, or under ``min_score``, are
+    left out; ``max_items`` caps their number. ``order`` is ``relevance``
+    (best first, a memory's items together in time order) or ``time``; a
+    question about a history or trend is answered in time order, one about
+    the latest value prefers the newest matching record. ``forgetting``
+    defaults to the policy in the environment (``MEMTAPE_FORGETTING_*``); when
+    it applies, recalled memories are reinforced unless ``reinforce_recalled``
+    is false.
     """
-    from memtape.errors import UserError
-
-    if not tenant:
-        raise UserError("recall needs a tenant: there is no search across tenants")
-    if budget <= 0:
-        raise UserError(f"budget must be a positive number of tokens, got {budget}")
+    _validated(query, tenant, budget, order, max_items)
     start = time.perf_counter()
     store = store or default_store()
     policy = forgetting if forgetting is not None else ForgettingPolicy.from_env()
     now = now or datetime.now(timezone.utc)
-    scope = Scope(tenant, since, until, source_kind)
     ensure_indexes(store)  # first: building an index makes a new version, which would rebuild the graph
     graph = GRAPHS.get(store, tenant)
+    about, name_words = _about(graph, query, subject, tenant)
+    scope = Scope(tenant, since, until, source_kind, about)
     scores = candidates(store, query, embed_query, scope, use_graph=use_graph, graph=graph)
     rows = graph.rows_for(sorted(scores, key=lambda k: -scores[k])[:ROWS_READ], scope)
     weighted = {row["memory_id"]: scores[row["memory_id"]] * ranking_weight(policy, row, now) for row in rows}
     rows = sorted(rows, key=lambda r: -weighted[r["memory_id"]])[:EXPAND_MEMORIES]
     lines = LINES.lines(store, tenant, rows)
-    line_scores = score_lines(lines, weighted, query)
-    when = is_when_question(query)
-    packables = []
-    for line, score in zip(lines, line_scores):
-        if when and STATES_TIME.search(line.text):
-            score *= 1.0 + TIME_BOOST
-        packables.append(Packable(line.key, float(score), line.text, line.who, line.when, line.raw_event_ids))
-    chosen = pack(packables, query, budget)
-    by_id = {row["memory_id"]: row for row in rows}
+    fresh = WORKING.lines(store, tenant, graph.covered, query, scope.admits)
+    top = max(weighted.values(), default=1.0)
+    weighted.update({line.memory_id: top for line in fresh})  # as relevant a priori as the best memory
+    lines += fresh
+    line_scores, lexical = score_lines(lines, weighted, query, name_words)
+    if is_when_question(query):
+        line_scores = line_scores * [1.0 + TIME_BOOST if STATES_TIME.search(line.text) else 1.0 for line in lines]
+    if LATEST_QUESTION.search(query):
+        line_scores = _series_boost(lines, line_scores, lexical, latest=True)
+    elif SERIES_QUESTION.search(query):
+        line_scores = _series_boost(lines, line_scores, lexical, latest=False)
+        order = "time"
+    packables = [Packable(line.key, float(score), line.text, line.who, line.when, line.raw_event_ids)
+                 for line, score in zip(lines, line_scores)]
+    floor = max(RELEVANCE_FLOOR * max((p.score for p in packables), default=0.0), min_score or 0.0)
+    chosen = pack([p for p in packables if p.score >= floor and p.score > 0], query, budget, max_items)
+    by_id = {row["memory_id"]: row for row in rows} | {line.memory_id: working_row(line) for line in fresh}
     line_of = {line.key: line for line in lines}
+    chosen = arrange(chosen, {c.key: line_of[c.key].memory_id for c in chosen}, order)
     items = []
     for c in chosen:
         line = line_of[c.key]
@@ -204,9 +295,20 @@ def recall(
         items.append(RecallItem(
             row["memory_id"], c.text, row["header"], c.who, c.when, row["end_time"] if len(c.raw_event_ids) > 1 else c.when,
             row["source_kind"], row["conversation_id"], list(c.raw_event_ids), line.sources, line.source_ids, c.score,
+            list(row.get("subjects") or []),
         ))
     if reinforce_recalled and policy.enabled:
         # Written after the answer, off the caller's path; the process waits for it before exiting.
-        _REINFORCER.submit(_reinforce, store, tenant, sorted({i.memory_id for i in items if policy.applies_to(i.source_kind)}), policy, now)
+        _REINFORCER.submit(_reinforce, store, tenant, sorted({i.memory_id for i in items if i.memory_id and policy.applies_to(i.source_kind)}), policy, now)
     context = render(chosen)
-    return RecallResult(query, tenant, budget, context, count_tokens(context), items, (time.perf_counter() - start) * 1000)
+    reason = None if items else _why_empty(graph, scope, bool(packables))
+    return RecallResult(query, tenant, budget, context, count_tokens(context), items, (time.perf_counter() - start) * 1000,
+                        order, list(about or []), reason)
+
+
+def _why_empty(graph: Any, scope: Scope, had_candidates: bool) -> str:
+    if not graph.memory_ids:
+        return f"tenant {scope.tenant!r} has no memories yet"
+    if had_candidates:
+        return "no memory scored above the relevance floor for this query"
+    return "no memory matches the filters (time, source kind, subject)"

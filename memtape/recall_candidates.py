@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from memtape.connectors.lance_store import Store, quote_literal
+from memtape.recall_subjects import People
+from memtape.recall_working import covered_ids
 
 RRF_K = 60  # Cormack et al.'s constant: rank 1 and rank 10 differ by ~13%, so no single list dominates
 CANDIDATES_PER_SEARCH = 100
@@ -38,7 +40,7 @@ ENTITY_SEED_WEIGHT = 0.5  # seed mass of the query's entities relative to the re
 NEIGHBOUR_EDGE_WEIGHT = 1.0
 ENTITY_EDGE_WEIGHT = 0.5
 MAX_ENTITY_DEGREE = 50  # an entity in more memories than this (a speaker, "today") says little about any one
-ROW_COLUMNS = ["tenant", "memory_id", "header", "text", "participants", "start_time", "end_time", "source_kind",
+ROW_COLUMNS = ["tenant", "memory_id", "header", "text", "participants", "subjects", "start_time", "end_time", "source_kind",
                "conversation_id", "raw_event_ids", "triple_ids", "strength", "last_recalled"]
 _INDEX_LOCK = threading.Lock()
 _INDEXED_AT: dict[tuple[str, str], int] = {}  # (store home, table) -> the version whose indexes were checked
@@ -51,16 +53,23 @@ _WORD = re.compile(r"[\w'’-]+")
 
 @dataclasses.dataclass(frozen=True)
 class Scope:
-    """Whose memories, from when, from which kind of source: the filter every search carries."""
+    """Whose memories, from when, from which kind of source, about whom: the filter every search carries.
+
+    ``subjects`` (subject strings as the memories store them) keeps the
+    memories about any of them; None keeps every memory.
+    """
 
     tenant: str
     since: datetime | None = None
     until: datetime | None = None
     source_kind: str | None = None
+    subjects: tuple[str, ...] | None = None
 
     def where(self) -> str:
         """The Lance SQL filter for this scope; archived (forgotten) memories are never candidates."""
         parts = [f"tenant = {quote_literal(self.tenant)}", "(archived IS NULL OR archived = false)"]
+        if self.subjects is not None:
+            parts.append(f"array_has_any(subjects, [{', '.join(quote_literal(s) for s in self.subjects) or 'NULL'}])")
         if self.since is not None:
             parts.append(f"(end_time IS NULL OR end_time >= {_timestamp(self.since)})")
         if self.until is not None:
@@ -74,7 +83,8 @@ class Scope:
         return (row["tenant"] == self.tenant
                 and (self.since is None or row["end_time"] is None or row["end_time"] >= self.since)
                 and (self.until is None or row["start_time"] is None or row["start_time"] < self.until)
-                and (self.source_kind is None or row["source_kind"] == self.source_kind))
+                and (self.source_kind is None or row["source_kind"] == self.source_kind)
+                and (self.subjects is None or not set(self.subjects).isdisjoint(row.get("subjects") or ())))
 
 
 def _timestamp(when: datetime) -> str:
@@ -106,7 +116,7 @@ def _prefilter(store: Store, scope: Scope) -> bool:
     Either way the results carry the scope's filter; filtering after the
     search only skips evaluating it on every row when it would keep most of them.
     """
-    if scope.since or scope.until or scope.source_kind:
+    if scope.since or scope.until or scope.source_kind or scope.subjects is not None:
         return True
     table = store.table("memories")
     key = (store.home, scope.tenant, table.version)
@@ -181,6 +191,8 @@ class MemoryGraph:
     rows: Any  # pyarrow.Table of ROW_COLUMNS, one row per node below len(memory_ids)
     entity_index: dict[str, int]  # normalised entity name or alias -> node
     spread: Any  # scipy.sparse csr, (n, n): the transposed row-normalised adjacency, so rank = spread @ rank
+    people: People  # whom the memories are about
+    covered: set[str]  # every raw event a memory cites, archived memories included
     strength: dict[str, tuple[float, datetime]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -273,7 +285,9 @@ def build_graph(store: Store, tenant: str) -> MemoryGraph:
             key = normalise(alias)
             if key:
                 names.setdefault(key, node[eid])
-    return MemoryGraph(memories, names, spread)
+    people = People.build(s for subjects in memories.column("subjects").to_pylist() for s in subjects or ())
+    cited = store.read("memories", where=where, columns=["raw_event_ids"]).column("raw_event_ids").to_pylist()
+    return MemoryGraph(memories, names, spread, people, covered_ids(cited))
 
 
 class GraphCache:

@@ -1,15 +1,18 @@
-"""Split recalled memories into their ``who: text`` lines, each traced to the one raw event it came from.
+"""Split recalled memories into verbatim pieces, each traced to the one raw event it came from.
 
-A compressed memory keeps, per message, a condensed line labelled with its
-speaker, and its ``raw_event_ids`` name every member of the episode. Packing
+A memory keeps, per message, the sentences compression selected, under the
+sender's label, with ``MEMORY_GAP`` between sentences that were apart. Packing
 whole episodes spends the budget on their weakest lines and cites events the
-reader never sees, so recall converges on lines instead: each line is aligned,
-in order, to the raw event of the same sender whose words contain it, and is
-scored within the query's best memories by the memory's score, the line's
-query terms (IDF over the pool) and its static-embedding similarity. A
-memory whose lines do not all align (an email body, an abstractive summary)
-stays one whole unit with all its raw events. Alignments and line vectors are
-cached per memory text. This module reads ``raw_events`` of one tenant only.
+reader never sees, so recall converges on pieces instead: each line is
+aligned, in order, to the raw event whose sender has that label and whose
+words contain it, and cut into the longest runs of sentences that stand in
+that event's text as written (whitespace and case aside). What recall returns
+is therefore text a person wrote, or a connector rendered, never a rewrite.
+Pieces are scored within the query's best memories by the memory's score, the
+piece's query terms (IDF over the pool) and its static-embedding similarity.
+A memory whose lines do not all align (an abstractive summary) stays one
+whole unit with all its raw events. Alignments and vectors are cached per
+memory text. This module reads ``raw_events`` of one tenant only.
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from memtape.connectors.lance_store import Store, quote_literal
-from memtape.transforms.tokens import content_words, words
+from memtape.schemas.records import MEMORY_GAP, speaker_label
+from memtape.transforms.tokens import match_terms, sentence_spans, words
 
-ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain (condensing only drops words)
+ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain
 LINE_BASE = 0.2  # a line of a strong memory keeps some score even when it shares no word with the query
 STATIC_WEIGHT = 1.0
 NEIGHBOUR_SHARE = 0.3  # a line next to a relevant line of the same memory gets this share of its score
@@ -47,10 +51,14 @@ class Line:
     sources: list[str] = dataclasses.field(default_factory=list)  # connector schemes of the raw events
     source_ids: list[str] = dataclasses.field(default_factory=list)  # ids in the source (Message-ID, dia_id ...)
     vector: Any = None  # static embedding, unit length
+    piece: int = 0  # which verbatim piece of its raw event's line
+    source_kind: str | None = None  # these three for working-memory lines only: a memory line has its memory row
+    conversation_id: str | None = None
+    subjects: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def key(self) -> str:
-        return f"{self.memory_id}#{self.raw_event_ids[0] if len(self.raw_event_ids) == 1 else 'all'}"
+        return f"{self.memory_id}#{self.raw_event_ids[0] if len(self.raw_event_ids) == 1 else 'all'}#{self.piece}"
 
 
 def align(text: str, events: Sequence[dict]) -> list[tuple[str, str, dict]] | None:
@@ -64,13 +72,48 @@ def align(text: str, events: Sequence[dict]) -> list[tuple[str, str, dict]] | No
         mine = set(words(body))
         for j in range(start, len(events)):
             event = events[j]
-            if event["sender"] and who == event["sender"] and mine and len(mine & set(words(event["text"] or ""))) >= ALIGN_MIN_SHARE * len(mine):
+            if (event["sender"] and who in (event["sender"], speaker_label(event["sender"])) and mine
+                    and len(mine & set(words(event["text"] or ""))) >= ALIGN_MIN_SHARE * len(mine)):
                 out.append((who, body, event))
                 start = j + 1
                 break
         else:
             return None
     return out
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def verbatim_pieces(body: str, raw: str) -> list[str]:
+    """The longest runs of ``body``'s sentences that stand in ``raw`` as written, whitespace and case aside.
+
+    A line none of whose sentences stands in ``raw`` (a rewritten memory) gives
+    the raw text itself: what its sender wrote, never the rewrite.
+    """
+    haystack = _plain(raw)
+    out: list[str] = []
+    for part in body.split(MEMORY_GAP):
+        part = part.strip()
+        if not part:
+            continue
+        if _plain(part) in haystack:
+            out.append(part)
+            continue
+        run = ""
+        for a, b in sentence_spans(part):
+            sentence = part[a:b]
+            joined = f"{run} {sentence}" if run else sentence
+            if _plain(joined) in haystack:
+                run = joined
+                continue
+            if run:
+                out.append(run)
+            run = sentence if _plain(sentence) in haystack else ""
+        if run:
+            out.append(run)
+    return out or ([raw.strip()] if raw.strip() else [])
 
 
 class LineCache:
@@ -118,8 +161,9 @@ def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
         members = sorted((events[e] for e in row["raw_event_ids"] or () if e in events), key=lambda e: (e["event_time"] is None, e["event_time"] or datetime.min))
         aligned = align(row["text"], members) if members else None
         if aligned:
-            out.append([Line(row["memory_id"], who, body, [ev["event_id"]], ev["event_time"] or row["start_time"],
-                             [ev["source"]], [ev["source_id"]]) for who, body, ev in aligned])
+            out.append([Line(row["memory_id"], who, piece, [ev["event_id"]], ev["event_time"] or row["start_time"],
+                             [ev["source"]], [ev["source_id"]], piece=k)
+                        for who, body, ev in aligned for k, piece in enumerate(verbatim_pieces(body, ev["text"] or ""))])
         else:
             who = ", ".join(p for p in row.get("participants") or [] if p) or None
             out.append([Line(row["memory_id"], who, row["text"], list(row["raw_event_ids"] or []), row["start_time"],
@@ -140,21 +184,28 @@ def static_embeddings_cached() -> Any:
     return static_embeddings()
 
 
-def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: str) -> np.ndarray:
-    """Each line's score: its memory's share of the best score x (base + query-term IDF + static similarity)."""
+def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: str,
+                ignored: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """(score, lexical match) of each line.
+
+    The score is its memory's share of the best score x (base + query-term
+    IDF + static similarity); the lexical match is the query-term IDF alone,
+    as a share of the best line's. ``ignored`` query words (the name of the
+    person asked about, which every line of theirs may hold) score nothing.
+    """
     if not lines:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     top = max(memory_score.values()) or 1.0
     prior = np.array([memory_score[line.memory_id] / top for line in lines], dtype=np.float32)
-    terms = content_words(query)
-    line_words = [content_words(f"{line.who or ''} {line.text}") for line in lines]
+    terms = match_terms(query) - ignored
+    line_words = [match_terms(f"{line.who or ''} {line.text}") for line in lines]
     df = Counter(w for ws in line_words for w in ws & terms)
     n = len(lines)
     lexical = np.array([sum(math.log(1 + n / df[w]) for w in ws & terms) for ws in line_words], dtype=np.float32)
     if lexical.max() > 0:
         lexical /= lexical.max()
     static = static_embeddings_cached()
-    ids = static.token_ids([query])[0]
+    ids = static.token_ids([" ".join(w for w in query.split() if not (match_terms(w) and match_terms(w) <= ignored)) or query])[0]
     query_vector = static.vector(ids, np.ones(len(ids), dtype=np.float32))
     similarity = np.clip(np.stack([line.vector for line in lines]) @ query_vector, 0.0, None)
     score = prior * (LINE_BASE + lexical + STATIC_WEIGHT * similarity)
@@ -162,4 +213,4 @@ def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: st
     same_next = np.array([a.memory_id == b.memory_id for a, b in zip(lines, lines[1:])], dtype=bool)
     smoothed[:-1] += NEIGHBOUR_SHARE * score[1:] * same_next
     smoothed[1:] += NEIGHBOUR_SHARE * score[:-1] * same_next
-    return smoothed
+    return smoothed, lexical

@@ -1,13 +1,15 @@
-"""Pack recalled memories into a context under a token budget: coverage per token, no repeats, in time order.
+"""Pack recalled items into a context under a token budget: coverage per token, no repeats, then in order.
 
 Items are chosen greedily by their recall score, raised by how many of the
-query's still-uncovered terms and entities they add and lowered by their token
-cost; an item whose raw events are already in the context, or whose words
-nearly repeat a chosen item, is dropped. The chosen items are then rendered
-oldest first, each prefixed by its who/when header, with one ``[day]`` line
-shared by the items of the same day (a header repeated per line spends the
-budget on nothing). Tokens are counted as words x ``TOKENS_PER_WORD``. This
-module only arranges text: it never reads or writes the store.
+query's still-uncovered terms and entities they add; an item whose raw events
+are already in the context, or whose words nearly repeat a chosen item, is
+dropped. The budget is a ceiling, not a target: recall passes only the items
+above its relevance floor, and packing stops at ``max_items``. The chosen
+items are then arranged by relevance (the best memory first, each memory's
+items together in time order) or by time, and rendered with one ``[day]``
+line whenever the day changes (a header repeated per line spends the budget
+on nothing). Tokens are counted as words x ``TOKENS_PER_WORD``. This module
+only arranges text: it never reads or writes the store.
 """
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ def day_line(day: str) -> str:
     return f"[{day}]"
 
 
-def pack(candidates: Sequence[Packable], query: str, budget: float) -> list[Packable]:
-    """The subset of ``candidates`` to show within ``budget`` tokens, in chronological order.
+def pack(candidates: Sequence[Packable], query: str, budget: float, max_items: int | None = None) -> list[Packable]:
+    """The subset of ``candidates`` to show within ``budget`` tokens (and ``max_items``), in the order chosen.
 
     Lazy greedy: a candidate's utility only falls as the context covers more
     query terms, so a popped candidate whose refreshed utility still beats the
@@ -82,7 +84,7 @@ def pack(candidates: Sequence[Packable], query: str, budget: float) -> list[Pack
 
     heap = [(-utility(c), i) for i, c in enumerate(pool)]
     heapq.heapify(heap)
-    while heap and budget - used >= 1.0:
+    while heap and budget - used >= 1.0 and (max_items is None or len(chosen) < max_items):
         _, i = heapq.heappop(heap)
         c = pool[i]
         if used + extra(c) > budget:
@@ -98,16 +100,33 @@ def pack(candidates: Sequence[Packable], query: str, budget: float) -> list[Pack
         opened.add(days[c.key])
         covered_terms |= words[c.key] & terms
         covered_events.update(c.raw_event_ids)
-    return sorted(chosen, key=lambda c: (c.when is None, c.when or datetime.min))
+    return chosen
+
+
+def _chronological(c: Packable) -> tuple:
+    return (c.when is None, c.when or datetime.min)
+
+
+def arrange(chosen: Sequence[Packable], group_of: dict[str, str], order: str) -> list[Packable]:
+    """``chosen`` by ``time``, or by ``relevance``: groups (``group_of`` each key) best first, each in time order."""
+    if order == "time":
+        return sorted(chosen, key=_chronological)
+    best: dict[str, float] = {}
+    for c in chosen:
+        group = group_of[c.key]
+        best[group] = max(best.get(group, c.score), c.score)
+    return sorted(chosen, key=lambda c: (-best[group_of[c.key]], group_of[c.key], *_chronological(c)))
 
 
 def _redundant(item: Packable, chosen: list[Packable], words: dict[str, set[str]], covered_events: set[str]) -> bool:
-    """Already said: every raw event is in the context, or the words nearly repeat a chosen item."""
+    """Already said: every raw event is in the context, or the words nearly repeat a chosen item with the same figures."""
     if item.raw_event_ids and set(item.raw_event_ids) <= covered_events:
         return True
     mine = words[item.key]
     for other in chosen:
         theirs = words[other.key]
+        if any(any(ch.isdigit() for ch in w) for w in mine ^ theirs):  # another value or date is another fact
+            continue
         # Jaccard <= smaller / larger size: most pairs stop at this test, before any set is built.
         if mine and theirs and min(len(mine), len(theirs)) / max(len(mine), len(theirs)) >= REDUNDANT_JACCARD:
             shared = len(mine & theirs)

@@ -27,17 +27,23 @@ class MemtapeRetriever:
     since: datetime | None = None
     until: datetime | None = None
     source_kind: str | None = None
+    subject: str | None = None  # only memories about this person (a name, address or id)
+    max_items: int | None = None
+    min_score: float | None = None
+    order: str = "relevance"
 
     def retrieve(self, query: str) -> list[tuple[str, dict[str, Any]]]:
-        """(text, metadata) per recalled memory, oldest first."""
-        result = recall(query, self.tenant, self.budget, self.since, self.until, self.source_kind, store=self.store)
+        """(text, metadata) per recalled item, in ``order``."""
+        result = recall(query, self.tenant, self.budget, self.since, self.until, self.source_kind, store=self.store,
+                        subject=self.subject, max_items=self.max_items, min_score=self.min_score, order=self.order)
         out = []
         for item in result.items:
             when = item.event_time.isoformat() if item.event_time else None
             text = f"[{when or 'undated'}] {item.who}: {item.text}" if item.who else f"[{when or 'undated'}] {item.text}"
             out.append((text, {"memory_id": item.memory_id, "tenant": self.tenant, "event_time": when,
                                "source_kind": item.source_kind, "sources": item.sources, "source_ids": item.source_ids,
-                               "raw_event_ids": item.raw_event_ids, "header": item.header, "score": item.score}))
+                               "raw_event_ids": item.raw_event_ids, "header": item.header, "score": item.score,
+                               "subjects": item.subjects}))
         return out
 
     def as_langchain(self) -> Any:

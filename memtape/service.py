@@ -17,7 +17,7 @@ import os
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
 from pydantic import BaseModel, Field
@@ -41,6 +41,10 @@ class RecallRequest(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     source_kind: str | None = Field(None, description="im, email, meeting or health")
+    subject: str | None = Field(None, max_length=400, description="Only memories about this person: a name, address or id.")
+    max_items: int | None = Field(None, ge=1, description="At most this many items.")
+    min_score: float | None = Field(None, ge=0.0, description="Leave out items scoring below this.")
+    order: Literal["relevance", "time"] = Field("relevance", description="relevance: best memory first; time: oldest first.")
 
 
 class RecallResponse(BaseModel):
@@ -51,6 +55,9 @@ class RecallResponse(BaseModel):
     tokens: float
     items: list[RecallItem]  # one cited line or memory of the context (a dataclass; pydantic validates it)
     latency_ms: float
+    order: str
+    subjects: list[str]  # whom recall was restricted to
+    reason: str | None  # why there are no items, when there are none
 
 
 class SqlRequest(BaseModel):
@@ -112,7 +119,8 @@ def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
     @app.post("/v1/tenants/{tenant}/recall", response_model=RecallResponse)
     def recall_route(body: RecallRequest, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
         try:
-            result = recall(body.query, tenant, body.budget, body.since, body.until, body.source_kind, store=store)
+            result = recall(body.query, tenant, body.budget, body.since, body.until, body.source_kind, store=store,
+                            subject=body.subject, max_items=body.max_items, min_score=body.min_score, order=body.order)
         except UserError as exc:
             raise HTTPException(400, str(exc)) from exc
         return result.to_dict()

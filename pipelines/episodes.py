@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from memtape.transforms.dedupe import event_order
 from memtape.transforms.segment import EpisodeSegmenter
 
-UNIT_FIELDS = ("tenant", "event_id", "source_kind", "conversation_id", "sender", "event_time", "text", "attrs")
+UNIT_FIELDS = ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "text", "attrs")
 
 
 def conversation_key(row: dict) -> str:

@@ -153,6 +153,7 @@ MEMORIES = _schema(
         pa.field("raw_event_ids", _IDS, nullable=False),
         pa.field("triple_ids", _IDS),
         pa.field("participants", _IDS),
+        pa.field("subjects", _IDS),  # whom it is about: "Name <id>" (patient, correspondents, participants)
         pa.field("start_time", _TS),
         pa.field("end_time", _TS),
         pa.field("strength", pa.float32()),

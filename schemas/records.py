@@ -55,6 +55,51 @@ def _digest(normal: bytes, digest_size: int) -> str:
     return hashlib.blake2b(normal, digest_size=digest_size).hexdigest()
 
 
+# Sources whose events are records a connector rendered (one fact each, at its own time): the same words at
+# another time or for another person are a new fact, and a record has no filler to leave out.
+STRUCTURED_KINDS = frozenset({"health"})
+
+# A memory's text is one "label: sentences" line per message; kept sentences that were apart in the message
+# are joined by this mark, so each piece between marks stands verbatim in the message.
+MEMORY_GAP = " \u2026 "
+
+
+def speaker_label(sender: str | None) -> str:
+    """A short name for a sender in memory text: the name of ``Name <address>``, the local part of a bare address."""
+    if not sender:
+        return "unknown"
+    name = sender.split("<")[0].strip().strip('"') or sender
+    return name.split("@")[0] if "@" in name else name
+
+
+def record_attrs(unit: dict) -> dict:
+    """A row's ``attrs`` as a dict, whether it holds JSON text (raw_events) or a dict already (units)."""
+    attrs = unit.get("attrs")
+    if isinstance(attrs, str):
+        try:
+            attrs = json.loads(attrs)
+        except ValueError:
+            return {}
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def subjects_of(units: list[dict]) -> list[str]:
+    """Whom an episode is about, in first-seen order: a health record's patient, else the people who wrote or received it.
+
+    A person is written as the source names them (``Name <id>`` where both are
+    known), so recall can match a query on the name, the address or the id.
+    """
+    out: list[str] = []
+    for unit in units:
+        attrs = record_attrs(unit)
+        if attrs.get("patient_id"):
+            patient = f"Patient/{attrs['patient_id']}"
+            out.append(f"{attrs['patient_name']} <{patient}>" if attrs.get("patient_name") else patient)
+            continue
+        out.extend(p for p in [unit.get("sender"), *(unit.get("recipients") or [])] if p)
+    return list(dict.fromkeys(out))
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -31,7 +31,8 @@ def test_observation_keeps_value_unit_code_time_and_patient_encounter_thread(bun
     assert obs.attrs["value"] == 178.83981355877862 and obs.attrs["unit"] == "cm"
     assert obs.attrs["codes"] == [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}]
     assert obs.event_time == datetime(2011, 11, 30, 1, 23, 28, tzinfo=timezone.utc)
-    assert obs.sender == f"Patient/{PATIENT}" and obs.source_kind == "health"
+    assert obs.sender == f"Adolph Smith <Patient/{PATIENT}>" and obs.source_kind == "health"
+    assert obs.attrs["patient_name"] == "Adolph Smith"
     assert obs.conversation_id == f"Patient/{PATIENT}/Encounter/cfee1b87-9202-49ab-93dc-b4db9723e46f"
     assert obs.attrs["patient_id"] == PATIENT and obs.attrs["status"] == "final"
 

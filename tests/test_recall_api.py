@@ -191,7 +191,8 @@ def test_episode_memory_is_recalled_line_by_line_with_each_lines_raw_event(tmp_p
     row["embedding"] = embed_texts([memory_text(row)])[0].tolist()
     store.upsert("memories", [row])
     result = recall("What sandwich did Ben try in Porto?", "t", 14, store=store, forgetting=OFF)
-    assert [(i.text, i.source_ids) for i in result.items] == [("drove Porto tried famous francesinha sandwich.", ["m1"])]
+    # The memory's lines were rewritten: recall hands back what Ben wrote, never the rewrite.
+    assert [(i.text, i.source_ids) for i in result.items] == [("We drove to Porto and tried the famous francesinha sandwich.", ["m1"])]
     assert result.items[0].raw_event_ids == [events[1].event_id] and result.items[0].event_time == T0 + timedelta(minutes=1)
 
 

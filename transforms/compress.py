@@ -1,14 +1,19 @@
 """Compression stage: turn each episode into one ``memories`` row under a token budget.
 
-The memory text is extractive: greedy budgeted coverage picks the sentences
-that cover the episode's content words, names, numbers and triples best per
-token, in order under a "who:" label, either verbatim or condensed (the same
-words minus low-information ones) when the budget is tight, so every word in a
-memory traces back to a raw event. An optional abstractive summariser (a local
-causal LM or an OpenAI-compatible endpoint) may rewrite the extract; it is off
-by default.
-Repeated facts merge into one triple with a support count. This module reads
-bundles and triples; it never writes tables or touches ``raw_events``.
+A memory selects; it never rewrites. Greedy budgeted coverage picks the whole
+sentences (or lines) that cover the episode's content words, names, numbers
+and triples best per token, and the memory keeps them exactly as written,
+under one "who:" label per message; a gap between kept sentences of one
+message shows as " … ". The saving comes from what dedupe already removed
+(quoted replies, signatures, repeats) and from the sentences left out, never
+from deleting words or punctuation inside a kept one, so numbers, units, codes,
+negations and names stay as the source wrote them. Each memory also knows
+whom it is about (``subjects``: the patient of a health record, the
+correspondents of a mail, the participants of a chat or meeting). An optional
+abstractive summariser (a local causal LM or an OpenAI-compatible endpoint)
+may rewrite the extract; it is off by default. Repeated facts merge into one
+triple with a support count. This module reads bundles and triples; it never
+writes tables or touches ``raw_events``.
 """
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ import functools
 import json
 import logging
 import math
-import re
 import urllib.request
 from datetime import datetime
 from typing import Any, Iterable, Protocol
@@ -25,7 +29,7 @@ from typing import Any, Iterable, Protocol
 import apache_beam as beam
 
 from memtape import _textcore
-from memtape.schemas.records import stable_id
+from memtape.schemas.records import MEMORY_GAP, STRUCTURED_KINDS, record_attrs, speaker_label, stable_id, subjects_of
 from memtape.transforms.dedupe import describe_dropped
 from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence_spans, unwrap, word_tokens
 
@@ -36,12 +40,8 @@ MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to
 NAME_OR_NUMBER_WEIGHT = 1.5  # names, figures and dates are what questions ask about
 GENERIC_WEIGHT = 0.15  # chit-chat words say little about the episode
 TRIPLE_WEIGHT = 2.0
-COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out long informative sentences  # a sentence that states an extracted fact is worth keeping for its provenance
+COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out long informative sentences
 INITIAL_STRENGTH = 1.0
-# Function words that change a statement's meaning stay even in the condensed rendering.
-KEPT_FUNCTION_WORDS = frozenset("no not nor never without before after during until against more most few over under off".split())
-FILLER_WORDS = frozenset("wow oh ah hey hi yeah yep haha lol omg um uh well actually definitely absolutely literally basically honestly totally super pretty quite".split())
-_DROPPED_WORDS = (STOPWORDS - KEPT_FUNCTION_WORDS) | FILLER_WORDS
 EPISODES_TAG = "episodes"
 
 GENERIC_WORDS = frozenset(
@@ -49,42 +49,6 @@ GENERIC_WORDS = frozenset(
     lol haha definitely absolutely fun excited proud hope hear appreciate sweet wonderful fantastic incredible
     stuff thing things lot lots pretty kinda gotta okay ok oh ah awesome cute lovely beautiful especially
     share sharing talk talking chat chatting know think feel feeling felt glad keep keeping bye later""".split()
-)
-
-
-def _prefix_tree_alternation(words: Iterable[str]) -> str:
-    """A regex alternation of ``words`` nested by shared prefixes, so a failed match costs a branch per letter, not per word.
-
-    It matches what the flat alternation matches wherever a match must span a
-    whole word (as _DROPPED_RE's lookarounds demand), whatever the branch order.
-    """
-    tree: dict[str, dict] = {}
-    for word in sorted(words):
-        node = tree
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}  # a word ends here
-    return _alternation_of(tree)
-
-
-def _alternation_of(node: dict[str, dict]) -> str:
-    # A word ending here is tried after its longer continuations, as in a longest-first flat alternation.
-    branches = [re.escape(ch) + _alternation_of(child) if ch else "" for ch, child in sorted(node.items(), key=lambda kv: not kv[0])]
-    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-
-
-_DROPPED_REGEX_WORDS = frozenset(w for w in _DROPPED_WORDS | {"I"} if "'" not in w)  # what _DROPPED_RE drops
-_DROPPED_ALT = _prefix_tree_alternation(_DROPPED_REGEX_WORDS)
-_DROPPED_RE = re.compile(rf"(?<![\w'&.:-]){_DROPPED_ALT}(?![\w'&-]|[.:]\w)")  # lower case only: capitalised ones are names
-_NEGATION_RE = re.compile(r"\b\w+n['\u2019]t\b", re.I)
-_CLITIC_RE = re.compile(r"['\u2019](?:s|m|re|ve|ll|d)\b", re.I)
-_FIRST_WORD_RE = re.compile(r"\W*(\w+)\b(?!['&-]\w)")
-# Marks standing loose: a run not attached to a word before it (currency signs aside), a run not attached to a word
-# after it (percent and currency aside), or a currency sign with no figure after it. Every match opens with a mark,
-# so the pattern consumes one first (and checks which kind by lookbehind): the regex engine then skips ahead to marks.
-_LOOSE_PUNCT_RE = re.compile(
-    r"[^\w\s](?:(?<=(?<!\w)[^\w\s$\u20ac\u00a3#])[^\w\s$\u20ac\u00a3#]*"
-    r"|(?<=[^\w\s%$\u20ac\u00a3#])[^\w\s%$\u20ac\u00a3#]*(?!\w)|(?<=[$\u20ac\u00a3#])(?!\w))"
 )
 
 
@@ -154,59 +118,11 @@ class OpenAICompatibleSummariser:
 class _Sentence:
     unit: int
     start: int
-    full: str
-    short: str  # the condensed rendering: the same words minus the low-information ones
+    text: str  # as written (hard wraps joined)
     tokens: int
-    short_tokens: int
     weights: dict[str, float]
     triples: set[str]
-    text: str = ""  # the rendering chosen for the memory
-
-
-def condense(sentence: str) -> str:
-    """``sentence`` without stopwords, fillers and loose punctuation, keeping negations, names and figures.
-
-    Deletion-based compression in the spirit of Selective Context and
-    LLMLingua, with a lexicon in place of a language model's self-information:
-    every word left is the source's own, in order; "n't" becomes "not" so a
-    negation is never lost, and a capitalised stopword inside a sentence is a
-    name or a month ("May", "US") and stays. Regex passes keep it fast.
-    """
-    return condense_all([sentence.replace("\n", " ")])[0]  # inside a sentence a line break is only whitespace
-
-
-def condense_all(sentences: list[str]) -> list[str]:
-    """``condense`` of each of ``sentences`` (none holding a line break), each pass run once over all.
-
-    Every pass matches within a line and sees a line break as it sees the
-    string's ends (whitespace, no word), so one pass over the sentences joined
-    by line breaks condenses each as if alone. ASCII text takes the compiled
-    text core, which gives what ``_py_condense_lines`` gives.
-    """
-    if not sentences:
-        return []
-    joined = "\n".join(sentences)
-    return _textcore.condense_lines(joined, _DROPPED_REGEX_WORDS) if joined.isascii() else _py_condense_lines(joined)
-
-
-def _py_condense_lines(joined: str) -> list[str]:
-    """Condensing's definition in Python, by regexes, for any text: each line of ``joined`` condensed."""
-    if "'" in joined or "\u2019" in joined:  # both patterns need an apostrophe; most text has none
-        joined = _CLITIC_RE.sub("", _NEGATION_RE.sub(" not", joined))
-    opened = []
-    for line in joined.split("\n"):
-        first = _FIRST_WORD_RE.match(line)
-        opened.append(line[first.end():] if first and first.group(1).casefold() in _DROPPED_WORDS else line)
-    condensed = _LOOSE_PUNCT_RE.sub(" ", _DROPPED_RE.sub(" ", "\n".join(opened)))
-    return [f"{words}." if (words := " ".join(line.split())) else "" for line in condensed.split("\n")]
-
-
-def speaker_label(sender: str | None) -> str:
-    """A short name for the memory text: the local part of an address, or the name as given."""
-    if not sender:
-        return "unknown"
-    name = sender.split("<")[0].strip().strip('"') or sender
-    return name.split("@")[0] if "@" in name else name
+    index: int  # position among its unit's sentences: next-door sentences render joined
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -262,14 +178,8 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
     out: list[_Sentence] = []
     for i, unit in enumerate(units):
         text = unwrap(unit.get("text") or "")
-        spans = sentence_spans(text)
-        fulls = [text[a:b] for a, b in spans]  # line breaks end sentences: none holds one
-        unit_sentences = []
-        for (a, _), full, short in zip(spans, fulls, condense_all(fulls)):
-            tokens, short_tokens = count_tokens(full), count_tokens(short)
-            if short_tokens >= tokens:  # condensing saved nothing (or added a full stop): keep the original
-                short, short_tokens = full, tokens
-            unit_sentences.append(_Sentence(i, a, full, short, tokens, short_tokens, _word_weights(full, known), set()))
+        unit_sentences = [_Sentence(i, a, text[a:b], count_tokens(text[a:b]), _word_weights(text[a:b], known), set(), k)
+                          for k, (a, b) in enumerate(sentence_spans(text))]
         for t in by_event.get(unit.get("event_id"), []):
             wanted = _triple_words(t)
             best = max(unit_sentences, key=lambda s: len(wanted & s.weights.keys()), default=None)
@@ -280,41 +190,33 @@ def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
 
 
 def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: int) -> list[_Sentence]:
-    """Lazy greedy budgeted coverage over condensed sentences, then spend what is left on verbatim renderings.
+    """Lazy greedy budgeted coverage over whole sentences, returned in reading order.
 
     A sentence's score is the weight of its words not covered yet plus
-    TRIPLE_WEIGHT per fact not yet stated, per token^COST_EXPONENT of its
-    condensed rendering (and its speaker label, until that unit's first
-    sentence is taken). Coverage is submodular, so a sentence's gain only
-    falls as others are taken; re-scoring the heap top until it stays on top
-    gives the greedy result. The loop runs in the compiled core
-    (``_textcore.greedy_cover``; ``tests/test_textcore.py`` holds it to the
-    Python formulation). Condensed renderings let the budget reach every
-    informative sentence; the leftover restores the original wording of the
-    first-chosen ones.
+    TRIPLE_WEIGHT per fact not yet stated, per token^COST_EXPONENT (its own
+    tokens, and its speaker label until that unit's first sentence is taken).
+    Coverage is submodular, so a sentence's gain only falls as others are
+    taken; re-scoring the heap top until it stays on top gives the greedy
+    result. The loop runs in the compiled core (``_textcore.greedy_cover``;
+    ``tests/test_textcore.py`` holds it to the Python formulation).
     """
-    order, spent = _textcore.greedy_cover(
-        [s.weights for s in sentences], [s.triples for s in sentences], [s.short_tokens for s in sentences],
-        [s.unit for s in sentences], [not s.short for s in sentences], label_cost, budget, TRIPLE_WEIGHT, COST_EXPONENT,
+    order, _spent = _textcore.greedy_cover(
+        [s.weights for s in sentences], [s.triples for s in sentences], [s.tokens for s in sentences],
+        [s.unit for s in sentences], [False] * len(sentences), label_cost, budget, TRIPLE_WEIGHT, COST_EXPONENT,
     )
-    chosen = [sentences[i] for i in order]
-    for s in chosen:  # greedy order: the most informative sentences regain their wording first
-        s.text = s.short
-        if spent + s.tokens - s.short_tokens <= budget:
-            spent += s.tokens - s.short_tokens
-            s.text = s.full
-    return sorted(chosen, key=lambda s: (s.unit, s.start))
+    return sorted((sentences[i] for i in order), key=lambda s: (s.unit, s.start))
 
 
 def _render(units: list[dict], chosen: list[_Sentence]) -> str:
+    """One ``who: text`` line per message; kept sentences that were apart in the source are joined by MEMORY_GAP."""
     lines: list[str] = []
-    current = None
+    previous: _Sentence | None = None
     for s in chosen:
-        if s.unit != current:
+        if previous is None or s.unit != previous.unit:
             lines.append(f"{speaker_label(units[s.unit].get('sender'))}: {s.text}")
-            current = s.unit
         else:
-            lines[-1] += " " + s.text
+            lines[-1] += (" " if s.index == previous.index + 1 else MEMORY_GAP) + s.text
+        previous = s
     return "\n".join(lines)
 
 
@@ -322,12 +224,14 @@ def _fmt_time(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M") if t else "?"
 
 
-def _header(episode: dict, units: list[dict], participants: list[str], dropped_summary: str | None) -> str:
+def _header(episode: dict, units: list[dict], participants: list[str], subjects: list[str], dropped_summary: str | None) -> str:
     start, end = episode.get("start_time"), episode.get("end_time")
     when = _fmt_time(start) if start == end or end is None else f"{_fmt_time(start)} to {_fmt_time(end)}"
-    subjects = [json.loads(u["attrs"]).get("subject") if isinstance(u.get("attrs"), str) else (u.get("attrs") or {}).get("subject") for u in units]
-    where = next((s for s in subjects if s), None) or episode.get("conversation_id") or "?"
+    titles = [record_attrs(u).get("subject") for u in units]
+    where = next((t for t in titles if t), None) or episode.get("conversation_id") or "?"
     header = f"who: {', '.join(participants) or '?'}; when: {when} UTC; where: {episode.get('source_kind') or '?'} {where}"
+    if episode.get("source_kind") == "health" and subjects:
+        header += f"; about: {', '.join(subjects)}"
     return header + (f"; dropped: {dropped_summary}" if dropped_summary else "")
 
 
@@ -344,7 +248,8 @@ def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summa
     sentences = _sentences(units, triples)
     label_cost = [count_tokens(speaker_label(u.get("sender")) + ":") for u in units]
     total = sum(s.tokens for s in sentences) + sum(label_cost[i] for i in {s.unit for s in sentences})
-    budget = max(math.ceil(budget_ratio * total), min(total, MIN_BUDGET_TOKENS))
+    whole = episode.get("source_kind") in STRUCTURED_KINDS  # rendered records: one fact a line, nothing to leave out
+    budget = total if whole else max(math.ceil(budget_ratio * total), min(total, MIN_BUDGET_TOKENS))
     text = _render(units, select_sentences(sentences, label_cost, budget))
     if summariser is not None and text:
         try:
@@ -353,6 +258,7 @@ def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summa
             log.warning("summariser failed, keeping the extract: %s", exc)
     members = list(dict.fromkeys([*(episode.get("member_ids") or []), *(u["event_id"] for u in units), *(d["event_id"] for d in dropped)]))
     participants = list(dict.fromkeys(speaker_label(u.get("sender")) for u in units if u.get("sender")))
+    subjects = subjects_of(units)
     times = [u["event_time"] for u in units if u.get("event_time") is not None]
     episode = {**episode, "start_time": episode.get("start_time") or min(times, default=None), "end_time": episode.get("end_time") or max(times, default=None)}
     memory = {
@@ -361,12 +267,13 @@ def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summa
         "episode_id": episode["episode_id"],
         "source_kind": episode.get("source_kind"),
         "conversation_id": episode.get("conversation_id"),
-        "header": _header(episode, units, participants, dropped_summary),
+        "header": _header(episode, units, participants, subjects, dropped_summary),
         "text": text,
         "token_count": count_tokens(text),
         "raw_event_ids": members,
         "triple_ids": [t["triple_id"] for t in triples],
         "participants": participants,
+        "subjects": subjects,
         "start_time": episode["start_time"],
         "end_time": episode["end_time"],
         "strength": INITIAL_STRENGTH,

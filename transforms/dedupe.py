@@ -5,7 +5,8 @@ replies, already-stored forwarded text and learned signatures) or a dropped
 unit with a reason and, for duplicates, the event it repeats, so nothing
 disappears without a trace. Per-tenant state (content hashes, MinHash LSH
 sketches, seen sentences, per-sender tails) is serialisable and carried between
-micro-batches. This module never edits ``raw_events`` rows: cleaned text lives
+micro-batches. Rendered records (health) pass untouched: the same reading at
+another time, or for another patient, is a new fact. This module never edits ``raw_events`` rows: cleaned text lives
 only on the unit it yields.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 
 from memtape import _textcore
-from memtape.schemas.records import content_hash, content_hashes
+from memtape.schemas.records import STRUCTURED_KINDS, content_hash, content_hashes
 from memtape.transforms.tokens import WORD_RE, content_words, count_tokens, has_content_words, sentence_spans, unwrap, words
 
 NUM_PERM = 126
@@ -486,8 +487,10 @@ class Deduper:
 
     def process(self, row: dict) -> tuple[dict | None, dict | None]:
         """(kept unit, None) or (None, dropped unit) for one raw_events row."""
-        ts = self.state.tenant(self._scope_of(row))
         text = (row.get("text") or "").replace("\r\n", "\n")
+        if row.get("source_kind") in STRUCTURED_KINDS:  # a reading equal to another one is still a new fact
+            return self._kept(row, text.strip(), {}, None), None
+        ts = self.state.tenant(self._scope_of(row))
         attrs = _attrs(row)
         subject = str(attrs.get("subject") or "")
         raw_hash = content_hash(text)
@@ -543,7 +546,7 @@ class Deduper:
 
     @staticmethod
     def _kept(row: dict, text: str, stripped: dict[str, int], duplicate_of: str | None) -> dict:
-        unit = {k: row.get(k) for k in ("tenant", "event_id", "source_kind", "conversation_id", "sender", "event_time", "attrs")}
+        unit = {k: row.get(k) for k in ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "attrs")}
         unit.update(text=text, stripped=stripped, duplicate_of=duplicate_of)
         return unit
 

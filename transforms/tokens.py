@@ -71,6 +71,23 @@ def content_words(text: str) -> set[str]:
     return {w for w in words(text) if w not in STOPWORDS and (len(w) >= MIN_CONTENT_WORD_CHARS or w.isdigit())}
 
 
+_CAMEL_RE = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def _stem(word: str) -> str:
+    """A plural's singular, roughly ("conditions" -> "condition", "studies" -> "study"): enough to match a question's words."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def match_terms(text: str) -> set[str]:
+    """Content words for matching a query to a text: camelCase split ("MedicationRequest"), plurals made singular."""
+    return {_stem(w) for w in content_words(_CAMEL_RE.sub(" ", text))}
+
+
 def has_content_words(text: str) -> bool:
     """Whether any meaningful word occurs, stopping at the first one."""
     for match in WORD_RE.finditer(text):

@@ -5,7 +5,9 @@ Procedure, DiagnosticReport and AllergyIntolerance resources become readable
 sentences ("Observation: Body Height 178.84 cm (LOINC 8302-2)") with their
 structured fields kept in ``attrs`` (codes with their system, value, unit,
 reference range, interpretation, onset ...). The effective time is the event
-time, the patient is the sender and the conversation is patient + encounter.
+time, the patient is the sender (``Name <Patient/id>`` once the file has named
+them, so a memory says whose record it is) and the conversation is patient +
+encounter.
 Other resource types (billing, organisations) are skipped. Bundle entries are
 streamed, so a large bundle is never loaded whole. Reads only.
 """
@@ -285,8 +287,13 @@ MAPPERS: dict[str, Callable[[dict], tuple[str, dict, datetime | None]]] = {
 }
 
 
-def resource_event(resource: object, tenant: str, fallback_id: str, max_bytes: int) -> RawEvent | None:
-    """One FHIR resource as a ``RawEvent``; None for resource types memory does not keep."""
+def resource_event(resource: object, tenant: str, fallback_id: str, max_bytes: int,
+                   names: dict[str, str] | None = None) -> RawEvent | None:
+    """One FHIR resource as a ``RawEvent``; None for resource types memory does not keep.
+
+    ``names`` maps patient ids to the names their Patient resources gave (it
+    learns from Patient resources passed here): a reading names its patient.
+    """
     if not isinstance(resource, dict):
         raise RecordError("resource is not a JSON object")
     kind = resource.get("resourceType")
@@ -299,7 +306,11 @@ def resource_event(resource: object, tenant: str, fallback_id: str, max_bytes: i
     rid = resource.get("id")
     patient = rid if kind == "Patient" else reference_id(resource.get("subject") or resource.get("patient"))
     encounter = rid if kind == "Encounter" else reference_id(resource.get("encounter") or resource.get("context"))
-    attrs = {"resource_type": kind, "resource_id": rid, "patient_id": patient, "encounter_id": encounter, **attrs}
+    names = {} if names is None else names
+    if kind == "Patient" and patient and attrs.get("patient_name"):
+        names[patient] = attrs["patient_name"]
+    name = names.get(patient) if patient else None
+    attrs = {"resource_type": kind, "resource_id": rid, "patient_id": patient, "patient_name": name, "encounter_id": encounter, **attrs}
     attrs = {k: v for k, v in attrs.items() if v not in (None, [], "")}
     conversation = None
     if patient:
@@ -312,20 +323,20 @@ def resource_event(resource: object, tenant: str, fallback_id: str, max_bytes: i
         text=check_text(text, max_bytes),
         event_time=when,
         conversation_id=conversation,
-        sender=f"Patient/{patient}" if patient else None,
+        sender=(f"{name} <Patient/{patient}>" if name else f"Patient/{patient}") if patient else None,
         payload=json.dumps(resource, ensure_ascii=False),
         attrs=attrs,
     )
 
 
-def _letter_or_event(value: object, tenant: str, position: str, max_bytes: int) -> Record | None:
+def _letter_or_event(value: object, tenant: str, position: str, max_bytes: int, names: dict[str, str]) -> Record | None:
     try:
-        return resource_event(value, tenant, position, max_bytes)
+        return resource_event(value, tenant, position, max_bytes, names)
     except Exception as exc:  # one bad resource must not stop the bundle
         return dead_letter(tenant, _SCHEME, position, exc, json.dumps(value, default=str)[:4096])
 
 
-def _read_json(file: Path, tenant: str, max_item: int, max_text: int) -> Iterator[Record]:
+def _read_json(file: Path, tenant: str, max_item: int, max_text: int, names: dict[str, str]) -> Iterator[Record]:
     with open_binary(file) as handle:
         items = JsonItems(handle, [("entry", "*")], max_item)
         for item in items:
@@ -337,7 +348,7 @@ def _read_json(file: Path, tenant: str, max_item: int, max_text: int) -> Iterato
             if resource is None:
                 yield dead_letter(tenant, _SCHEME, position, RecordError("bundle entry without a resource"))
                 continue
-            record = _letter_or_event(resource, tenant, position, max_text)
+            record = _letter_or_event(resource, tenant, position, max_text, names)
             if record is not None:
                 yield record
     if items.items or items.root.get("resourceType") == "Bundle" or items.top != "{":
@@ -348,12 +359,12 @@ def _read_json(file: Path, tenant: str, max_item: int, max_text: int) -> Iterato
         except (ValueError, LimitError, RecursionError) as exc:
             yield dead_letter(tenant, _SCHEME, str(file), exc)
             return
-    record = _letter_or_event(resource, tenant, str(file), max_text)
+    record = _letter_or_event(resource, tenant, str(file), max_text, names)
     if record is not None:
         yield record
 
 
-def _read_ndjson(file: Path, tenant: str, max_item: int, max_text: int) -> Iterator[Record]:
+def _read_ndjson(file: Path, tenant: str, max_item: int, max_text: int, names: dict[str, str]) -> Iterator[Record]:
     with open_binary(file) as handle:
         for lineno, line, oversize in text_lines(handle, max_item):
             position = f"{file}:{lineno}"
@@ -369,7 +380,7 @@ def _read_ndjson(file: Path, tenant: str, max_item: int, max_text: int) -> Itera
             except (ValueError, UnicodeError, RecursionError) as exc:
                 yield dead_letter(tenant, _SCHEME, position, exc, line)
                 continue
-            record = _letter_or_event(value, tenant, position, max_text)
+            record = _letter_or_event(value, tenant, position, max_text, names)
             if record is not None:
                 yield record
 
@@ -377,10 +388,13 @@ def _read_ndjson(file: Path, tenant: str, max_item: int, max_text: int) -> Itera
 @register(_SCHEME, "health", "FHIR R4 Bundle / resource JSON or NDJSON bulk export")
 def read_fhir(path: str, tenant: str) -> Iterator[Record]:
     conf = limits()
-    for file in input_files(path, accept={".json", ".ndjson"}):
+    names: dict[str, str] = {}  # patient id -> name, from the Patient resources read so far
+    files = input_files(path, accept={".json", ".ndjson"})
+    # A bulk export's Patient file is read first, so every other resource can name its patient.
+    for file in sorted(files, key=lambda f: not f.name.lower().startswith("patient")):
         empty = empty_file_letter(tenant, _SCHEME, file)
         if empty:
             yield empty
             continue
         reader = _read_ndjson if file.suffix.lower() == ".ndjson" else _read_json
-        yield from reader(file, tenant, conf.max_attachment_bytes, conf.max_message_bytes)
+        yield from reader(file, tenant, conf.max_attachment_bytes, conf.max_message_bytes, names)

@@ -16,20 +16,34 @@ from memtape.commands._common import home_option, open_store, parse_time, tenant
 @click.option("--since", callback=parse_time, default=None, help="Only memories that end at or after this ISO date-time.")
 @click.option("--until", callback=parse_time, default=None, help="Only memories that start before this ISO date-time.")
 @click.option("--source-kind", type=click.Choice(["im", "email", "meeting", "health"]), default=None, help="Only this kind of source.")
+@click.option("--subject", default=None, help="Only memories about this person: a name, email address or id (Patient/ID).")
+@click.option("--max-items", type=click.IntRange(min=1), default=None, help="At most this many items.")
+@click.option("--min-score", type=click.FloatRange(min=0.0), default=None, help="Leave out items scoring below this.")
+@click.option("--order", type=click.Choice(["relevance", "time"]), default="relevance", show_default=True,
+              help="relevance: the best memory first, its items in time order; time: oldest first.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text prints the context, then one provenance line per item; json prints the whole result.")
-def command(query: str, tenant: str, home: str | None, budget: int, since, until, source_kind: str | None, fmt: str) -> None:
-    """Recall TENANT's memories for QUERY, packed into BUDGET tokens, oldest first."""
+def command(query: str, tenant: str, home: str | None, budget: int, since, until, source_kind: str | None, subject: str | None,
+            max_items: int | None, min_score: float | None, order: str, fmt: str) -> None:
+    """Recall TENANT's memories for QUERY: at most BUDGET tokens, fewer when fewer lines are relevant.
+
+    A query naming one person who has memories of their own (or --subject) is
+    answered from the memories about them only.
+    """
     from memtape.recall import recall
 
-    result = recall(query, tenant, budget, since, until, source_kind, store=open_store(home))
+    result = recall(query, tenant, budget, since, until, source_kind, store=open_store(home), subject=subject,
+                    max_items=max_items, min_score=min_score, order=order)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
+        return
+    if not result.items:
+        click.echo(f"no items: {result.reason}", err=True)
         return
     click.echo(result.context)
     click.echo()
     for item in result.items:
         when = item.event_time.isoformat() if item.event_time else "undated"
-        click.echo(f"# {item.memory_id} {when} {','.join(item.sources) or '-'} events={len(item.raw_event_ids)} "
+        click.echo(f"# {item.memory_id or 'working memory'} {when} {','.join(item.sources) or '-'} events={len(item.raw_event_ids)} "
                    f"ids={','.join(item.source_ids[:5])}{'...' if len(item.source_ids) > 5 else ''}")
     click.echo(f"# {len(result.items)} items, {result.tokens:.0f}/{budget} tokens, {result.latency_ms:.0f} ms")

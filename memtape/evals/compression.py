@@ -2,8 +2,9 @@
 
 Runs dedupe and extractive compression (no embeddings) over a LoCoMo JSON file,
 an email Maildir folder, or any ``scheme:path`` source URI, then prints raw and
-memory token totals, their ratio, the near-duplicate pairs found and, for
-LoCoMo, the share of QA evidence turns whose content a memory still carries.
+memory token totals, their ratio, the share of memory text that stands verbatim
+in the raw messages (``verbatim_share``), the near-duplicate pairs found and,
+for LoCoMo, the share of QA evidence turns whose content a memory still carries.
 Episodes are segmented simply (a LoCoMo session, or a window of one email
 thread) because the surprise segmenter is another stage's job. Reads only.
 """
@@ -136,11 +137,10 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
     """Share of evidence turns whose content a memory carries through provenance.
 
     A turn survives when a memory lists it (or the unit it duplicates) in
-    ``raw_event_ids`` and that memory's text keeps sentences of the turn,
-    verbatim or in their condensed rendering, that hold at least EVIDENCE_MIN_COVERAGE of its content words and every
+    ``raw_event_ids`` and that memory's text keeps sentences of the turn
+    that hold at least EVIDENCE_MIN_COVERAGE of its content words and every
     answer content word the turn contains.
     """
-    from memtape.transforms.compress import condense_all
     from memtape.transforms.tokens import content_words, sentence_spans, unwrap
 
     by_member: dict[str, list[dict]] = defaultdict(list)
@@ -157,9 +157,8 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
         sentences = [text[a:b] for a, b in sentence_spans(text)]
         turn_words = content_words(text)
         needed = content_words(answer) & turn_words
-        renderings = list(zip(sentences, condense_all(sentences)))
         for memory in by_member[event_id]:
-            kept = [full if full in memory["text"] else short for full, short in renderings if full in memory["text"] or (short and short in memory["text"])]
+            kept = [s for s in sentences if s in memory["text"]]
             kept_words = set().union(*(content_words(s) for s in kept))
             if needed <= kept_words and len(kept_words & turn_words) >= EVIDENCE_MIN_COVERAGE * len(turn_words):
                 return True
@@ -170,6 +169,22 @@ def evidence_survival(evidence: list[dict], raw_text: dict[str, str], memories: 
         key = item["event_id"]
         turns[key] = turns.get(key, True) and survives(key, item["answer"])
     return sum(turns.values()) / len(turns) if turns else 0.0
+
+
+def verbatim_share(memories: list[dict], raw_text: dict[str, str]) -> float:
+    """Share of memory pieces (a line's text between gap marks) that stand in one of their memory's raw messages."""
+    from memtape.schemas.records import MEMORY_GAP
+
+    plain = lambda t: " ".join(t.split()).casefold()  # noqa: E731
+    found = total = 0
+    for memory in memories:
+        sources = [plain(raw_text.get(e) or "") for e in memory["raw_event_ids"]]
+        for line in memory["text"].split("\n"):
+            for piece in line.partition(": ")[2].split(MEMORY_GAP):
+                if piece.strip():
+                    total += 1
+                    found += any(plain(piece) in source for source in sources)
+    return found / total if total else 1.0
 
 
 def evaluate(data: str, budget_ratio: float, tenant: str = "eval") -> dict[str, Any]:
@@ -196,9 +211,10 @@ def evaluate(data: str, budget_ratio: float, tenant: str = "eval") -> dict[str, 
     header_tokens = sum(count_tokens(m["header"]) for m in memories)
     memory_tokens = text_tokens + header_tokens
     near_dups = sum(1 for d in dropped.values() if d["reason"] == "near_duplicate") + sum(1 for u in kept.values() if u.get("duplicate_of"))
+    raw_text = {r["event_id"]: r["text"] for r in rows}
     survival = None
     if evidence is not None:
-        survival = evidence_survival(evidence, {r["event_id"]: r["text"] for r in rows}, memories, dropped)
+        survival = evidence_survival(evidence, raw_text, memories, dropped)
     reasons: dict[str, int] = defaultdict(int)
     for d in dropped.values():
         reasons[d["reason"]] += 1
@@ -206,6 +222,7 @@ def evaluate(data: str, budget_ratio: float, tenant: str = "eval") -> dict[str, 
         "raw_tokens": raw_tokens,
         "memory_tokens": memory_tokens,
         "ratio": round(memory_tokens / raw_tokens, 4) if raw_tokens else None,
+        "verbatim_share": round(verbatim_share(memories, raw_text), 4),
         "near_dup_pairs": near_dups,
         "evidence_survival": round(survival, 4) if survival is not None else None,
         "memory_text_tokens": text_tokens,

@@ -38,6 +38,7 @@ class Question:
     text: str
     category: int
     evidence: list[str]
+    answer: str | None = None  # None for the adversarial questions, which have no answer in the conversation
 
 
 @dataclasses.dataclass
@@ -72,7 +73,8 @@ def load_locomo(path: Path) -> list[Conversation]:
                     turns.append({"id": turn["dia_id"], "time": (start + timedelta(seconds=i)).isoformat(),
                                   "sender": turn["speaker"], "conversation": sample["sample_id"], "text": turn["text"]})
                 n += 1
-            questions = [Question(q["question"], int(q["category"]), _EVIDENCE_ID.findall(" ".join(map(str, q.get("evidence", [])))))
+            questions = [Question(q["question"], int(q["category"]), _EVIDENCE_ID.findall(" ".join(map(str, q.get("evidence", [])))),
+                                  str(q["answer"]) if q.get("answer") is not None and int(q["category"]) != 5 else None)
                          for q in sample["qa"]]
             out.append(Conversation(str(sample["sample_id"]), turns, questions))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -89,32 +91,34 @@ def backfill(conv: Conversation, store: Any, workdir: Path) -> None:
     run_backfill([f"jsonl:{source}"], conv.tenant, store, close_open=True)
 
 
-def interim_memories_from_raw_events(store: Any, tenant: str) -> int:
-    """INTERIM, until the backfill pipeline writes memories: one memory per raw event of ``tenant``.
+def raw_texts(store: Any, tenant: str, items: Sequence[Any]) -> dict[str, str]:
+    """The raw text of every event the items cite (one tenant's)."""
+    from memtape.connectors.lance_store import in_filter, quote_literal
 
-    The text is the event's text as it was; the embedding is MiniLM over
-    ``sender: text`` (the who belongs to what a memory says). No dedupe,
-    segmentation, compression or triples: replace with the pipeline's memories.
-    """
-    from memtape.connectors.lance_store import quote_literal
-    from memtape.recall_pack import DAY_FORMAT, count_tokens
-    from memtape.schemas.records import stable_id
-    from memtape.transforms.models import embedder
+    ids = sorted({e for item in items for e in item.raw_event_ids})
+    if not ids:
+        return {}
+    rows = store.read("raw_events", where=f"tenant = {quote_literal(tenant)} AND {in_filter('event_id', ids)}",
+                      columns=["event_id", "text"]).to_pylist()
+    return {r["event_id"]: r["text"] or "" for r in rows}
 
-    raw = store.read("raw_events", where=f"tenant = {quote_literal(tenant)}",
-                     columns=["event_id", "source_kind", "conversation_id", "sender", "event_time", "text"]).to_pylist()
-    raw = [r for r in raw if r["text"]]
-    vectors = embedder().encode([f"{r['sender']}: {r['text']}" if r["sender"] else r["text"] for r in raw],
-                                normalize_embeddings=True, batch_size=64, show_progress_bar=False)
-    rows = [{
-        "tenant": tenant, "memory_id": stable_id(tenant, "interim-memory", r["event_id"]), "source_kind": r["source_kind"],
-        "conversation_id": r["conversation_id"],
-        "header": " · ".join(x for x in (r["sender"], r["event_time"].strftime(DAY_FORMAT) if r["event_time"] else None) if x),
-        "text": r["text"], "token_count": round(count_tokens(r["text"])), "embedding": v.tolist(),
-        "raw_event_ids": [r["event_id"]], "participants": [r["sender"]] if r["sender"] else [],
-        "start_time": r["event_time"], "end_time": r["event_time"], "strength": 1.0, "archived": False,
-    } for r, v in zip(raw, vectors)]
-    return store.upsert("memories", rows)
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def verbatim(item: Any, texts: dict[str, str]) -> bool:
+    """Whether the item's text, whitespace and case aside, stands in the raw text of an event it cites."""
+    mine = _plain(item.text)
+    return bool(mine) and any(mine in _plain(texts.get(e, "")) for e in item.raw_event_ids)
+
+
+def answer_in(answer: str, context: str) -> bool:
+    """Whether every content word of a gold answer appears among the context's words."""
+    from memtape.transforms.tokens import content_words
+
+    wanted = content_words(answer)
+    return bool(wanted) and wanted <= content_words(context)
 
 
 # --- baselines -------------------------------------------------------------
@@ -247,16 +251,14 @@ def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None
     conversations = load_locomo(path)[:limit]
     with tempfile.TemporaryDirectory(prefix="memtape-eval-recall-") as tmp:
         store = Store(home or str(Path(tmp) / "store"))
-        mine, memory_source = Tally(), "pipeline"
+        mine = Tally()
         baselines: dict[str, Tally] = {}
-        questions = 0
+        questions = answerable = answered = items = faithful = 0
         for conv in conversations:
-            progress(f"{conv.sample_id}: backfill")
-            backfill(conv, store, Path(tmp))
             where = f"tenant = {quote_literal(conv.tenant)}"
-            if store.count("memories", where) == 0:
-                memory_source = "interim_memories_from_raw_events"
-                interim_memories_from_raw_events(store, conv.tenant)
+            if home is None or store.count("memories", where) == 0:  # a --home already holding it is asked again as it is
+                progress(f"{conv.sample_id}: backfill")
+                backfill(conv, store, Path(tmp))
             ensure_raw_text_index(store)
             events = store.read("raw_events", where=where, columns=["event_id", "source_id"])
             event_of = dict(zip(events.column("source_id").to_pylist(), events.column("event_id").to_pylist()))
@@ -269,37 +271,66 @@ def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None
                 questions += 1
                 result = recall(q.text, conv.tenant, budget, store=store, forgetting=OFF, reinforce_recalled=False)
                 mine.add(q.category, evidence, result.raw_event_ids, result.tokens, result.latency_ms)
+                texts = raw_texts(store, conv.tenant, result.items)
+                items += len(result.items)
+                faithful += sum(verbatim(item, texts) for item in result.items)
+                if q.answer is not None:
+                    answerable += 1
+                    answered += answer_in(q.answer, result.context)
                 for name, (got, tokens) in base.answer(q.text, budget).items():
                     baselines.setdefault(name, Tally()).add(q.category, evidence, got, tokens)
     return {
         "budget": budget,
         **{k: v for k, v in mine.summary().items() if k != "p95_latency_ms"},
         "p95_latency_ms": mine.summary().get("p95_latency_ms"),
+        "verbatim_share": round(faithful / items, 4) if items else None,
+        "answer_recall": round(answered / answerable, 4) if answerable else None,
+        "items_per_question": round(items / questions, 2) if questions else 0.0,
         "baselines": {name: tally.summary() for name, tally in baselines.items()},
         "questions": questions,
         "conversations": len(conversations),
-        "memories": memory_source,
         "token_count": "words x 1.3",
     }
 
 
 @click.command()
-@click.option("--locomo", "locomo", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A LoCoMo JSON file (a list of conversations with qa).")
+@click.option("--locomo", "locomo", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="A LoCoMo JSON file (a list of conversations with qa): evidence recall against four baselines.")
+@click.option("--fhir", "fhir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of FHIR bundles, one patient each: latest readings, medications and conditions per patient.")
 @click.option("--budget", type=click.IntRange(min=1), default=1000, show_default=True, help="Context tokens (words x 1.3).")
-@click.option("--home", default=None, help="Store to backfill into [default: a temporary folder, removed after].")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N conversations.")
+@click.option("--home", default=None, help="Store to backfill into [default: a temporary folder, removed after]; "
+              "a LoCoMo conversation it already holds is not backfilled again.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N conversations (LoCoMo).")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
-def command(locomo: Path, budget: int, home: str | None, limit: int | None, fmt: str) -> None:
-    """Backfill LoCoMo conversations (one tenant each), recall every question, and print evidence recall."""
+def command(locomo: Path | None, fhir: Path | None, budget: int, home: str | None, limit: int | None, fmt: str) -> None:
+    """Backfill a gold set, recall every question, and score what the contexts hold (one of --locomo or --fhir)."""
     from memtape.errors import UserError
 
+    if (locomo is None) == (fhir is None):
+        raise UserError("name one gold set: --locomo FILE or --fhir DIR")
+    progress = lambda m: click.echo(m, err=True)  # noqa: E731
+    if fhir is not None:
+        from memtape.evals.recall_fhir import evaluate as evaluate_fhir
+
+        if not fhir.is_dir():
+            raise UserError(f"{fhir}: no such folder")
+        report = evaluate_fhir(fhir, budget, home, progress=progress)
+        if fmt == "json":
+            click.echo(json.dumps(report, indent=2))
+            return
+        click.echo(f"budget {budget}: subject_precision {report['subject_precision']} latest.hit {report['latest']['hit']} "
+                   f"latest.value_shown {report['latest']['value_shown']} meds {report['meds']['coverage']} "
+                   f"conds {report['conds']['coverage']} verbatim {report['verbatim_share']} mean_tokens {report['mean_tokens']}")
+        return
+    assert locomo is not None
     if not locomo.is_file():
         raise UserError(f"{locomo}: no such file")
-    report = evaluate(locomo, budget, home, limit, progress=lambda m: click.echo(m, err=True))
+    report = evaluate(locomo, budget, home, limit, progress=progress)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"budget {budget}: evidence_recall {report['evidence_recall']} p95 {report['p95_latency_ms']} ms ({report['memories']})")
+    click.echo(f"budget {budget}: evidence_recall {report['evidence_recall']} verbatim {report['verbatim_share']} "
+               f"answer_recall {report['answer_recall']} p95 {report['p95_latency_ms']} ms")
     for name, summary in report["baselines"].items():
         click.echo(f"  {name}: {summary['evidence_recall']}")
