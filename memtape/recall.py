@@ -288,6 +288,8 @@ def recall(
     by_id = {row["memory_id"]: row for row in rows} | {line.memory_id: working_row(line) for line in fresh}
     line_of = {line.key: line for line in lines}
     chosen = arrange(chosen, {c.key: line_of[c.key].memory_id for c in chosen}, order)
+    while chosen and count_tokens(render(chosen)) > budget:  # day lines repeat when relevance order revisits a day
+        chosen.remove(min(chosen, key=lambda c: c.score))
     items = []
     for c in chosen:
         line = line_of[c.key]

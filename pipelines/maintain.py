@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 #: Below this many memories an exact (flat) vector scan is faster than any ANN index.
 VECTOR_INDEX_MIN_ROWS = 10_000
 #: BTree indexes: per-tenant and per-conversation filters, and recall's lookups by memory and raw event id.
-SCALAR_INDEXES = {"raw_events": ["tenant", "conversation_id", "event_id"], "memories": ["tenant", "memory_id"],
+# raw_events.ingest_time: recall's working memory reads what landed since its last read by it.
+SCALAR_INDEXES = {"raw_events": ["tenant", "conversation_id", "event_id", "ingest_time"], "memories": ["tenant", "memory_id"],
                   "triples": ["tenant"], "entities": ["tenant"], "episodes": ["tenant"]}
 FTS_COLUMNS = {"memories": "text"}
 VECTOR_COLUMNS = {"memories": "embedding"}
