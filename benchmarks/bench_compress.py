@@ -74,7 +74,6 @@ def pass_costs(rows: list[dict], repeats: int) -> dict[str, dict[str, float]]:
     texts = [row.get("text") or "" for row in rows]
     unwrapped = [tokens.unwrap(text) for text in texts]
     sentences = [[text[a:b] for a, b in tokens.sentence_spans(text)] for text in unwrapped]
-    joined = ["\n".join(unit) for unit in sentences if unit]
     passes: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
         "content_hash": (lambda: [content_hash(text) for text in texts], lambda: [normalized(text).encode() for text in texts]),
         "zlib": (lambda: [zlib.compress(text.encode()) for text in texts], None),
@@ -84,7 +83,6 @@ def pass_costs(rows: list[dict], repeats: int) -> dict[str, dict[str, float]]:
         "unwrap": (lambda: [tokens.unwrap(text) for text in texts], lambda: [tokens._py_unwrap(text) for text in texts]),
         "sentence_spans": (lambda: [tokens.sentence_spans(text) for text in unwrapped],
                            lambda: [tokens._py_sentence_spans(text) for text in unwrapped]),
-        "condense": (lambda: [compress.condense_all(unit) for unit in sentences], lambda: [compress._py_condense_lines(text) for text in joined]),
         "count_tokens": (lambda: [[tokens.count_tokens(s) for s in unit] for unit in sentences],
                          lambda: [[len(tokens.TOKEN_RE.findall(s)) for s in unit] for unit in sentences]),
         "word_weights": (lambda: [[compress._word_weights(s, frozenset()) for s in unit] for unit in sentences],

@@ -1,4 +1,5 @@
-/* memtape's compiled text core: the per-character passes of dedupe and compression for ASCII text, and the
+/* memtape's compiled text core: the per-character passes of dedupe and compression for ASCII text (sentence ends,
+ * hard wraps, token counts, word weights, MinHash shingles and signatures, the content-hash normal form), and the
  * greedy sentence selection of compression.
  *
  * Each text function here does, in one C loop, what a regex or string pass in memtape.transforms.tokens,
@@ -235,9 +236,11 @@ typedef struct {
 #define WORD_TABLES 8
 static WordTable tables[WORD_TABLES];
 
-static inline size_t fnv1a(const Py_UCS1 *s, Py_ssize_t n, int lowercase) {
+/* FNV-1a of s[0:n] lower-cased, the form every lookup compares (a set word with a capital letter matches nothing,
+ * as in Python). */
+static inline size_t fnv1a(const Py_UCS1 *s, Py_ssize_t n) {
     size_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (lowercase ? lower(s[i]) : s[i])) * 1099511628211ULL;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ lower(s[i])) * 1099511628211ULL;
     return h;
 }
 
@@ -268,7 +271,7 @@ static WordTable *table_of(PyObject *words) {
             break;
         }
         memcpy(copy, w, (size_t)n);
-        size_t slot = fnv1a(w, n, 0) & table.mask;
+        size_t slot = fnv1a(w, n) & table.mask;
         Py_DECREF(item);
         while (table.slots[slot] != NULL) slot = (slot + 1) & table.mask;
         table.slots[slot] = copy;
@@ -289,26 +292,26 @@ fail:
     return NULL;
 }
 
-static int table_has(const WordTable *table, const Py_UCS1 *s, Py_ssize_t n, int lowercase) {
+static int table_has(const WordTable *table, const Py_UCS1 *s, Py_ssize_t n) {
     if (n > table->max_len) return 0;
-    for (size_t slot = fnv1a(s, n, lowercase) & table->mask; table->slots[slot] != NULL; slot = (slot + 1) & table->mask) {
+    for (size_t slot = fnv1a(s, n) & table->mask; table->slots[slot] != NULL; slot = (slot + 1) & table->mask) {
         if (table->lens[slot] != n) continue;
         const char *w = table->slots[slot];
         Py_ssize_t i = 0;
-        while (i < n && (Py_UCS1)w[i] == (lowercase ? lower(s[i]) : s[i])) i++;
+        while (i < n && (Py_UCS1)w[i] == lower(s[i])) i++;
         if (i == n) return 1;
     }
     return 0;
 }
 
-/* Whether s[0:n] (lower-cased first when asked) is a word of `words`, a set of str: 1, 0, or -1 with an error set. */
-static int in_set(PyObject *words, const Py_UCS1 *s, Py_ssize_t n, int lowercase) {
+/* Whether s[0:n] lower-cased is a word of `words`, a set of str: 1, 0, or -1 with an error set. */
+static int in_set(PyObject *words, const Py_UCS1 *s, Py_ssize_t n) {
     if (PyFrozenSet_CheckExact(words)) {
         WordTable *table = table_of(words);
-        if (table != NULL) return table_has(table, s, n, lowercase);
+        if (table != NULL) return table_has(table, s, n);
         if (PyErr_Occurred()) return -1;
     }
-    PyObject *word = lowercase ? lowered_str(s, n) : ascii_str(s, n);
+    PyObject *word = lowered_str(s, n);
     if (word == NULL) return -1;
     int found = PySet_Contains(words, word);
     Py_DECREF(word);
@@ -318,168 +321,6 @@ static int in_set(PyObject *words, const Py_UCS1 *s, Py_ssize_t n, int lowercase
 static Py_ssize_t word_end(const Py_UCS1 *s, Py_ssize_t i, Py_ssize_t n) {
     while (i < n && is_word(s[i])) i++;
     return i;
-}
-
-/* compress._FIRST_WORD_RE on one line: the end of its first word when that word, lower-cased, is in `dropped`, else 0. */
-static Py_ssize_t dropped_opening(const Py_UCS1 *s, Py_ssize_t n, PyObject *dropped) {
-    Py_ssize_t a = 0;
-    while (a < n && !is_word(s[a])) a++;
-    if (a == n) return 0;
-    Py_ssize_t b = word_end(s, a, n);
-    if (b + 1 < n && (s[b] == '\'' || s[b] == '&' || s[b] == '-') && is_word(s[b + 1])) return 0;
-    int found = in_set(dropped, s + a, b - a, 1);
-    return found < 0 ? -1 : found ? b : 0;
-}
-
-/* compress._DROPPED_RE.sub(" ", ...): a whole \w run that is a word of `dropped`, not glued to ' & . : - before it,
- * nor to ' & - after it, nor to . or : followed by a word character. */
-static int drop_words(const Py_UCS1 *s, Py_ssize_t n, PyObject *dropped, Buffer *out) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        if (!is_word(s[i])) {
-            out->data[out->len++] = s[i++];
-            continue;
-        }
-        Py_ssize_t b = word_end(s, i, n);
-        int drop = 0;
-        int free_before = i == 0 || !(s[i - 1] == '\'' || s[i - 1] == '&' || s[i - 1] == '.' || s[i - 1] == ':' || s[i - 1] == '-');
-        int free_after = b == n || !(s[b] == '\'' || s[b] == '&' || s[b] == '-' || ((s[b] == '.' || s[b] == ':') && b + 1 < n && is_word(s[b + 1])));
-        if (free_before && free_after && (drop = in_set(dropped, s + i, b - i, 0)) < 0) return -1;
-        if (drop) {
-            out->data[out->len++] = ' ';
-        } else {
-            memcpy(out->data + out->len, s + i, (size_t)(b - i));
-            out->len += b - i;
-        }
-        i = b;
-    }
-    return 0;
-}
-
-static inline int is_currency(Py_UCS1 c) { return c == '$' || c == '#'; }
-
-/* compress._LOOSE_PUNCT_RE's match length at a mark s[i], or 0: a run of marks not attached to a word before it, a
- * run not attached to a word after it (percent and currency aside), or a currency sign with no figure after it. */
-static Py_ssize_t loose_run(const Py_UCS1 *s, Py_ssize_t i, Py_ssize_t n) {
-    Py_UCS1 c = s[i];
-    Py_ssize_t j;
-    if (!is_currency(c) && (i == 0 || !is_word(s[i - 1]))) {
-        for (j = i + 1; j < n && is_mark(s[j]) && !is_currency(s[j]); j++);
-        return j - i;
-    }
-    if (!is_currency(c) && c != '%') {
-        for (j = i + 1; j < n && is_mark(s[j]) && !is_currency(s[j]) && s[j] != '%'; j++);
-        if (j == n || !is_word(s[j])) return j - i;
-        return j - 1 > i ? j - 1 - i : 0;
-    }
-    if (is_currency(c) && (i + 1 == n || !is_word(s[i + 1]))) return 1;
-    return 0;
-}
-
-/* compress._NEGATION_RE.sub(" not", ...) then compress._CLITIC_RE.sub("", ...): a word ending in n't becomes " not",
- * then 's 'm 're 've 'll 'd (any case) at a word's end go. Neither makes the text longer. */
-static void rewrite_apostrophes(const Py_UCS1 *s, Py_ssize_t n, Buffer *negated, Buffer *out) {
-    Py_UCS1 *d = negated->data;
-    Py_ssize_t len = 0;
-    for (Py_ssize_t i = 0; i < n;) {
-        if (!is_word(s[i])) {
-            d[len++] = s[i++];
-            continue;
-        }
-        Py_ssize_t b = word_end(s, i, n);
-        if (b - i >= 2 && lower(s[b - 1]) == 'n' && b + 1 < n && s[b] == '\'' && lower(s[b + 1]) == 't' &&
-            (b + 2 == n || !is_word(s[b + 2]))) {
-            memcpy(d + len, " not", 4);
-            len += 4;
-            i = b + 2;
-        } else {
-            memcpy(d + len, s + i, (size_t)(b - i));
-            len += b - i;
-            i = b;
-        }
-    }
-    negated->len = len;
-    Py_UCS1 *o = out->data;
-    out->len = 0;
-    for (Py_ssize_t i = 0; i < len;) {
-        if (d[i] == '\'' && i + 1 < len) {
-            Py_UCS1 c1 = lower(d[i + 1]), c2 = i + 2 < len ? lower(d[i + 2]) : 0;
-            Py_ssize_t suffix = (c1 == 's' || c1 == 'm' || c1 == 'd') ? 1
-                : ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) ? 2 : 0;
-            if (suffix && (i + 1 + suffix == len || !is_word(d[i + 1 + suffix]))) {
-                i += 1 + suffix;
-                continue;
-            }
-        }
-        o[out->len++] = d[i++];
-    }
-}
-
-/* compress.condense_all on sentences joined by line breaks: apostrophe forms rewritten, then each line without a
- * dropped opening word, dropped words and loose marks, its whitespace collapsed, and a full stop added. */
-static PyObject *condense_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyAnySet_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "condense_lines(joined, dropped_words)");
-        return NULL;
-    }
-    Py_ssize_t n;
-    const Py_UCS1 *s = ascii_chars(args[0], &n);
-    if (s == NULL) return NULL;
-    PyObject *dropped = args[1], *lines = NULL;
-    Buffer negated = {0}, plain = {0}, opened = {0}, kept = {0}, line = {0};
-    if (buf_init(&opened, n) < 0 || buf_init(&kept, n) < 0 || buf_init(&line, n + 1) < 0) goto done;
-    if (memchr(s, '\'', (size_t)n) != NULL) {
-        if (buf_init(&negated, n) < 0 || buf_init(&plain, n) < 0) goto done;
-        rewrite_apostrophes(s, n, &negated, &plain);
-        s = plain.data;
-        n = plain.len;
-    }
-    for (Py_ssize_t a = 0; a <= n;) {  /* each line without its dropped opening word */
-        const Py_UCS1 *nl = memchr(s + a, '\n', (size_t)(n - a));
-        Py_ssize_t b = nl ? nl - s : n;
-        Py_ssize_t skip = dropped_opening(s + a, b - a, dropped);
-        if (skip < 0) goto done;
-        memcpy(opened.data + opened.len, s + a + skip, (size_t)(b - a - skip));
-        opened.len += b - a - skip;
-        if (nl) opened.data[opened.len++] = '\n';
-        a = b + 1;
-    }
-    if (drop_words(opened.data, opened.len, dropped, &kept) < 0) goto done;
-    lines = PyList_New(0);
-    if (lines == NULL) goto done;
-    const Py_UCS1 *k = kept.data;
-    Py_ssize_t m = kept.len;
-    int gap = 0;
-    for (Py_ssize_t i = 0; i <= m;) {
-        if (i == m || k[i] == '\n') {  /* a line ends: its words joined by single spaces, then a full stop */
-            if (line.len) line.data[line.len++] = '.';
-            PyObject *str = ascii_str(line.data, line.len);
-            if (str == NULL || PyList_Append(lines, str) < 0) {
-                Py_XDECREF(str);
-                Py_CLEAR(lines);
-                goto done;
-            }
-            Py_DECREF(str);
-            line.len = 0;
-            gap = 0;
-            i++;
-            continue;
-        }
-        Py_ssize_t run = is_mark(k[i]) ? loose_run(k, i, m) : 0;
-        if (run || is_space(k[i])) {  /* a loose mark becomes a space, and spaces collapse */
-            gap = line.len > 0;
-            i += run ? run : 1;
-            continue;
-        }
-        put_spaced(&line, &gap, k[i++]);
-    }
-done:
-    buf_free(&negated);
-    buf_free(&plain);
-    buf_free(&opened);
-    buf_free(&kept);
-    buf_free(&line);
-    return lines;
 }
 
 static PyObject *one;  /* the float 1.0, the weight of most words, made once */
@@ -515,12 +356,12 @@ static PyObject *word_weights(PyObject *self, PyObject *const *args, Py_ssize_t 
         int opening = index++ == 0;
         i = b;
         if (len < 2 && !is_digit(raw[0])) continue;
-        int stop = in_set(stopwords, raw, len, 1);
+        int stop = in_set(stopwords, raw, len);
         if (stop != 0) {
             if (stop < 0) goto fail;
             continue;
         }
-        int is_generic = in_set(generic, raw, len, 1);
+        int is_generic = in_set(generic, raw, len);
         if (is_generic < 0) goto fail;
         PyObject *w = lowered_str(raw, len);
         if (w == NULL) goto fail;
@@ -799,42 +640,40 @@ static Py_ssize_t *token_counts(PyObject *counts, Py_ssize_t n) {
 }
 
 /* compress.select_sentences' lazy greedy budgeted coverage: (the indexes of the sentences it takes, in the order it
- * takes them, and the tokens they spend). Sentence i has a weights dict, a triples set, a condensed token count, a
- * unit, and whether its condensed rendering is empty (a bool); a unit's label costs label_cost[unit] until one of its
- * sentences is taken. The sequences are copied into tuples first, so no Python code the loop runs can change them. */
+ * takes them, and the tokens they spend). Sentence i has a weights dict, a triples set, a token count and a unit; a
+ * unit's label costs label_cost[unit] until one of its sentences is taken. The sequences are copied into tuples
+ * first, so no Python code the loop runs can change them. */
 static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
+    if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "greedy_cover(weights, triples, short_tokens, units, empty, label_cost, budget, triple_weight, cost_exponent)");
+                        "greedy_cover(weights, triples, tokens, units, label_cost, budget, triple_weight, cost_exponent)");
         return NULL;
     }
-    PyObject *seq[6] = {NULL}, *covered = NULL, *facts = NULL, *chosen = NULL, *result = NULL;
+    PyObject *seq[5] = {NULL}, *covered = NULL, *facts = NULL, *chosen = NULL, *result = NULL;
     Entry *heap = NULL;
     Py_ssize_t *costs = NULL, *units = NULL, *labels = NULL;
     char *opened = NULL;
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < 5; k++)
         if ((seq[k] = PySequence_Tuple(args[k])) == NULL) goto done;
-    PyObject *weights = seq[0], *triples = seq[1], *empty = seq[4];
-    Py_ssize_t n = PyTuple_GET_SIZE(weights), n_units = PyTuple_GET_SIZE(seq[5]);
-    Py_ssize_t budget = PyLong_AsSsize_t(args[6]);
+    PyObject *weights = seq[0], *triples = seq[1];
+    Py_ssize_t n = PyTuple_GET_SIZE(weights), n_units = PyTuple_GET_SIZE(seq[4]);
+    Py_ssize_t budget = PyLong_AsSsize_t(args[5]);
     if (budget == -1 && PyErr_Occurred()) goto done;
-    double triple_weight = PyFloat_AsDouble(args[7]);
+    double triple_weight = PyFloat_AsDouble(args[6]);
     if (triple_weight == -1.0 && PyErr_Occurred()) goto done;
-    double exponent = PyFloat_AsDouble(args[8]);
+    double exponent = PyFloat_AsDouble(args[7]);
     if (exponent == -1.0 && PyErr_Occurred()) goto done;
-    for (int k = 1; k < 5; k++)
+    for (int k = 1; k < 4; k++)
         if (PyTuple_GET_SIZE(seq[k]) != n) {
-            PyErr_SetString(PyExc_ValueError, "greedy_cover: the five per-sentence sequences differ in length");
+            PyErr_SetString(PyExc_ValueError, "greedy_cover: the four per-sentence sequences differ in length");
             goto done;
         }
     if ((costs = token_counts(seq[2], n)) == NULL || (units = token_counts(seq[3], n)) == NULL ||
-        (labels = token_counts(seq[5], n_units)) == NULL)
+        (labels = token_counts(seq[4], n_units)) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (units[i] >= n_units || !PyDict_Check(PyTuple_GET_ITEM(weights, i)) || !PyAnySet_Check(PyTuple_GET_ITEM(triples, i)) ||
-            !PyBool_Check(PyTuple_GET_ITEM(empty, i))) {
-            PyErr_SetString(PyExc_TypeError, "greedy_cover: a unit without a label cost, or weights not a dict, triples not a set, "
-                                             "or empty not a bool");
+        if (units[i] >= n_units || !PyDict_Check(PyTuple_GET_ITEM(weights, i)) || !PyAnySet_Check(PyTuple_GET_ITEM(triples, i))) {
+            PyErr_SetString(PyExc_TypeError, "greedy_cover: a unit without a label cost, or weights not a dict, or triples not a set");
             goto done;
         }
     heap = PyMem_Malloc(sizeof(Entry) * (size_t)(n + 1));
@@ -861,7 +700,7 @@ static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t 
         double weight = uncovered_weight(PyTuple_GET_ITEM(weights, i), covered);
         if (PyErr_Occurred()) goto done;
         double current = (weight + triple_weight * (double)fresh) / PER_TOKEN(cost);
-        if (current <= 0 || PyTuple_GET_ITEM(empty, i) == Py_True) continue;
+        if (current <= 0) continue;
         if (size > 0 && current < heap[0].score) {
             heap[size] = (Entry){current, i};
             sift_up(heap, size++);
@@ -879,7 +718,7 @@ static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t 
 #undef PER_TOKEN
     result = Py_BuildValue("(On)", chosen, spent);
 done:
-    for (int k = 0; k < 6; k++) Py_XDECREF(seq[k]);
+    for (int k = 0; k < 5; k++) Py_XDECREF(seq[k]);
     Py_XDECREF(covered);
     Py_XDECREF(facts);
     Py_XDECREF(chosen);
@@ -895,8 +734,6 @@ static PyMethodDef methods[] = {
     {"count_tokens", count_tokens, METH_O, "Words plus punctuation marks of an ASCII str."},
     {"sentence_spans", sentence_spans, METH_O, "(start, end) spans of the sentences of an ASCII str."},
     {"unwrap", (PyCFunction)(void (*)(void))unwrap, METH_FASTCALL, "unwrap(text, wrap_min_chars): hard-wrapped lines joined."},
-    {"condense_lines", (PyCFunction)(void (*)(void))condense_lines, METH_FASTCALL,
-     "condense_lines(joined, dropped_words): each line condensed."},
     {"word_weights", (PyCFunction)(void (*)(void))word_weights, METH_FASTCALL,
      "word_weights(text, known, stopwords, generic, generic_weight, name_weight): content word weights."},
     {"shingle_hashes", (PyCFunction)(void (*)(void))shingle_hashes, METH_FASTCALL,
@@ -904,7 +741,7 @@ static PyMethodDef methods[] = {
     {"min_hashes", (PyCFunction)(void (*)(void))min_hashes, METH_FASTCALL,
      "min_hashes(hashes, perm_a, perm_b): MinHash signature (uint32 bytes) of uint64 shingle hashes."},
     {"greedy_cover", (PyCFunction)(void (*)(void))greedy_cover, METH_FASTCALL,
-     "greedy_cover(weights, triples, short_tokens, units, empty, label_cost, budget, triple_weight, cost_exponent): "
+     "greedy_cover(weights, triples, tokens, units, label_cost, budget, triple_weight, cost_exponent): "
      "(indexes of the sentences lazy greedy budgeted coverage takes, in the order it takes them, tokens spent)."},
     {"spaced_lower", (PyCFunction)(void (*)(void))spaced_lower, METH_FASTCALL,
      "spaced_lower(text, start, end): text[start:end] lower-cased and single-spaced, as bytes."},

@@ -202,7 +202,7 @@ def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: 
     """
     order, _spent = _textcore.greedy_cover(
         [s.weights for s in sentences], [s.triples for s in sentences], [s.tokens for s in sentences],
-        [s.unit for s in sentences], [False] * len(sentences), label_cost, budget, TRIPLE_WEIGHT, COST_EXPONENT,
+        [s.unit for s in sentences], label_cost, budget, TRIPLE_WEIGHT, COST_EXPONENT,
     )
     return sorted((sentences[i] for i in order), key=lambda s: (s.unit, s.start))
 
