@@ -246,8 +246,8 @@ def recall(
     one kind of source (im, email, meeting, health), ``subject`` the memories
     about one person (a name, address or id); without it, a query that names
     one person who has memories of their own is restricted to them. Items
-    scoring under ``RELEVANCE_FLOOR`` of the best, or under ``min_score``, are
-    left out; ``max_items`` caps their number. ``order`` is ``relevance``
+    scoring under ``min_score`` are left out, by default under
+    ``RELEVANCE_FLOOR`` of the best item's score; ``max_items`` caps their number. ``order`` is ``relevance``
     (best first, a memory's items together in time order) or ``time``; a
     question about a history or trend is answered in time order, one about
     the latest value prefers the newest matching record. ``forgetting``
@@ -283,7 +283,7 @@ def recall(
         order = "time"
     packables = [Packable(line.key, float(score), line.text, line.who, line.when, line.raw_event_ids)
                  for line, score in zip(lines, line_scores)]
-    floor = max(RELEVANCE_FLOOR * max((p.score for p in packables), default=0.0), min_score or 0.0)
+    floor = RELEVANCE_FLOOR * max((p.score for p in packables), default=0.0) if min_score is None else min_score
     chosen = pack([p for p in packables if p.score >= floor and p.score > 0], query, budget, max_items)
     by_id = {row["memory_id"]: row for row in rows} | {line.memory_id: working_row(line) for line in fresh}
     line_of = {line.key: line for line in lines}

@@ -35,6 +35,7 @@ ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain
 LINE_BASE = 0.2  # a line of a strong memory keeps some score even when it shares no word with the query
 STATIC_WEIGHT = 1.0
 NEIGHBOUR_SHARE = 0.3  # a line next to a relevant line of the same memory gets this share of its score
+PRIOR_EXPONENT = 1.0  # how much a line's score follows its memory's: 0 ignores the memory, 1 scales by it
 CACHE_MEMORIES = 50_000
 _LABEL_SEP = ": "
 
@@ -196,7 +197,7 @@ def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: st
     if not lines:
         return np.zeros(0), np.zeros(0)
     top = max(memory_score.values()) or 1.0
-    prior = np.array([memory_score[line.memory_id] / top for line in lines], dtype=np.float32)
+    prior = np.array([memory_score[line.memory_id] / top for line in lines], dtype=np.float32) ** PRIOR_EXPONENT
     terms = match_terms(query) - ignored
     line_words = [match_terms(f"{line.who or ''} {line.text}") for line in lines]
     df = Counter(w for ws in line_words for w in ws & terms)

@@ -106,6 +106,8 @@ def test_budget_is_a_ceiling_a_narrow_question_gets_a_short_context(store: Store
     assert len(capped.items) == 1
     strict = recall("What conditions has Ben Okafor been diagnosed with?", "clinic", 1000, store=store, forgetting=OFF,
                     min_score=10 * max(i.score for i in result.items))
+    loose = recall("What conditions has Ben Okafor been diagnosed with?", "clinic", 1000, store=store, forgetting=OFF, min_score=0.0)
+    assert len(loose.items) > len(result.items)
     assert not strict.items and strict.reason
 
 
