@@ -82,7 +82,7 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
 
 def references(audio_dir: Path) -> dict[Path, str]:
     """Audio files under ``audio_dir`` that have a reference transcript, with that reference."""
-    from memtape.connectors.sources.audio import AUDIO_SUFFIXES
+    from memtape.connectors.sources.audio import MEDIA_SUFFIXES
 
     sphinx: dict[tuple[Path, str], str] = {}
     for listing in audio_dir.rglob("*.transcription"):
@@ -90,7 +90,7 @@ def references(audio_dir: Path) -> dict[Path, str]:
             if match := _SPHINX_LINE.match(line.strip()):
                 sphinx[(listing.parent, match["fileid"].strip())] = match["text"]
     found: dict[Path, str] = {}
-    for audio in sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):
+    for audio in sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES):
         sidecar = audio.with_suffix(".txt")
         if sidecar.is_file():
             found[audio] = sidecar.read_text(encoding="utf-8", errors="replace")
