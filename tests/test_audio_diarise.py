@@ -95,6 +95,19 @@ def test_sidecar_voice_names_win_over_diarisation_for_a_video(meeting, tmp_path:
     assert [(r.sender, r.attrs["start_ms"], r.attrs["end_ms"]) for r in records[1:]] == [("Ana Ruiz", 500, 3000), ("Bo Chen", 3400, 5800)]
 
 
+def test_a_zoom_transcript_names_speakers_by_prefix_only_when_every_cue_has_one(tmp_path: Path):
+    from memtape.connectors.sources.subtitles import read_cues
+
+    zoom = tmp_path / "zoom.vtt"
+    zoom.write_text("WEBVTT\n\n1\n00:00:01.000 --> 00:00:03.000\nAna Ruiz: Shall we ship on Friday?\n\n"
+                    "2\n00:00:03.500 --> 00:00:05.000\nBo Chen: Agreed: Friday it is.\n", encoding="utf-8")
+    assert [(c.speaker, c.text) for c in read_cues(zoom)] == [("Ana Ruiz", "Shall we ship on Friday?"), ("Bo Chen", "Agreed: Friday it is.")]
+    mixed = tmp_path / "notes.srt"
+    mixed.write_text("1\n00:00:01,000 --> 00:00:02,000\nNote: the room mic was off.\n\n"
+                     "2\n00:00:02,500 --> 00:00:04,000\nThen the budget came up.\n", encoding="utf-8")
+    assert [(c.speaker, c.text) for c in read_cues(mixed)] == [(None, "Note: the room mic was off."), (None, "Then the budget came up.")]
+
+
 def test_scores_are_exact_on_hand_made_turns():
     reference = [(0.0, 4.0, "a"), (5.0, 9.0, "b")]
     assert score(reference, [(0.0, 4.0, "x"), (5.0, 9.0, "y")], collar_s=0)["der"] == 0.0

@@ -147,11 +147,10 @@ class SpeakerTurns:
         if not len(self.centres_s):
             return None
         middle = (start_s + end_s) / 2
-        distance = [0.0 if a <= middle <= b else min(abs(middle - a), abs(middle - b)) for a, b in self.regions_s]
-        own = self.region_of == int(np.argmin(distance))
-        if not own.any():
-            own = np.ones(len(self.centres_s), dtype=bool)
-        centres, speakers = self.centres_s[own], self.speakers[own]
+        starts, ends = np.asarray(self.regions_s).T
+        region = int(np.maximum(0.0, np.maximum(starts - middle, middle - ends)).argmin())
+        first, last = np.searchsorted(self.region_of, [region, region + 1])  # slices are in region order, at least one each
+        centres, speakers = self.centres_s[first:last], self.speakers[first:last]
         inside = speakers[(centres >= start_s) & (centres <= end_s)]
         if len(inside):
             return int(np.bincount(inside).argmax())
