@@ -135,7 +135,7 @@ class SpeakerTurns:
     centres_s: np.ndarray
     speakers: np.ndarray
     region_of: np.ndarray
-    regions_s: tuple[tuple[float, float], ...]
+    regions_s: np.ndarray  # (start, end) seconds of each speech region, one row each
 
     def speaker_at(self, start_s: float, end_s: float) -> int | None:
         """The speaker heard most over ``[start_s, end_s]``, judged only by slices of the speech region nearest its middle.
@@ -147,7 +147,7 @@ class SpeakerTurns:
         if not len(self.centres_s):
             return None
         middle = (start_s + end_s) / 2
-        starts, ends = np.asarray(self.regions_s).T
+        starts, ends = self.regions_s[:, 0], self.regions_s[:, 1]
         region = int(np.maximum(0.0, np.maximum(starts - middle, middle - ends)).argmin())
         first, last = np.searchsorted(self.region_of, [region, region + 1])  # slices are in region order, at least one each
         centres, speakers = self.centres_s[first:last], self.speakers[first:last]
@@ -159,7 +159,7 @@ class SpeakerTurns:
     def turns(self) -> list[tuple[float, float, int]]:
         """``(start_s, end_s, speaker)`` runs over the speech regions: the bare VAD + clustering answer."""
         runs: list[tuple[float, float, int]] = []
-        for index, (start, end) in enumerate(self.regions_s):
+        for index, (start, end) in enumerate(self.regions_s.tolist()):
             cut = start
             inside = np.flatnonzero(self.region_of == index)
             for here, after in zip(inside, list(inside[1:]) + [None]):
@@ -252,8 +252,8 @@ class Diariser:
     def finish(self) -> SpeakerTurns:
         """Cluster every slice of the recording; speaker indices in order of first appearance."""
         if not self._centres:
-            return SpeakerTurns(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), ())
+            return SpeakerTurns(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 2)))
         centres, embeddings, region_of = (np.concatenate(self._centres), np.concatenate(self._embeddings),
                                           np.concatenate(self._region_of))
         labels = _first_appearance(_smooth(_fold_rare(embeddings, _cluster(embeddings)), region_of))
-        return SpeakerTurns(centres, labels, region_of, tuple(self._regions))
+        return SpeakerTurns(centres, labels, region_of, np.array(self._regions).reshape(-1, 2))
