@@ -3,10 +3,12 @@
 ``TranscribeRecordings`` takes ``raw_events`` rows, keeps the recordings that
 have no sidecar transcript, and streams each file in bounded windows through a
 Whisper model loaded once per worker (word timestamps, VAD; batched on GPU).
-Without an offline diarisation model, speakers are split by pauses and, for
-stereo recordings whose channels carry different talkers, by channel; they are
-labelled "unknown speaker" (numbered per channel), never given names. A file
-that cannot be read becomes a ``dead_letters`` row and the run goes on.
+Stereo recordings whose channels carry different talkers are split by channel
+("unknown speaker 1", "unknown speaker 2"); any other recording is diarised
+(``transforms.diarise``) and each turn is cut where the speaker changes, labelled
+"speaker 1", "speaker 2", ... in order of first appearance, never given names.
+Utterances keep their millisecond span into the file. A file that cannot be read
+(or a video without an audio track) becomes a ``dead_letters`` row and the run goes on.
 ``utterance_unit`` turns an utterance into a ``raw_events``-shaped unit for the
 chat path. This module reads audio and emits rows; it never writes a table.
 """
@@ -26,6 +28,7 @@ from memtape.connectors.sources.audio import (
     DEFAULT_WINDOW_SECONDS, SAMPLE_RATE, RecordingTooLong, Window, decode_windows, probe, uri_path,
 )
 from memtape.schemas.records import DeadLetter, content_hash, stable_id, utcnow
+from memtape.transforms.diarise import Diariser, SpeakerTurns, speaker_encoder, speaker_label
 from memtape.transforms.whisper_model import PACKAGED_BASE, whisper_device, whisper_model
 
 UTTERANCES_TAG = "utterances"
@@ -61,6 +64,7 @@ class TranscribeOptions:
     window_s: float = DEFAULT_WINDOW_SECONDS
     max_audio_seconds: float = LimitsConfig.max_audio_seconds
     cpu_threads: int = 0  # 0: CTranslate2's default
+    diarise: bool = True  # label who speaks in single-track recordings; off: every turn is "unknown speaker"
 
     def resolved_batch_size(self) -> int:
         if self.batch_size is not None:
@@ -141,7 +145,7 @@ def _turns(segment: Any) -> list[list[Any]]:
 
 @dataclasses.dataclass
 class _Draft:
-    """An utterance before it has its place (seq) in the recording."""
+    """An utterance before it has its place (seq) in the recording; ``spoken`` keeps each word as Whisper spaced it."""
 
     start_s: float
     end_s: float
@@ -149,6 +153,18 @@ class _Draft:
     words: list[dict[str, Any]]
     confidence: float
     speaker: str
+    language: str | None = None
+    spoken: list[str] = dataclasses.field(default_factory=list)
+
+
+def _draft_of_words(words: list[Any], offset_s: float, speaker: str) -> _Draft | None:
+    text = "".join(w.word for w in words).strip()
+    if not text:
+        return None
+    rows = [{"word": w.word.strip(), "start_ms": _ms(offset_s + w.start), "end_ms": _ms(offset_s + w.end),
+             "probability": float(w.probability)} for w in words]
+    return _Draft(offset_s + words[0].start, offset_s + words[-1].end, text, rows,
+                  float(np.mean([w.probability for w in words])), speaker, spoken=[w.word for w in words])
 
 
 def _drafts(segment: Any, offset_s: float, speaker: str) -> Iterator[_Draft]:
@@ -159,12 +175,35 @@ def _drafts(segment: Any, offset_s: float, speaker: str) -> Iterator[_Draft]:
                          math.exp(segment.avg_logprob), speaker)
         return
     for turn in turns:
-        words = [{"word": w.word.strip(), "start_ms": _ms(offset_s + w.start), "end_ms": _ms(offset_s + w.end),
-                  "probability": float(w.probability)} for w in turn]
-        text = "".join(w.word for w in turn).strip()
-        if text:
-            yield _Draft(offset_s + turn[0].start, offset_s + turn[-1].end, text, words,
-                         float(np.mean([w.probability for w in turn])), speaker)
+        if (draft := _draft_of_words(turn, offset_s, speaker)) is not None:
+            yield draft
+
+
+def split_by_speaker(draft: _Draft, turns: SpeakerTurns) -> list[_Draft]:
+    """A turn cut wherever the diarised speaker changes between its words, each part labelled with its speaker.
+
+    A turn without word timings takes the speaker heard most over its span.
+    With no speech found by the diariser the turn keeps its label.
+    """
+    if not draft.spoken:
+        speaker = turns.speaker_at(draft.start_s, draft.end_s)
+        return [dataclasses.replace(draft, speaker=speaker_label(speaker) if speaker is not None else draft.speaker)]
+    parts: list[_Draft] = []
+    for word, spoken in zip(draft.words, draft.spoken):
+        speaker = turns.speaker_at(word["start_ms"] / 1000, word["end_ms"] / 1000)
+        label = speaker_label(speaker) if speaker is not None else draft.speaker
+        if parts and parts[-1].speaker == label:
+            last = parts[-1]
+            last.words.append(word)
+            last.spoken.append(spoken)
+            last.end_s = word["end_ms"] / 1000
+        else:
+            parts.append(_Draft(word["start_ms"] / 1000, word["end_ms"] / 1000, "", [word], 0.0, label, draft.language, [spoken]))
+    for part in parts:
+        part.text = "".join(part.spoken).strip()
+        part.confidence = float(np.mean([w["probability"] for w in part.words]))
+    parts[0].start_s, parts[-1].end_s = draft.start_s, draft.end_s
+    return [part for part in parts if part.text]
 
 
 class Transcriber:
@@ -177,6 +216,8 @@ class Transcriber:
         self.options = options or TranscribeOptions()
         self.model = whisper_model(self.options.model, self.options.device, self.options.compute_type, self.options.cpu_threads)
         self.batch_size = self.options.resolved_batch_size()
+        if self.options.diarise:
+            speaker_encoder()  # loaded with the model, once per worker, so a missing package fails before any file
         self._batched = None
         if self.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
@@ -189,9 +230,15 @@ class Transcriber:
             return self._batched.transcribe(audio, batch_size=self.batch_size, **kwargs)
         return self.model.transcribe(audio, **kwargs)
 
-    def _window_drafts(self, window: Window, separate: bool, language: str | None) -> tuple[list[_Draft], str | None, float]:
-        """Drafts of one window in time order, the language heard and how sure the model is of it."""
+    def _window_drafts(self, window: Window, separate: bool, language: str | None,
+                       diariser: Diariser | None) -> tuple[list[_Draft], str | None, float]:
+        """Drafts of one window in time order, the language heard and how sure the model is of it.
+
+        A single track also goes to ``diariser``, which labels the drafts once the whole recording is in.
+        """
         tracks = window.channels if separate else (window.channels[0] if len(window.channels) == 1 else np.mean(window.channels, axis=0),)
+        if diariser is not None and not separate:
+            diariser.add(tracks[0], window.offset_s)
         drafts: list[_Draft] = []
         heard, certainty = language, 1.0
         for channel, audio in enumerate(tracks):
@@ -200,41 +247,53 @@ class Transcriber:
             for segment in segments:
                 drafts.extend(_drafts(segment, window.offset_s, speaker))
             heard, certainty = info.language, info.language_probability
+        for draft in drafts:
+            draft.language = heard
         drafts.sort(key=lambda d: (d.start_s, d.speaker))
         return drafts, heard, certainty
 
     def rows(self, recording: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(tag, row)`` pairs: utterances in time order, then a dead letter if the file failed or ran past the limit."""
+        """``(tag, row)`` pairs: utterances in time order, then a dead letter if the file failed or ran past the limit.
+
+        Utterances come once the recording is read through (speakers are clustered
+        over all of it); those before a failure still come, then the dead letter.
+        """
         tenant, recording_id = recording["tenant"], recording["event_id"]
         start = _start_time(recording)
-        seq, position = 0, 0.0
+        position, failure = 0.0, None
         language = self.options.language
+        drafts: list[_Draft] = []
+        diariser = Diariser() if self.options.diarise else None
+        separate: bool | None = None
         try:
             path = uri_path(recording["media_ref"])
             channels = _attrs(recording).get("channels") or probe(path).channels
-            separate: bool | None = None
             decoded = False
             for window in decode_windows(path, channels == 2, self.options.window_s, self.options.max_audio_seconds):
                 decoded = True
                 if channels == 2 and separate is None:
                     separate = channels_are_separate(*window.channels)
-                drafts, heard, certainty = self._window_drafts(window, bool(separate), language)
-                if self.options.language is None and drafts and certainty >= LANGUAGE_LOCK_PROBABILITY:
+                window_drafts, heard, certainty = self._window_drafts(window, bool(separate), language, diariser)
+                if self.options.language is None and window_drafts and certainty >= LANGUAGE_LOCK_PROBABILITY:
                     language = heard
-                for draft in drafts:
-                    yield UTTERANCES_TAG, _utterance_row(tenant, recording_id, seq, draft, heard, start)
-                    seq += 1
+                drafts.extend(window_drafts)
                 position = window.offset_s + window.seconds
             if not decoded:
                 raise ValueError("no audio samples could be decoded")
         except RecordingTooLong as exc:
-            yield DEAD_LETTERS_TAG, _dead_letter(recording, str(exc), position)
+            failure = str(exc)
         except Exception as exc:  # a damaged file raises from PyAV, numpy or CTranslate2; all go to dead letters
-            yield DEAD_LETTERS_TAG, _dead_letter(recording, f"unreadable audio: {type(exc).__name__}: {exc}", position)
+            failure = f"unreadable audio: {type(exc).__name__}: {exc}"
+        if diariser is not None and not separate and drafts:
+            turns = diariser.finish()
+            drafts = [part for draft in drafts for part in split_by_speaker(draft, turns)]
+        for seq, draft in enumerate(drafts):
+            yield UTTERANCES_TAG, _utterance_row(tenant, recording_id, seq, draft, start)
+        if failure is not None:
+            yield DEAD_LETTERS_TAG, _dead_letter(recording, failure, position)
 
 
-def _utterance_row(tenant: str, recording_id: str, seq: int, draft: _Draft, language: str | None,
-                   start: datetime | None) -> dict[str, Any]:
+def _utterance_row(tenant: str, recording_id: str, seq: int, draft: _Draft, start: datetime | None) -> dict[str, Any]:
     return {
         "tenant": tenant,
         "utterance_id": stable_id(tenant, recording_id, seq),
@@ -245,7 +304,7 @@ def _utterance_row(tenant: str, recording_id: str, seq: int, draft: _Draft, lang
         "text": draft.text,
         "words": draft.words,
         "confidence": draft.confidence,
-        "language": language,
+        "language": draft.language,
         "speaker": draft.speaker,
         "event_time": start + timedelta(seconds=draft.start_s) if start else None,
     }

@@ -1,6 +1,7 @@
 """Meeting recordings connector (``audio:PATH``, a file or a folder) and the audio reader behind it.
 
-Each recording (wav, flac, mp3, m4a, ogg, opus, webm) becomes one ``raw_events``
+Each recording (wav, flac, mp3, m4a, ogg, opus, or the audio track of a video
+file: mp4, mkv, mov, avi, webm) becomes one ``raw_events``
 row of kind ``meeting`` that points at the file by URI (the bytes stay where
 they are), timed and titled from a sidecar JSON (``name.json``: title,
 participants, start time), else the file's tags, else its modification time
@@ -26,7 +27,9 @@ from memtape.schemas.records import DeadLetter, RawEvent, stable_id
 
 _SCHEME = "audio"
 _KIND = "meeting"
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm"})
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm"})  # conference recorders' containers: only the audio track is read
+MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES
 SAMPLE_RATE = 16_000  # what Whisper's feature extractor expects
 DEFAULT_WINDOW_SECONDS = 300  # ~19 MB of float32 per channel: long meetings never sit in memory whole
 _CUT_SEARCH_SECONDS = 10  # a window ends at the quietest moment of its last seconds (at most its last quarter), not mid-word
@@ -42,6 +45,10 @@ _MAX_METADATA_BYTES = 1_000_000  # meeting metadata is a few hundred bytes; anyt
 
 class RecordingTooLong(Exception):
     """Raised after the last window inside the limit, so the audio before it still counts."""
+
+
+class NoAudioTrack(ValueError):
+    """A container with no audio stream: a screen recording without sound, or a still-image video."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +94,8 @@ def probe(path: Path) -> Probe:
 
     with av.open(str(path), metadata_errors="ignore") as container:
         if not container.streams.audio:
-            raise ValueError("no audio stream")
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise NoAudioTrack(f"no audio track (the file holds {', '.join(kinds)}): nothing to transcribe")
         stream = container.streams.audio[0]
         if not stream.channels or not stream.rate:
             raise ValueError("audio stream without channels or sample rate (empty or truncated file)")
@@ -163,7 +171,7 @@ def decode_windows(path: Path, stereo: bool = False, window_s: float = DEFAULT_W
 def _files(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
-        return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+        return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in MEDIA_SUFFIXES)
     if p.is_file():
         return [p]
     raise SourceError(f"{path}: no such file or folder")
@@ -273,6 +281,9 @@ def _cue_records(recording: RawEvent, transcript: Path, start: datetime) -> Iter
 def _recording_records(file: Path, tenant: str) -> Iterator[Record]:
     try:
         info = probe(file)
+    except NoAudioTrack as exc:
+        yield _dead(tenant, str(exc), file)
+        return
     except Exception as exc:  # PyAV raises a dozen error types for "not audio"; every one means skip this file
         yield _dead(tenant, f"unreadable audio: {type(exc).__name__}: {exc}", file)
         return
@@ -317,7 +328,7 @@ def _recording_records(file: Path, tenant: str) -> Iterator[Record]:
             yield _dead(tenant, exc, transcript)
 
 
-@register(_SCHEME, _KIND, "meeting recordings (wav, flac, mp3, m4a, ogg, webm) with sidecar JSON/VTT/SRT")
+@register(_SCHEME, _KIND, "meeting recordings (wav, flac, mp3, m4a, ogg; mp4, mkv, mov, avi, webm video) with sidecar JSON/VTT/SRT")
 def read_audio(path: str, tenant: str) -> Iterator[Record]:
     for file in _files(path):
         yield from _recording_records(file, tenant)

@@ -2,8 +2,9 @@
 
 Meeting tools export captions beside a recording; the audio connector reads
 them so a recording that already has a transcript is never transcribed again.
-A cue keeps the speaker only when the file itself names it (a WebVTT ``<v Name>``
-voice span); nothing is guessed. A malformed cue is reported and skipped, the
+A cue keeps the speaker only when the file itself names it: a WebVTT ``<v Name>``
+voice span (Teams), or a ``Name: `` prefix on every cue of the file (Zoom's
+transcript); a prefix on some cues only is text, and nothing is guessed. A malformed cue is reported and skipped, the
 cues around it still come through. This module parses text only: no audio, no records.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ _TIMING = re.compile(
 )
 _VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+([^>]+)>")
 _TAG = re.compile(r"</?[^>]+>")
+_NAME_PREFIX = re.compile(r"^(?P<name>[^:<>]{1,60}?): (?P<text>\S.*)$", re.S)  # Zoom: "Ana Ruiz: Good morning."
+_MAX_NAME_WORDS = 5  # "Dr. Ana María Ruiz López" fits; a longer run before a colon is a sentence, not a name
 _VTT_BLOCKS_WITHOUT_CUES = ("NOTE", "STYLE", "REGION")
 _FALLBACK_ENCODING = "cp1252"  # what Windows caption tools write when they do not write UTF-8
 _CHECK_BLOCK_BYTES = 1 << 20
@@ -67,6 +70,11 @@ def _plain(lines: list[str]) -> tuple[str, str | None]:
     return " ".join(text.split()), (voice.group(1).strip() if voice else None)
 
 
+def _name_prefix(text: str) -> re.Match[str] | None:
+    match = _NAME_PREFIX.match(text)
+    return match if match and len(match["name"].split()) <= _MAX_NAME_WORDS else None
+
+
 def _blocks(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """Blank-line separated blocks with the 1-based line each starts on."""
     block: list[str] = []
@@ -84,8 +92,11 @@ def _blocks(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
         yield start, block
 
 
-def parse_cues(lines: Iterable[str]) -> Iterator[Cue | BadCue]:
-    """Cues of a WebVTT or SRT text in file order; both formats share the block shape."""
+def parse_cues(lines: Iterable[str], prefixed_speakers: bool = False) -> Iterator[Cue | BadCue]:
+    """Cues of a WebVTT or SRT text in file order; both formats share the block shape.
+
+    With ``prefixed_speakers`` a cue's leading ``Name: `` is its speaker, not its text.
+    """
     index = 0
     for start, block in _blocks(lines):
         head = block[0].strip()
@@ -106,6 +117,8 @@ def parse_cues(lines: Iterable[str]) -> Iterator[Cue | BadCue]:
             yield BadCue(start + timing_at, str(exc), "\n".join(block))
             continue
         text, speaker = _plain(block[timing_at + 1:])
+        if prefixed_speakers and speaker is None and (match := _name_prefix(text)):
+            text, speaker = match["text"], match["name"].strip()
         if text:
             yield Cue(index, start_ms, end_ms, text, speaker)
             index += 1
@@ -124,10 +137,24 @@ def _encoding(path: Path) -> str:
     return "utf-8-sig"
 
 
+def _every_cue_named(path: Path, encoding: str) -> bool:
+    """True when every cue without a voice span starts with a short ``Name: ``: a transcript that names its speakers."""
+    seen = False
+    with path.open(encoding=encoding, errors="replace") as handle:
+        for cue in parse_cues(handle):
+            if isinstance(cue, Cue) and cue.speaker is None:
+                if _name_prefix(cue.text) is None:
+                    return False
+                seen = True
+    return seen
+
+
 def read_cues(path: Path) -> Iterator[Cue | BadCue]:
     """The cues of a transcript file in order, streamed, UTF-8 or else Windows-1252."""
-    with path.open(encoding=_encoding(path), errors="replace") as handle:
-        yield from parse_cues(handle)
+    encoding = _encoding(path)
+    prefixed = _every_cue_named(path, encoding)
+    with path.open(encoding=encoding, errors="replace") as handle:
+        yield from parse_cues(handle, prefixed)
 
 
 def sidecar_transcript(recording: Path) -> Path | None:

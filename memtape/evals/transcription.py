@@ -82,7 +82,7 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
 
 def references(audio_dir: Path) -> dict[Path, str]:
     """Audio files under ``audio_dir`` that have a reference transcript, with that reference."""
-    from memtape.connectors.sources.audio import AUDIO_SUFFIXES
+    from memtape.connectors.sources.audio import MEDIA_SUFFIXES
 
     sphinx: dict[tuple[Path, str], str] = {}
     for listing in audio_dir.rglob("*.transcription"):
@@ -90,7 +90,7 @@ def references(audio_dir: Path) -> dict[Path, str]:
             if match := _SPHINX_LINE.match(line.strip()):
                 sphinx[(listing.parent, match["fileid"].strip())] = match["text"]
     found: dict[Path, str] = {}
-    for audio in sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):
+    for audio in sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES):
         sidecar = audio.with_suffix(".txt")
         if sidecar.is_file():
             found[audio] = sidecar.read_text(encoding="utf-8", errors="replace")
@@ -231,8 +231,10 @@ def evaluate(audio_dir: Path, options: Any, repeats: int = DEFAULT_REPEATS, with
 @click.option("--repeats", type=click.IntRange(1), default=DEFAULT_REPEATS, show_default=True, help="timed passes per side; RTFs are medians")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, help="CPU threads for CTranslate2 (0: its default)")
 @click.option("--beam/--no-beam", "with_beam", default=True, show_default=True, help="also time the whole Beam transform once")
+@click.option("--diarise/--no-diarise", default=True, show_default=True,
+              help="the pipeline side labels speakers too, as it does in a backfill (off: transcription alone against bare faster-whisper)")
 def command(audio_dir: Path, fmt: str, model: str | None, device: str | None, compute_type: str, batch_size: int | None,
-            language: str | None, repeats: int, threads: int, with_beam: bool) -> None:
+            language: str | None, repeats: int, threads: int, with_beam: bool, diarise: bool) -> None:
     """Word error rate and real-time factor of transcription, against a bare faster-whisper baseline."""
     from memtape.config import load_config
     from memtape.transforms.transcribe import TranscribeOptions
@@ -242,7 +244,7 @@ def command(audio_dir: Path, fmt: str, model: str | None, device: str | None, co
     cfg = load_config()
     options = TranscribeOptions(model=model or cfg.models.whisper, device=device or cfg.models.device, compute_type=compute_type,
                                 batch_size=batch_size, language=language, max_audio_seconds=cfg.limits.max_audio_seconds,
-                                cpu_threads=threads)
+                                cpu_threads=threads, diarise=diarise)
     report = evaluate(audio_dir, options, repeats, with_beam)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
