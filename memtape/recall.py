@@ -122,10 +122,10 @@ def is_when_question(query: str) -> bool:
 
 
 def embed_query(query: str) -> Any:
-    """The query's MiniLM embedding, made exactly as the pipeline embeds memories, on the one-thread encoder."""
+    """A future of the query's MiniLM embedding, made exactly as the pipeline embeds memories, on the one-thread encoder."""
     from memtape.transforms.encode import embed_texts
 
-    return _ENCODER.submit(lambda: embed_texts([query])[0]).result()
+    return _ENCODER.submit(lambda: embed_texts([query])[0])
 
 
 _STORES: dict[tuple[str, tuple[tuple[str, str], ...]], Store] = {}
@@ -264,7 +264,9 @@ def recall(
     graph = GRAPHS.get(store, tenant)
     about, name_words = _about(graph, query, subject, tenant)
     scope = Scope(tenant, since, until, source_kind, about)
-    scores = candidates(store, query, embed_query, scope, use_graph=use_graph, graph=graph)
+    encoding = embed_query(query)  # encodes while the full-text search runs
+    scores = candidates(store, query, lambda _query: encoding.result(), scope, use_graph=use_graph, graph=graph)
+    query_vector = encoding.result()
     rows = graph.rows_for(sorted(scores, key=lambda k: -scores[k])[:ROWS_READ], scope)
     weighted = {row["memory_id"]: scores[row["memory_id"]] * ranking_weight(policy, row, now) for row in rows}
     rows = sorted(rows, key=lambda r: -weighted[r["memory_id"]])[:EXPAND_MEMORIES]
@@ -273,7 +275,7 @@ def recall(
     top = max(weighted.values(), default=1.0)
     weighted.update({line.memory_id: top for line in fresh})  # as relevant a priori as the best memory
     lines += fresh
-    line_scores, lexical = score_lines(lines, weighted, query, name_words)
+    line_scores, lexical = score_lines(lines, weighted, query, name_words, query_vector)
     if is_when_question(query):
         line_scores = line_scores * [1.0 + TIME_BOOST if STATES_TIME.search(line.text) else 1.0 for line in lines]
     if LATEST_QUESTION.search(query):

@@ -27,13 +27,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memtape.connectors.lance_store import Store, quote_literal
-from memtape.schemas.records import MEMORY_GAP, speaker_label
+from memtape.connectors.lance_store import Store, in_lists, quote_literal
+from memtape.schemas.records import MEMORY_GAP, memory_pieces, speaker_label
 from memtape.transforms.tokens import match_terms, sentence_spans, words
 
 ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain
 LINE_BASE = 0.2  # a line of a strong memory keeps some score even when it shares no word with the query
 STATIC_WEIGHT = 1.0
+DENSE_WEIGHT = 1.0  # MiniLM similarity of a piece to the query, where the memory stored the piece's vector
 NEIGHBOUR_SHARE = 0.3  # a line next to a relevant line of the same memory gets this share of its score
 PRIOR_EXPONENT = 1.0  # how much a line's score follows its memory's: 0 ignores the memory, 1 scales by it
 CACHE_MEMORIES = 50_000
@@ -52,6 +53,7 @@ class Line:
     sources: list[str] = dataclasses.field(default_factory=list)  # connector schemes of the raw events
     source_ids: list[str] = dataclasses.field(default_factory=list)  # ids in the source (Message-ID, dia_id ...)
     vector: Any = None  # static embedding, unit length
+    dense: Any = None  # its MiniLM vector as the memory stored it (``piece_embeddings``), when it is one of its pieces
     piece: int = 0  # which verbatim piece of its raw event's line
     source_kind: str | None = None  # these three for working-memory lines only: a memory line has its memory row
     conversation_id: str | None = None
@@ -150,6 +152,8 @@ def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
     from memtape.recall_candidates import lookup
 
     ids = sorted({e for r in rows for e in r["raw_event_ids"] or ()})
+    dense = {d["memory_id"]: d["piece_embeddings"] or [] for where in in_lists("memory_id", [r["memory_id"] for r in rows])
+             for d in lookup(store, "memories", where, ["memory_id", "piece_embeddings"], len(rows))}
     events: dict[str, dict] = {}
     if ids:
         # The tenant is checked on the rows read, not in the filter: its index matches most of a large
@@ -169,6 +173,11 @@ def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
             who = ", ".join(p for p in row.get("participants") or [] if p) or None
             out.append([Line(row["memory_id"], who, row["text"], list(row["raw_event_ids"] or []), row["start_time"],
                              sorted({e["source"] for e in members}), [e["source_id"] for e in members])])
+    for row, lines in zip(rows, out):
+        vectors = dict(zip(memory_pieces(row["text"]), dense.get(row["memory_id"]) or []))
+        for line in lines:
+            found = vectors.get(f"{line.who}: {line.text}" if line.who else line.text)
+            line.dense = np.asarray(found, dtype=np.float32) if found is not None else None
     flat = [line for lines in out for line in lines]
     if flat:
         static = static_embeddings_cached()
@@ -186,11 +195,12 @@ def static_embeddings_cached() -> Any:
 
 
 def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: str,
-                ignored: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+                ignored: frozenset[str] = frozenset(), query_vector: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(score, lexical match) of each line.
 
     The score is its memory's share of the best score x (base + query-term
-    IDF + static similarity); the lexical match is the query-term IDF alone,
+    IDF + static similarity + MiniLM similarity to ``query_vector`` where the
+    line has a stored vector); the lexical match is the query-term IDF alone,
     as a share of the best line's. ``ignored`` query words (the name of the
     person asked about, which every line of theirs may hold) score nothing.
     """
@@ -207,9 +217,14 @@ def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: st
         lexical /= lexical.max()
     static = static_embeddings_cached()
     ids = static.token_ids([" ".join(w for w in query.split() if not (match_terms(w) and match_terms(w) <= ignored)) or query])[0]
-    query_vector = static.vector(ids, np.ones(len(ids), dtype=np.float32))
-    similarity = np.clip(np.stack([line.vector for line in lines]) @ query_vector, 0.0, None)
-    score = prior * (LINE_BASE + lexical + STATIC_WEIGHT * similarity)
+    static_query = static.vector(ids, np.ones(len(ids), dtype=np.float32))
+    similarity = np.clip(np.stack([line.vector for line in lines]) @ static_query, 0.0, None)
+    dense = np.zeros(len(lines), dtype=np.float32)
+    if query_vector is not None:
+        for i, line in enumerate(lines):
+            if line.dense is not None:
+                dense[i] = max(float(line.dense @ query_vector), 0.0)
+    score = prior * (LINE_BASE + lexical + STATIC_WEIGHT * similarity + DENSE_WEIGHT * dense)
     smoothed = score.copy()
     same_next = np.array([a.memory_id == b.memory_id for a, b in zip(lines, lines[1:])], dtype=bool)
     smoothed[:-1] += NEIGHBOUR_SHARE * score[1:] * same_next

@@ -150,6 +150,8 @@ MEMORIES = _schema(
         pa.field("text", pa.string(), nullable=False),
         pa.field("token_count", pa.int32(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32(), EMBEDDING_DIM)),
+        # one MiniLM vector per piece of text ("who: sentences" between gap marks), in order: recall ranks pieces by them
+        pa.field("piece_embeddings", pa.list_(pa.list_(pa.float32(), EMBEDDING_DIM))),
         pa.field("raw_event_ids", _IDS, nullable=False),
         pa.field("triple_ids", _IDS),
         pa.field("participants", _IDS),

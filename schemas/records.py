@@ -64,6 +64,21 @@ STRUCTURED_KINDS = frozenset({"health"})
 MEMORY_GAP = " \u2026 "
 
 
+def memory_pieces(text: str) -> list[str]:
+    """The pieces of a memory's text, in order: ``who: sentences`` for each run of a line between gap marks.
+
+    Recall hands pieces to the reader one by one, so each is embedded alone
+    (the memory's own vector sees only its first 256 word pieces).
+    """
+    out = []
+    for line in text.split("\n"):
+        who, sep, body = line.partition(": ")
+        for piece in body.split(MEMORY_GAP) if sep else [line]:
+            if piece.strip():
+                out.append(f"{who}: {piece.strip()}" if sep else piece.strip())
+    return out
+
+
 def speaker_label(sender: str | None) -> str:
     """A short name for a sender in memory text: the name of ``Name <address>``, the local part of a bare address."""
     if not sender:

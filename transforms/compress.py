@@ -35,7 +35,7 @@ from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_RATIO = 0.5  # share of the kept units' tokens a memory may spend
+DEFAULT_BUDGET_RATIO = 0.8  # share of the kept units' tokens a memory may spend (chosen by recall on LoCoMo dev: BENCHMARKS.md)
 MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to a fragment
 NAME_OR_NUMBER_WEIGHT = 1.5  # names, figures and dates are what questions ask about
 GENERIC_WEIGHT = 0.15  # chit-chat words say little about the episode

@@ -1,4 +1,4 @@
-"""Embedding stage: fill the 384-dim ``embedding`` column of memories with the offline MiniLM.
+"""Embedding stage: fill the 384-dim ``embedding`` and ``piece_embeddings`` columns of memories with the offline MiniLM.
 
 Beam's ``RunInference`` batches the rows and keeps one model per worker,
 loaded through ``memtape.transforms.models.embedder`` on the device it picks
@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from memtape.schemas.records import memory_pieces
 from memtape.transforms.encode import embed_texts, memory_text
 from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedder
 
@@ -31,15 +32,20 @@ class _MiniLMHandler(ModelHandler[dict, dict, Any]):
         return embedder(self._model_name, self._device)
 
     def run_inference(self, batch: Sequence[dict], model: Any, inference_args: dict | None = None) -> Iterable[dict]:
-        vectors = embed_texts([memory_text(row) for row in batch], model, self._batch_size)
-        return [{**row, "embedding": vector.tolist()} for row, vector in zip(batch, vectors)]
+        pieces = [memory_pieces(row["text"]) for row in batch]
+        vectors = embed_texts([memory_text(row) for row in batch] + [p for ps in pieces for p in ps], model, self._batch_size)
+        out, at = [], len(batch)
+        for row, vector, ps in zip(batch, vectors, pieces):
+            out.append({**row, "embedding": vector.tolist(), "piece_embeddings": vectors[at:at + len(ps)].tolist()})
+            at += len(ps)
+        return out
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         return {"min_batch_size": 1, "max_batch_size": MAX_BATCH_SIZE}
 
 
 class EmbedMemories(beam.PTransform):
-    """MEMORIES rows -> the same rows with ``embedding`` filled (384 float32, unit length)."""
+    """MEMORIES rows -> the same rows with ``embedding`` and ``piece_embeddings`` filled (384 float32, unit length)."""
 
     def __init__(self, model_name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None, batch_size: int | None = None) -> None:
         super().__init__()
