@@ -22,7 +22,9 @@ def command(query: str, tenant: str, home: str | None, budget: int, since, until
     """Recall TENANT's memories for QUERY, packed into BUDGET tokens, oldest first."""
     from memtape.recall import recall
 
-    result = recall(query, tenant, budget, since, until, source_kind, store=open_store(home))
+    store = open_store(home, create=False)
+    store.require_tenant(tenant)
+    result = recall(query, tenant, budget, since, until, source_kind, store=store)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
         return

@@ -1,0 +1,138 @@
+"""Progress of a long run on stderr, so a backfill is never silent for minutes.
+
+On a terminal each stage gets a tqdm bar; without one (a log file, a
+supervisor) a line goes to stderr at least every ``LINE_EVERY_S`` seconds,
+naming the stage, the records read so far and the rate, even while a stage
+is busy loading models. ``CountProgress`` is a pass-through step that counts
+the elements crossing it into the active ``Progress``; it counts in the
+driver's process (the direct runner's default), and is a no-op in worker
+processes of other runners, where the stage line still shows the time.
+This module only reports: it never changes an element.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any, Iterator, TextIO
+
+import apache_beam as beam
+
+LINE_EVERY_S = float(os.environ.get("MEMTAPE_PROGRESS_EVERY_S", "10"))  # at most this long between two lines
+RECORDS = "records"  # the stage counting source records read; every other stage counts rows of a table
+
+_ACTIVE: "Progress | None" = None
+_LOCK = threading.Lock()
+
+
+class Progress:
+    """Counts per stage for one command, shown as tqdm bars on a terminal or periodic stderr lines otherwise."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = LINE_EVERY_S) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self.bars = self.stream.isatty()
+        self.counts: dict[str, int] = {}
+        self.phase = "starting"
+        self._bars: dict[str, Any] = {}
+        self._started = self._phase_started = time.monotonic()
+        self._phase_base = 0  # everything counted before the phase began
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="memtape-progress", daemon=True)
+
+    def __enter__(self) -> "Progress":
+        global _ACTIVE
+        _ACTIVE = self
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        global _ACTIVE
+        _ACTIVE = None
+        self._stop.set()
+        self._ticker.join()
+        for bar in self._bars.values():
+            bar.close()
+        self.line()  # the final counts
+
+    def stage(self, phase: str) -> None:
+        """Start a phase (reading sources, deriving memories): the rate restarts from here."""
+        with _LOCK:
+            self.phase = phase
+            self._phase_started = time.monotonic()
+            self._phase_base = sum(self.counts.values())
+        self.line()
+
+    def advance(self, name: str, n: int = 1) -> None:
+        with _LOCK:
+            self.counts[name] = self.counts.get(name, 0) + n
+            if self.bars:
+                self._bar(name).update(n)
+
+    def _bar(self, name: str) -> Any:
+        if name not in self._bars:
+            from tqdm import tqdm
+
+            self._bars[name] = tqdm(desc=f"{self.label}: {name}", unit=" records" if name == RECORDS else " rows",
+                                    position=len(self._bars), file=self.stream, dynamic_ncols=True, leave=True)
+        return self._bars[name]
+
+    def text(self) -> str:
+        """One line: phase, records read so far, rows per table, the rate in this phase, time so far."""
+        with _LOCK:
+            now = time.monotonic()
+            records = self.counts.get(RECORDS, 0)
+            rows = ", ".join(f"{n:,} {name}" for name, n in self.counts.items() if name != RECORDS)
+            moved = sum(self.counts.values()) - self._phase_base
+            rate = moved / max(now - self._phase_started, 1e-9)
+        line = f"{self.label}: {self.phase}: {records:,} records read"
+        if rows:
+            line += f"; rows so far: {rows}"
+        return f"{line}; {rate:,.0f} {'rows' if rows else 'records'}/s; {now - self._started:.0f} s"
+
+    def line(self) -> None:
+        if not self.bars:
+            print(self.text(), file=self.stream, flush=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every_s):
+            if self.bars:
+                with _LOCK:
+                    for bar in self._bars.values():
+                        bar.refresh()
+            else:
+                self.line()
+
+
+def stage(phase: str) -> None:
+    """Start ``phase`` on the active progress of this process, if any."""
+    if _ACTIVE is not None:
+        _ACTIVE.stage(phase)
+
+
+def advance(name: str, n: int = 1) -> None:
+    """Count ``n`` elements of stage ``name`` into the active progress of this process, if any."""
+    if _ACTIVE is not None:
+        _ACTIVE.advance(name, n)
+
+
+class _CountFn(beam.DoFn):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def process(self, element: Any) -> Iterator[Any]:
+        advance(self.name)
+        yield element
+
+
+class CountProgress(beam.PTransform):
+    """Pass every element through unchanged, counting it as progress of stage ``name``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return pcoll | beam.ParDo(_CountFn(self.name))

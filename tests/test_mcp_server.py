@@ -1,0 +1,67 @@
+"""``memtape mcp``: an agent lists the tools and gets a cited answer, through the MCP SDK's own client over stdio."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from memtape.connectors.lance_store import Store
+from test_recall_api import CHAT, make_memories
+
+MEMTAPE = str(Path(sys.executable).with_name("memtape"))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    store = Store(str(tmp_path_factory.mktemp("mcp") / "store"))
+    make_memories(store, "t1", CHAT)
+    make_memories(store, "t2", [{"text": "Tenant two keeps a parrot called Kiwi.", "who": "Zed", "source_id": "kiwi"}])
+    return store.home
+
+
+def _env(home: str) -> dict[str, str]:
+    return {"MEMTAPE_HOME": home, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": os.environ["PATH"],
+            "MEMTAPE_FORGETTING_ENABLED": "false"}
+
+
+async def _session_calls(home: str, calls: list[tuple[str, dict]]) -> tuple[list, list]:
+    params = StdioServerParameters(command=MEMTAPE, args=["mcp", "--tenant", "t1"], env=_env(home))
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        return tools, [await session.call_tool(name, arguments) for name, arguments in calls]
+
+
+def test_an_mcp_client_lists_the_tools_and_gets_a_cited_answer(home: str) -> None:
+    raw = Store(home).read("raw_events", where="tenant = 't1'").to_pylist()
+    biscuit_ids = {r["event_id"] for r in raw if "Biscuit" in r["text"]}
+    tools, (recalled, counted, refused) = anyio.run(_session_calls, home, [
+        ("recall", {"query": "What is the name of Ana's cat?", "budget": 80}),
+        ("sql", {"query": "SELECT tenant, count(*) AS n FROM raw_events GROUP BY tenant"}),
+        ("sql", {"query": "DELETE FROM memories"}),
+    ])
+
+    by_name = {t.name: t for t in tools}
+    assert {"recall", "sql"} <= set(by_name)
+    assert {"query", "budget", "since", "until", "source_kind"} <= set(by_name["recall"].input_schema["properties"])
+    answer = recalled.structured_content
+    assert not recalled.is_error and "Biscuit" in answer["context"] and "Kiwi" not in answer["context"]
+    cited = {e for item in answer["items"] for e in item["raw_event_ids"]}
+    assert cited & biscuit_ids and cited <= {r["event_id"] for r in raw}
+    assert all(item["sources"] == ["jsonl"] and item["event_time"] for item in answer["items"])
+    assert counted.structured_content["rows"] == [{"tenant": "t1", "n": len(CHAT)}]
+    assert refused.is_error and "only read queries" in refused.content[0].text
+
+
+def test_mcp_on_an_unknown_tenant_exits_naming_the_known_ones(home: str) -> None:
+    proc = subprocess.run([MEMTAPE, "mcp", "--tenant", "t3"], env=_env(home), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 1
+    assert "unknown tenant 't3'" in proc.stderr and "known tenants: t1, t2" in proc.stderr
