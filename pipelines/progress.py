@@ -38,7 +38,7 @@ class Progress:
         self.phase = "starting"
         self._bars: dict[str, Any] = {}
         self._started = self._phase_started = time.monotonic()
-        self._phase_base = 0  # everything counted before the phase began
+        self._phase_base: dict[str, int] = {}  # the counts when the phase began
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="memtape-progress", daemon=True)
 
@@ -62,7 +62,7 @@ class Progress:
         with _LOCK:
             self.phase = phase
             self._phase_started = time.monotonic()
-            self._phase_base = sum(self.counts.values())
+            self._phase_base = dict(self.counts)
         self.line()
 
     def advance(self, name: str, n: int = 1) -> None:
@@ -85,12 +85,14 @@ class Progress:
             now = time.monotonic()
             records = self.counts.get(RECORDS, 0)
             rows = ", ".join(f"{n:,} {name}" for name, n in self.counts.items() if name != RECORDS)
-            moved = sum(self.counts.values()) - self._phase_base
+            read_now = records - self._phase_base.get(RECORDS, 0)
+            moved, unit = (read_now, "records") if read_now or not rows else (
+                sum(self.counts.values()) - sum(self._phase_base.values()), "rows")
             rate = moved / max(now - self._phase_started, 1e-9)
         line = f"{self.label}: {self.phase}: {records:,} records read"
         if rows:
             line += f"; rows so far: {rows}"
-        return f"{line}; {rate:,.0f} {'rows' if rows else 'records'}/s; {now - self._started:.0f} s"
+        return f"{line}; {rate:,.0f} {unit}/s in this phase; {now - self._started:.0f} s"
 
     def line(self) -> None:
         if not self.bars:

@@ -65,3 +65,20 @@ def test_mcp_on_an_unknown_tenant_exits_naming_the_known_ones(home: str) -> None
                           stdin=subprocess.DEVNULL, timeout=120)
     assert proc.returncode == 1
     assert "unknown tenant 't3'" in proc.stderr and "known tenants: t1, t2" in proc.stderr
+
+
+def test_mcp_over_http_answers_only_the_tenants_bearer_token(home: str) -> None:
+    from mcp_types import LATEST_PROTOCOL_VERSION
+    from starlette.testclient import TestClient
+
+    from memtape.mcp_server import build_server, http_app
+
+    app = http_app(build_server(Store(home, create=False), "t1"), "t1", {"t1": "token-of-tenant-one", "t2": "token-of-tenant-two"})
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    with TestClient(app, base_url="http://127.0.0.1:8766") as client:
+        assert client.post("/mcp", json=hello, headers=accept).status_code == 401
+        assert client.post("/mcp", json=hello, headers={**accept, "Authorization": "Bearer token-of-tenant-two"}).status_code == 401
+        answer = client.post("/mcp", json=hello, headers={**accept, "Authorization": "Bearer token-of-tenant-one"})
+    assert answer.status_code == 200 and '"name":"memtape"' in answer.text.replace(" ", "")
