@@ -1,12 +1,12 @@
 """Progress of a long run on stderr, so a backfill is never silent for minutes.
 
-On a terminal each stage gets a tqdm bar; without one (a log file, a
+On a terminal each phase gets a tqdm bar (rows per table beside it); without one (a log file, a
 supervisor) a line goes to stderr at least every ``LINE_EVERY_S`` seconds,
 naming the stage, the records read so far and the rate, even while a stage
 is busy loading models. ``CountProgress`` is a pass-through step that counts
 the elements crossing it into the active ``Progress``; it counts in the
-driver's process (the direct runner's default), and is a no-op in worker
-processes of other runners, where the stage line still shows the time.
+driver's process (the direct runner with one worker); where steps run in
+other processes (``--workers N``, Dask) the line shows the phase and the time.
 This module only reports: it never changes an element.
 """
 from __future__ import annotations
@@ -27,16 +27,18 @@ _LOCK = threading.Lock()
 
 
 class Progress:
-    """Counts per stage for one command, shown as tqdm bars on a terminal or periodic stderr lines otherwise."""
+    """Counts per stage for one command, shown as a tqdm bar per phase on a terminal or periodic stderr lines otherwise."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = LINE_EVERY_S) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = LINE_EVERY_S,
+                 counted_here: bool = True) -> None:
         self.label = label
+        self.counted_here = counted_here  # False when the steps run in other processes (workers, a cluster)
         self.stream = stream or sys.stderr
-        self.every_s = every_s
         self.bars = self.stream.isatty()
+        self.every_s = min(every_s, 1.0) if self.bars else every_s  # a bar's clock ticks every second
         self.counts: dict[str, int] = {}
         self.phase = "starting"
-        self._bars: dict[str, Any] = {}
+        self._bar: Any = None  # the tqdm bar of the current phase, on a terminal
         self._started = self._phase_started = time.monotonic()
         self._phase_base: dict[str, int] = {}  # the counts when the phase began
         self._stop = threading.Event()
@@ -48,47 +50,53 @@ class Progress:
         self._ticker.start()
         return self
 
-    def __exit__(self, *_exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *_exc: Any) -> None:
         global _ACTIVE
         _ACTIVE = None
         self._stop.set()
         self._ticker.join()
-        for bar in self._bars.values():
-            bar.close()
-        self.line()  # the final counts
+        if self._bar is not None:
+            self._bar.close()
+        if exc_type is None:
+            self.line()  # the final counts; a failure is reported alone, in one line
 
     def stage(self, phase: str) -> None:
-        """Start a phase (reading sources, deriving memories): the rate restarts from here."""
+        """Start a phase (reading sources, deriving memories): a new bar, and the rate restarts from here."""
         with _LOCK:
             self.phase = phase
             self._phase_started = time.monotonic()
             self._phase_base = dict(self.counts)
+            if self.bars:
+                from tqdm import tqdm
+
+                if self._bar is not None:
+                    self._bar.close()
+                self._bar = tqdm(desc=f"{self.label}: {phase}", unit=" rows" if self.counts else " records",
+                                 file=self.stream, dynamic_ncols=True)
         self.line()
 
     def advance(self, name: str, n: int = 1) -> None:
         with _LOCK:
             self.counts[name] = self.counts.get(name, 0) + n
-            if self.bars:
-                self._bar(name).update(n)
+            if self._bar is not None:
+                self._bar.update(n)
+                self._bar.set_postfix_str(self._rows(), refresh=False)
 
-    def _bar(self, name: str) -> Any:
-        if name not in self._bars:
-            from tqdm import tqdm
-
-            self._bars[name] = tqdm(desc=f"{self.label}: {name}", unit=" records" if name == RECORDS else " rows",
-                                    position=len(self._bars), file=self.stream, dynamic_ncols=True, leave=True)
-        return self._bars[name]
+    def _rows(self) -> str:
+        return ", ".join(f"{n:,} {name}" for name, n in self.counts.items() if name != RECORDS)
 
     def text(self) -> str:
         """One line: phase, records read so far, rows per table, the rate in this phase, time so far."""
         with _LOCK:
             now = time.monotonic()
             records = self.counts.get(RECORDS, 0)
-            rows = ", ".join(f"{n:,} {name}" for name, n in self.counts.items() if name != RECORDS)
+            rows = self._rows()
             read_now = records - self._phase_base.get(RECORDS, 0)
             moved, unit = (read_now, "records") if read_now or not rows else (
                 sum(self.counts.values()) - sum(self._phase_base.values()), "rows")
             rate = moved / max(now - self._phase_started, 1e-9)
+        if not self.counted_here:
+            return f"{self.label}: {self.phase}; records are counted by the workers, totals at the end; {now - self._started:.0f} s"
         line = f"{self.label}: {self.phase}: {records:,} records read"
         if rows:
             line += f"; rows so far: {rows}"
@@ -100,12 +108,12 @@ class Progress:
 
     def _tick(self) -> None:
         while not self._stop.wait(self.every_s):
-            if self.bars:
-                with _LOCK:
-                    for bar in self._bars.values():
-                        bar.refresh()
-            else:
+            if not self.bars:
                 self.line()
+                continue
+            with _LOCK:
+                if self._bar is not None:
+                    self._bar.refresh()  # the elapsed time moves on while a model loads
 
 
 def stage(phase: str) -> None:

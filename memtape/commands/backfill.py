@@ -38,7 +38,7 @@ def command(uris: tuple[str, ...], tenant: str, home: str | None, since, runner:
     if dask_address and runner == "DaskRunner":
         beam_args += (f"--dask_client_address={dask_address}",)
     store = open_store(home)
-    with Progress("memtape backfill"):
+    with Progress("memtape backfill", counted_here=runner == "DirectRunner" and workers == 1):
         result = run_backfill(list(uris), tenant, store, since, runner, workers, beam_args,
                               bootstrap_servers=bootstrap_servers)
     dead = result.landed.get("dead_letters", 0)
