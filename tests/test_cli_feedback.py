@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from memtape.cli import cli
+from memtape.cli import cli, main
 from memtape.connectors.lance_store import Store
 from memtape.errors import UnknownTenant, UserError
 from memtape.pipelines.backfill import run_backfill
@@ -22,7 +22,6 @@ from memtape.service import add_token, create_app, load_tokens
 from test_recall_api import make_memories
 
 REPO = Path(__file__).resolve().parents[1]
-MEMTAPE = str(Path(sys.executable).with_name("memtape"))
 CHAT = REPO / "samples" / "jsonl" / "team-chat.jsonl"
 
 
@@ -43,7 +42,8 @@ def test_backfill_without_a_terminal_writes_progress_lines_with_records_and_rate
     assert all(line.startswith("memtape backfill: ") and ("records/s" in line or "rows/s" in line) for line in lines)
 
 
-def test_a_rerun_says_what_is_new_and_what_was_already_stored_and_how_to_see_dead_letters(tmp_path: Path) -> None:
+def test_a_rerun_says_what_is_new_and_what_was_already_stored_and_how_to_see_dead_letters(tmp_path: Path, monkeypatch,
+                                                                                          capsys) -> None:
     home = str(tmp_path / "s")
     wrong = f"irc:{REPO / 'samples' / 'health' / 'labs' / 'observations.csv'}"  # not an IRC log: one dead letter
     first = CliRunner().invoke(cli, ["backfill", wrong, "--tenant", "o'brien", "--home", home])
@@ -53,10 +53,10 @@ def test_a_rerun_says_what_is_new_and_what_was_already_stored_and_how_to_see_dea
     assert "new rows: 1 dead_letters" in first.stdout
     hint = first.stdout.split("see them with: ", 1)[1].strip()
     assert hint.startswith('memtape sql "SELECT ') and "FROM dead_letters" in hint
-    shown = subprocess.run(hint.replace("memtape", MEMTAPE, 1) + " --format json", shell=True, capture_output=True,
-                           text=True, timeout=120)
-    assert shown.returncode == 0, shown.stderr
-    assert [r["source_uri"] for r in json.loads(shown.stdout)] == [wrong]
+    program, *args = shlex.split(hint)  # as a shell splits it
+    code, shown, _ = run_main([*args, "--format", "json"], monkeypatch, capsys)
+    assert program == "memtape" and code == 0
+    assert [r["source_uri"] for r in json.loads(shown)] == [wrong]
     summary = json.loads(again.stdout)
     assert summary["new"] == {"dead_letters": 0} and summary["already_stored"] == {"dead_letters": 1}
     assert summary["landed"] == {"dead_letters": 1} and "FROM dead_letters" in summary["dead_letters_command"]
@@ -79,12 +79,22 @@ def test_recall_and_sql_on_an_unknown_tenant_fail_naming_the_known_ones(store: S
         MemtapeRetriever("alcie", store=store).retrieve("book club")
 
 
-def test_a_read_command_on_a_missing_store_fails_and_creates_nothing(tmp_path: Path) -> None:
+def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """The ``memtape`` entry point in this process (its one-line error handling included): exit code, stdout, stderr."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["memtape", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+        sys.exit(0)
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def test_a_read_command_on_a_missing_store_fails_and_creates_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
     missing = tmp_path / "mistyped-home"
-    proc = subprocess.run([MEMTAPE, "recall", "book club", "--tenant", "alice", "--home", str(missing)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: no memtape store at {missing}: nothing has been backfilled there (check --home or MEMTAPE_HOME)"
+    code, _, err = run_main(["recall", "book club", "--tenant", "alice", "--home", str(missing)], monkeypatch, capsys)
+    assert code == 1
+    assert err.strip() == f"error: no memtape store at {missing}: nothing has been backfilled there (check --home or MEMTAPE_HOME)"
     assert not missing.exists()
     with pytest.raises(UserError, match="no memtape store"):
         MemtapeRetriever("alice", store=Store(str(missing), create=False))
@@ -126,14 +136,13 @@ def test_doctor_passes_without_a_broker_when_none_is_configured(tmp_path: Path, 
     assert not checks["store"]["required"] and not (tmp_path / "fresh").exists()
 
 
-def test_eml_on_a_folder_without_mail_fails_in_one_line_without_beam_internals(tmp_path: Path) -> None:
+def test_eml_on_a_folder_without_mail_fails_in_one_line_without_beam_internals(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("not a message")
-    proc = subprocess.run([MEMTAPE, "backfill", f"eml:{tmp_path / 'notes'}", "--home", str(tmp_path / "s")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
-    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert error == [f"error: {tmp_path / 'notes'}: no input files in folder"]
+    code, _, err = run_main(["backfill", f"eml:{tmp_path / 'notes'}", "--home", str(tmp_path / "s")], monkeypatch, capsys)
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'notes'}: no input files in folder"]
 
 
 def test_the_package_metadata_raises_no_setuptools_deprecation_warning() -> None:

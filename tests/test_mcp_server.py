@@ -1,9 +1,7 @@
 """``memtape mcp``: an agent lists the tools and gets a cited answer, through the MCP SDK's own client over stdio."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -60,11 +58,12 @@ def test_an_mcp_client_lists_the_tools_and_gets_a_cited_answer(home: str) -> Non
     assert refused.is_error and "only read queries" in refused.content[0].text
 
 
-def test_mcp_on_an_unknown_tenant_exits_naming_the_known_ones(home: str) -> None:
-    proc = subprocess.run([MEMTAPE, "mcp", "--tenant", "t3"], env=_env(home), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
-    assert proc.returncode == 1
-    assert "unknown tenant 't3'" in proc.stderr and "known tenants: t1, t2" in proc.stderr
+def test_mcp_on_an_unknown_tenant_exits_naming_the_known_ones(home: str, monkeypatch, capsys) -> None:
+    from test_cli_feedback import run_main
+
+    code, _, err = run_main(["mcp", "--tenant", "t3", "--home", home], monkeypatch, capsys)
+    assert code == 1
+    assert err.strip() == f"error: unknown tenant 't3' in {home} (known tenants: t1, t2)"
 
 
 def test_mcp_over_http_answers_only_the_tenants_bearer_token(home: str) -> None:
