@@ -44,16 +44,20 @@ def command(uris: tuple[str, ...], tenant: str, home: str | None, since, runner:
     dead = result.landed.get("dead_letters", 0)
     see_dead = dead_letters_command(tenant, home) if dead else None
     if fmt == "json":
-        click.echo(json.dumps({"landed": result.landed, "new": result.new, "already_stored": result.already_stored,
+        click.echo(json.dumps({"landed": result.landed, "new": result.new, "updated": result.updated,
+                               "already_stored": result.already_stored,
                                "dead_letters": dead, "dead_letters_command": see_dead,
                                "seconds": round(result.seconds, 3), "cursors": result.cursors,
                                "other_tenant_records": result.other_tenant_records}, default=str))
         return
-    new = ", ".join(f"{n} {t}" for t, n in sorted(result.new.items()) if n) or "none"
-    stored = ", ".join(f"{n} {t}" for t, n in sorted(result.already_stored.items()))
+    def rows(counts: dict[str, int]) -> str:
+        return ", ".join(f"{n:,} {t}" for t, n in sorted(counts.items()) if n)
+
+    parts = [f"new rows: {rows(result.new) or 'none'}"]
+    parts += [f"{what}: {text}" for what, text in (("updated", rows(result.updated)),
+                                                   ("re-offered rows already stored", rows(result.already_stored))) if text]
     skipped = f" (skipped {result.other_tenant_records} Kafka records of other tenants)" if result.other_tenant_records else ""
-    click.echo(f"backfill: new rows: {new}" + (f"; re-offered rows already stored: {stored}" if stored else "")
-               + f"; {result.seconds:.1f}s{skipped}")
+    click.echo(f"backfill: {'; '.join(parts)}; {result.seconds:.1f}s{skipped}")
     if see_dead:
         fresh = result.new.get("dead_letters", 0)
         click.echo(f"backfill: {dead} dead letter{'s' if dead != 1 else ''} ({fresh} new): input that could not be read, "
