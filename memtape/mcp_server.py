@@ -22,7 +22,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from memtape.connectors.lance_store import Store
 from memtape.errors import UserError
 
-DEFAULT_HTTP_PORT = 8766
 MCP_PATH = "/mcp"
 MAX_SQL_ROWS = 1_000  # an agent's context is small: a bigger answer is cut and marked truncated
 SourceKind = Literal["im", "email", "meeting", "health"]
