@@ -9,10 +9,10 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test bench fuzz clean
 
-$(STAMP): pyproject.toml memtape/_textcore.c
+$(STAMP): pyproject.toml setup.py memtape/_textcore.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,audio]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[dev,audio]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,6 +20,7 @@ from memtape.schemas.records import RawEvent
 RAW = "raw_events"
 DEAD = "dead_letters"
 WRITE_CHUNK_ROWS = 5_000
+NEW_ROWS_PREFIX = "new_"  # counter of rows whose key was not stored yet, beside ``landed_`` (every row offered)
 
 
 class _ReadSourceFn(beam.DoFn):
@@ -158,12 +159,14 @@ class _MergeInsertFn(beam.DoFn):
 
     def process(self, keyed: tuple[str, Iterable[dict]]) -> Iterator[tuple[str, int]]:
         table, rows = keyed
-        landed = 0
+        landed = inserted = 0
         for chunk in _chunks(rows, WRITE_CHUNK_ROWS):
             if self.merge is not None:
                 chunk = self.store.fold_with_stored(table, chunk, self.merge)
-            landed += self.store.upsert(table, chunk)
+            merged = self.store.merge(table, chunk)
+            landed, inserted = landed + merged.offered, inserted + merged.inserted
         beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
+        beam.metrics.Metrics.counter("memtape", f"{NEW_ROWS_PREFIX}{table}").inc(inserted)
         yield table, landed
 
 

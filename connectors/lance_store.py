@@ -5,6 +5,8 @@ on each table's stable id, so landing the same rows twice changes nothing.
 Raw and dead-letter rows are insert-only (raw data stays as first read);
 derived rows are replaced when recomputed. Lance does not serialise two
 writers inserting the same new keys, so callers keep one writer per table.
+Readers open a store with ``create=False``: a mistyped home is an error,
+never a new empty store.
 """
 from __future__ import annotations
 
@@ -17,12 +19,20 @@ from typing import Any, Callable, Iterable
 import lancedb
 import pyarrow as pa
 
-from memtape.errors import UserError
+from memtape.errors import UnknownTenant, UserError
 from memtape.schemas import TABLES, conform, key_of
 
 INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
 _KEY_CHUNK = 1_000
 IN_LIST_CHUNK = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Merged:
+    """What one keyed write did: rows offered, and how many of them were new keys (the rest were already stored)."""
+
+    offered: int
+    inserted: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +54,11 @@ def _is_uri(home: str) -> bool:
 class Store:
     """A connection to one memtape home (a folder or an object-store URI)."""
 
-    def __init__(self, home: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(self, home: str, storage_options: dict[str, str] | None = None, create: bool = True) -> None:
         self.home = home if _is_uri(home) else os.path.abspath(home)
         self.storage_options = dict(storage_options or {})
+        if not create and not _is_uri(home) and not any(Path(self.home).glob("*.lance")):
+            raise UserError(_NO_STORE.format(home=self.home))  # checked before connecting: lancedb makes the folder
         try:
             # Check for newer versions on every read: other processes (workers, the stream job) write too.
             self.db = lancedb.connect(self.home, storage_options=self.storage_options or None,
@@ -54,14 +66,41 @@ class Store:
         except Exception as exc:  # lancedb raises many types for a bad URI or credentials
             raise UserError(f"{home}: cannot open the store ({exc})") from exc
         self._tables: dict[str, Any] = {}
+        self._tenants: tuple[int, list[str]] | None = None  # (raw_events version, tenants) of the last look
+        if not create and not self.stored_tables():
+            raise UserError(_NO_STORE.format(home=self.home))
 
     @classmethod
-    def open(cls, home: str | None = None) -> "Store":
-        """The store named by ``home``, else by the configuration (``MEMTAPE_HOME``)."""
+    def open(cls, home: str | None = None, create: bool = True) -> "Store":
+        """The store named by ``home``, else by the configuration (``MEMTAPE_HOME``).
+
+        ``create=False`` (every read command) refuses a home holding no memtape table.
+        """
         from memtape.config import load_config
 
         cfg = load_config()
-        return cls(home or cfg.store.home, cfg.store.storage_options)
+        return cls(home or cfg.store.home, cfg.store.storage_options, create)
+
+    def stored_tables(self) -> list[str]:
+        """The memtape tables that exist at this home (without creating any)."""
+        return [name for name in self.db.list_tables().tables if name in TABLES]
+
+    def tenants(self) -> list[str]:
+        """Every tenant with raw events, sorted; looked up again only when raw_events has a new version."""
+        if "raw_events" not in self.stored_tables():
+            return []
+        version = self.table("raw_events").version
+        if self._tenants is None or self._tenants[0] != version:
+            column = self.dataset("raw_events").to_table(columns=["tenant"]).column("tenant")
+            self._tenants = (version, sorted(column.unique().to_pylist()))
+        return self._tenants[1]
+
+    def require_tenant(self, tenant: str) -> None:
+        """Fail in one line naming the known tenants when ``tenant`` has no data here (an empty answer would hide it)."""
+        known = self.tenants()
+        if tenant not in known:
+            held = f"known tenants: {', '.join(known)}" if known else "the store holds no data yet"
+            raise UnknownTenant(f"unknown tenant {tenant!r} in {self.home} ({held})", tenant)
 
     def table(self, name: str) -> Any:
         """The lancedb table ``name``, created empty with its schema on first use.
@@ -86,18 +125,22 @@ class Store:
 
     def upsert(self, name: str, rows: pa.Table | list[dict]) -> int:
         """Land rows keyed by the table's stable id; return how many rows were offered."""
+        return self.merge(name, rows).offered
+
+    def merge(self, name: str, rows: pa.Table | list[dict]) -> Merged:
+        """Land rows keyed by the table's stable id; say how many were offered and how many keys were new."""
         data = rows if isinstance(rows, pa.Table) else conform(name, rows)
         if data.num_rows == 0:
-            return 0
+            return Merged(0, 0)
         data = _last_per_key(data.cast(TABLES[name]), key_of(name))
         builder = self.table(name).merge_insert(key_of(name)).when_not_matched_insert_all()
         if name not in INSERT_ONLY:
             builder = builder.when_matched_update_all()
         try:
-            builder.execute(data)
+            result = builder.execute(data)
         except (OSError, RuntimeError) as exc:  # disk full, read-only or vanished store: stop in one line
             raise UserError(f"{self.home}: cannot write table {name} ({str(exc).splitlines()[0]})") from exc
-        return data.num_rows
+        return Merged(data.num_rows, result.num_inserted_rows)
 
     def fold_with_stored(self, name: str, rows: list[dict], merge: Callable[[dict, dict], dict]) -> list[dict]:
         """Fold rows sharing a key with each other and with the stored row of that key."""
@@ -128,6 +171,9 @@ class Store:
             size = None if _is_uri(self.home) else _local_size(Path(self.home) / f"{name}.lance")
             out.append(TableInfo(name, tbl.count_rows(), size, tbl.version))
         return out
+
+
+_NO_STORE = "no memtape store at {home}: nothing has been backfilled there (check --home or MEMTAPE_HOME)"
 
 
 def quote_literal(value: str) -> str:

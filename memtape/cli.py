@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
+import re
 import sys
 
 import click
+
+_BEAM_STEP = re.compile(r" \[while running '[^']*'\]")
 
 
 class LazyGroup(click.Group):
@@ -48,11 +52,19 @@ def _quiet_logging() -> None:
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
+def _quiet_model_loading() -> None:
+    """Silence the model libraries' own loading bars (``Loading weights: 0/103``): progress lines cover that time."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main() -> None:
     """Entry point: run the CLI, turning expected failures into one clear line and exit code 1."""
     from memtape.errors import UserError
 
     _quiet_logging()
+    _quiet_model_loading()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -62,5 +74,6 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        # Beam re-raises a step's error with "[while running 'Step/Name']" appended: the step is noise to a user.
+        click.echo(f"error: {_BEAM_STEP.sub('', str(exc))}", err=True)
         sys.exit(1)

@@ -11,7 +11,8 @@ import importlib.util
 import socket
 from typing import Callable
 
-from memtape.config import Config
+from memtape.config import Config, KafkaConfig
+from memtape.errors import UserError
 
 
 @dataclasses.dataclass
@@ -19,6 +20,7 @@ class Check:
     name: str
     ok: bool
     detail: str
+    required: bool = True  # a failed optional check (no broker configured, no store yet) is reported, not fatal
 
 
 def check_store(cfg: Config) -> list[Check]:
@@ -26,7 +28,10 @@ def check_store(cfg: Config) -> list[Check]:
     from memtape.connectors.lance_store import Store
 
     try:
-        store = Store(cfg.store.home, cfg.store.storage_options)
+        store = Store(cfg.store.home, cfg.store.storage_options, create=False)
+    except UserError as exc:  # a missing store is a fresh start, not a fault: the first backfill creates it
+        return [Check("store", False, f"{exc}; the first backfill creates it", required=False)]
+    try:
         infos = store.info()
     except Exception as exc:  # any failure to open is the finding itself
         return [Check("store", False, f"{cfg.store.home}: {exc}".splitlines()[0])]
@@ -62,7 +67,6 @@ def check_models(cfg: Config) -> list[Check]:
 
 def _whisper_check(name: str) -> Check:
     """The transcription model resolves to a local directory (the packaged base model is joined once if needed)."""
-    from memtape.errors import UserError
     from memtape.transforms.whisper_model import resolve_model
 
     try:
@@ -72,7 +76,12 @@ def _whisper_check(name: str) -> Check:
 
 
 def check_broker(cfg: Config, timeout: float = 2.0) -> list[Check]:
-    """Each bootstrap server accepts a TCP connection."""
+    """Each bootstrap server accepts a TCP connection.
+
+    A broker left at the default address is optional: batch backfills, SQL and
+    recall need none, so its absence is reported without failing the doctor.
+    """
+    configured = cfg.kafka.bootstrap_servers != KafkaConfig().bootstrap_servers
     checks = []
     for server in cfg.kafka.bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -80,7 +89,11 @@ def check_broker(cfg: Config, timeout: float = 2.0) -> list[Check]:
             with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
                 checks.append(Check(f"broker {server}", True, "reachable"))
         except (OSError, ValueError) as exc:
-            checks.append(Check(f"broker {server}", False, f"unreachable ({exc})"))
+            detail = f"unreachable ({exc})"
+            if not configured:
+                detail = (f"none configured and none at the default address ({exc}); optional: only publish, stream, "
+                          "topics and kafka:// backfills need one ([kafka] bootstrap_servers)")
+            checks.append(Check(f"broker {server}", False, detail, required=configured))
     return checks
 
 

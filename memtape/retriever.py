@@ -5,7 +5,8 @@
 in the framework's own retriever class, importing the framework only then,
 so memtape has no hard dependency on either. Each document is one recalled
 memory with its who/when header and its provenance (raw event ids, sources,
-event time) as metadata. The retriever only reads.
+event time) as metadata. The retriever only reads: a missing store or a
+tenant with no data is an error naming the known tenants, not an empty list.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class MemtapeRetriever:
 
     tenant: str
     budget: int = DEFAULT_BUDGET
-    store: Store | None = None  # default: the configured store, opened once per process
+    store: Store | None = None  # default: the configured store (MEMTAPE_HOME), opened on first use
     since: datetime | None = None
     until: datetime | None = None
     source_kind: str | None = None
@@ -34,6 +35,9 @@ class MemtapeRetriever:
 
     def retrieve(self, query: str) -> list[tuple[str, dict[str, Any]]]:
         """(text, metadata) per recalled item, in ``order``."""
+        if self.store is None:
+            self.store = Store.open(create=False)
+        self.store.require_tenant(self.tenant)
         result = recall(query, self.tenant, self.budget, self.since, self.until, self.source_kind, store=self.store,
                         subject=self.subject, max_items=self.max_items, min_score=self.min_score, order=self.order)
         out = []

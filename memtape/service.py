@@ -3,7 +3,8 @@
 ``create_app`` builds a FastAPI app (OpenAPI schema at ``/openapi.json``) over
 one store. Every route is under ``/v1/tenants/{tenant}`` and needs
 ``Authorization: Bearer <token>`` where the token is that tenant's: a missing
-or unknown token gets 401, another tenant's token 403. SQL runs through
+or unknown token gets 401, another tenant's token 403, a tenant with no data
+404 (the OpenAPI schema declares the bearer scheme). SQL runs through
 ``memtape.query.sql`` with ``read_only`` and the tenant set, so a statement
 that writes is refused and only the tenant's rows are visible. Tokens come
 from a TOML file (``[tokens]`` table: ``tenant = "token"``) or the
@@ -19,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from memtape.connectors.lance_store import Store
-from memtape.errors import UserError
+from memtape.errors import UnknownTenant, UserError
 from memtape.recall import DEFAULT_BUDGET, RecallItem
 
 DEFAULT_HOST = "127.0.0.1"
@@ -87,10 +89,30 @@ def load_tokens(path: str | None = None, env: Mapping[str, str] | None = None) -
                 raise UserError(f"{TOKENS_ENV}: expected tenant=token pairs separated by commas")
             tokens[tenant] = token
     if not tokens:
-        raise UserError(f"no tenant tokens configured: pass --tokens FILE or set {TOKENS_ENV}")
+        raise UserError(f"no tenant tokens configured: make one with `memtape serve --new-token TENANT`, "
+                        f"then pass --tokens FILE (or set {TOKENS_ENV})")
     if any(len(t) < 8 for t in tokens.values()):
         raise UserError("every tenant token must be at least 8 characters")
     return tokens
+
+
+def add_token(path: str, tenant: str) -> str:
+    """Give ``tenant`` a new random token in the TOML token file ``path`` (made, owner-only, if missing); return it."""
+    import json
+    import secrets
+
+    file = Path(path)
+    tokens = load_tokens(path) if file.exists() else {}
+    tokens[tenant] = secrets.token_urlsafe(24)
+    lines = ["[tokens]"] + [f"{json.dumps(t)} = {json.dumps(tok)}" for t, tok in tokens.items()]  # JSON strings are TOML strings
+    file.touch(mode=0o600)
+    file.write_text("\n".join(lines) + "\n")
+    return tokens[tenant]
+
+
+def token_owner(tokens: Mapping[str, str], offered: str) -> str | None:
+    """The tenant whose token is ``offered`` (compared in constant time), or None."""
+    return next((t for t, tok in tokens.items() if hmac.compare_digest(tok.encode(), offered.encode())), None)
 
 
 def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
@@ -99,17 +121,22 @@ def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
     from memtape.recall import recall
 
     app = FastAPI(title="memtape", version="1", description="Recall and read-only SQL over one tenant's memories.")
-    known = dict(tokens)
+    tokens = dict(tokens)
+    bearer = HTTPBearer(auto_error=False, description="The tenant's token from the service's token file.")
 
-    def tenant_of(request: Request, tenant: str = PathParam(..., min_length=1, max_length=200)) -> str:
-        scheme, _, offered = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not offered:
+    def tenant_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                  tenant: str = PathParam(..., min_length=1, max_length=200)) -> str:
+        if credentials is None or not credentials.credentials:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        owner = next((t for t, tok in known.items() if hmac.compare_digest(tok.encode(), offered.encode())), None)
+        owner = token_owner(tokens, credentials.credentials)
         if owner is None:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         if owner != tenant:
             raise HTTPException(403, "this token is not the tenant's")
+        try:
+            store.require_tenant(tenant)
+        except UnknownTenant as exc:  # the message names the other tenants: not for this caller
+            raise HTTPException(404, f"tenant {tenant!r} has no data in this store") from exc
         return tenant
 
     @app.get("/health")

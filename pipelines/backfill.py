@@ -4,7 +4,9 @@ The driver validates the sources, reads each source's cursor, runs the Beam
 pipeline on the named runner, then advances the cursors from what landed.
 A ``kafka://TOPIC?from=N&to=M`` range names its own offsets, so it keeps no
 cursor; its events land with the ids they were published with.
-Re-running is idempotent: every table is written by keyed merge_insert.
+Re-running is idempotent: every table is written by keyed merge_insert, and
+the result tells the rows new to each table from those it already held.
+Progress goes to the active ``pipelines.progress.Progress``, if the caller opened one.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from memtape.config import load_config
 from memtape.connectors.base import connector_for
-from memtape.connectors.beam_io import DEAD, RAW, ReadKafkaRanges, ReadSources
+from memtape.connectors.beam_io import DEAD, NEW_ROWS_PREFIX, RAW, ReadKafkaRanges, ReadSources
 from memtape.connectors.kafka_io import client_options, parse_kafka_uri
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import INSERT_ONLY, Store
 from memtape.errors import UserError
 from memtape.pipelines.cursors import advance_cursors, load_cursors
+from memtape.pipelines import progress
 from memtape.pipelines.derive import _landed, derive, land_tables
+from memtape.pipelines.progress import RECORDS, CountProgress
 from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
 
 _REMOTE_SCHEMES = frozenset({"imap"})
@@ -32,10 +36,24 @@ KAFKA_SCHEME = "kafka"
 
 @dataclasses.dataclass
 class BackfillResult:
-    landed: dict[str, int]
+    landed: dict[str, int]  # rows offered to each table, new or not
     seconds: float
     cursors: dict[str, datetime | None]
     other_tenant_records: int = 0  # events of Kafka ranges that belong to another tenant, left unlanded
+    new: dict[str, int] = dataclasses.field(default_factory=dict)  # of ``landed``, rows whose key was not stored yet
+
+    @property
+    def already_stored(self) -> dict[str, int]:
+        """Rows of insert-only tables re-offered and left as stored (a re-run's raw events, dead letters seen before)."""
+        return {t: n for t, n in self._matched().items() if t in INSERT_ONLY}
+
+    @property
+    def updated(self) -> dict[str, int]:
+        """Rows of derived tables whose key was stored, rewritten (a repeated fact gains support)."""
+        return {t: n for t, n in self._matched().items() if t not in INSERT_ONLY}
+
+    def _matched(self) -> dict[str, int]:
+        return {t: n - self.new.get(t, 0) for t, n in self.landed.items() if n > self.new.get(t, 0)}
 
 
 def is_kafka_range(uri: str) -> bool:
@@ -80,6 +98,7 @@ def run_backfill(
     sources = [u for u in uris if not is_kafka_range(u)]
     cursors = {u: since for u in sources} if since is not None else load_cursors(store, tenant, sources)
     options = pipeline_options(runner, workers, beam_args)
+    progress.stage("reading sources")
     with beam.Pipeline(options=options) as p:
         reads = []
         if sources:
@@ -88,14 +107,18 @@ def run_backfill(
             kafka = load_config().kafka
             reads.append(p | "ReadKafkaRanges" >> ReadKafkaRanges(
                 ranges, bootstrap_servers or kafka.bootstrap_servers, tenant, since, client_options(kafka)))
-        land_tables({t: tuple(r[t] for r in reads) | f"All_{t}" >> beam.Flatten() for t in (RAW, DEAD)}, store)
-    landed = _landed(p.result)
+        raw = tuple(r[RAW] for r in reads) | f"All_{RAW}" >> beam.Flatten() | "ProgressRecords" >> CountProgress(RECORDS)
+        land_tables({RAW: raw, DEAD: tuple(r[DEAD] for r in reads) | f"All_{DEAD}" >> beam.Flatten()}, store)
+    landed, new = _landed(p.result), _landed(p.result, NEW_ROWS_PREFIX)
     foreign = _counter(p.result, "other_tenant_records")
     advanced = advance_cursors(store, tenant, sources) if sources else {}
     if derive_memories:
-        for table, n in derive(store, tenant, options, "backfill", close_open).landed.items():
-            landed[table] = landed.get(table, 0) + n
-    return BackfillResult(landed, time.perf_counter() - start, advanced, foreign)
+        progress.stage("deriving memories")
+        derived = derive(store, tenant, options, "backfill", close_open)
+        for counts, more in ((landed, derived.landed), (new, derived.new)):
+            for table, n in more.items():
+                counts[table] = counts.get(table, 0) + n
+    return BackfillResult(landed, time.perf_counter() - start, advanced, foreign, new)
 
 
 def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:

@@ -13,10 +13,11 @@ from datetime import datetime
 
 import apache_beam as beam
 
-from memtape.connectors.beam_io import ReadFromLance, WriteToLance
+from memtape.connectors.beam_io import NEW_ROWS_PREFIX, RAW, ReadFromLance, WriteToLance
 from memtape.connectors.lance_store import Store, quote_literal
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.merging import MERGES
+from memtape.pipelines.progress import CountProgress
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_where, commit_checkpoint, load_checkpoint,
                                      next_generation, prune_states)
 from memtape.schemas.records import utcnow
@@ -27,6 +28,7 @@ from memtape.query import sql
 class DeriveResult:
     events: int
     landed: dict[str, int]
+    new: dict[str, int] = dataclasses.field(default_factory=dict)  # of ``landed``, rows whose key was not stored yet
 
 
 def _ts(value: datetime) -> str:
@@ -34,8 +36,10 @@ def _ts(value: datetime) -> str:
 
 
 def land_tables(outputs: dict[str, beam.PCollection], store: Store) -> None:
-    """Attach one single-writer Lance sink per table to the pipeline's outputs."""
+    """Attach one single-writer Lance sink per table to the pipeline's outputs, counting derived rows as progress."""
     for table, rows in outputs.items():
+        if table != RAW:  # raw events are counted as records where they are read
+            rows = rows | f"Progress_{table}" >> CountProgress(table)
         rows | f"Land_{table}" >> WriteToLance(table, store.home, store.storage_options, MERGES.get(table))
 
 
@@ -64,14 +68,15 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
                            {"ingest_watermark": watermark.isoformat() if watermark else since})
     commit_checkpoint(store, committed)
     prune_states(store, committed)
-    return DeriveResult(newest["n"], _landed(p.result))
+    return DeriveResult(newest["n"], _landed(p.result), _landed(p.result, NEW_ROWS_PREFIX))
 
 
-def _landed(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+def _landed(result: beam.runners.runner.PipelineResult, prefix: str = "landed_") -> dict[str, int]:
+    """Rows per table from the sinks' counters: every row offered (``landed_``) or the new keys only (``new_``)."""
     landed: dict[str, int] = {}
     for counter in result.metrics().query()["counters"]:
         name = counter.key.metric.name
-        if name.startswith("landed_"):
-            table = name.removeprefix("landed_")
+        if name.startswith(prefix):
+            table = name.removeprefix(prefix)
             landed[table] = landed.get(table, 0) + counter.committed
     return landed

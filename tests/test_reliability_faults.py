@@ -112,7 +112,7 @@ def test_backfill_output_at_the_default_log_level_holds_no_bodies_or_health_valu
                           capture_output=True, text=True, env=_env(), timeout=900)
 
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "landed" in proc.stdout
+    assert "new rows" in proc.stdout
     store = Store(str(home))
     texts = " ".join(store.read("raw_events", columns=["text"]).column("text").to_pylist())
     assert SECRET_BODY in texts and SECRET_VALUE in texts and store.count("dead_letters") == 1

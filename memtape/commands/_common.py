@@ -30,10 +30,11 @@ def parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     return parsed
 
 
-def open_store(home: str | None) -> Any:
+def open_store(home: str | None, create: bool = True) -> Any:
+    """The store at ``home``; read commands pass ``create=False`` so a mistyped home fails instead of appearing empty."""
     from memtape.connectors.lance_store import Store
 
-    return Store.open(home)
+    return Store.open(home, create)
 
 
 def _cell(value: Any) -> str:

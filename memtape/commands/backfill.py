@@ -33,16 +33,45 @@ def command(uris: tuple[str, ...], tenant: str, home: str | None, since, runner:
     kafka://TOPIC?from=N&to=M[&partition=P] lands the tenant's records of offsets [N, M) of a topic.
     """
     from memtape.pipelines.backfill import run_backfill
+    from memtape.pipelines.progress import Progress
 
     if dask_address and runner == "DaskRunner":
         beam_args += (f"--dask_client_address={dask_address}",)
-    result = run_backfill(list(uris), tenant, open_store(home), since, runner, workers, beam_args,
-                          bootstrap_servers=bootstrap_servers)
+    store = open_store(home)
+    with Progress("memtape backfill", counted_here=runner == "DirectRunner" and workers == 1):
+        result = run_backfill(list(uris), tenant, store, since, runner, workers, beam_args,
+                              bootstrap_servers=bootstrap_servers)
+    dead = result.landed.get("dead_letters", 0)
+    see_dead = dead_letters_command(tenant, home) if dead else None
     if fmt == "json":
-        click.echo(json.dumps({"landed": result.landed, "seconds": round(result.seconds, 3),
-                               "cursors": result.cursors, "other_tenant_records": result.other_tenant_records},
-                              default=str))
-    else:
-        landed = ", ".join(f"{n} {t}" for t, n in sorted(result.landed.items())) or "nothing new"
-        skipped = f" (skipped {result.other_tenant_records} Kafka records of other tenants)" if result.other_tenant_records else ""
-        click.echo(f"backfill: landed {landed} in {result.seconds:.1f}s{skipped}")
+        click.echo(json.dumps({"landed": result.landed, "new": result.new, "updated": result.updated,
+                               "already_stored": result.already_stored,
+                               "dead_letters": dead, "dead_letters_command": see_dead,
+                               "seconds": round(result.seconds, 3), "cursors": result.cursors,
+                               "other_tenant_records": result.other_tenant_records}, default=str))
+        return
+    def rows(counts: dict[str, int]) -> str:
+        return ", ".join(f"{n:,} {t}" for t, n in sorted(counts.items()) if n)
+
+    parts = [f"new rows: {rows(result.new) or 'none'}"]
+    parts += [f"{what}: {text}" for what, text in (("updated", rows(result.updated)),
+                                                   ("re-offered rows already stored", rows(result.already_stored))) if text]
+    skipped = f" (skipped {result.other_tenant_records} Kafka records of other tenants)" if result.other_tenant_records else ""
+    click.echo(f"backfill: {'; '.join(parts)}; {result.seconds:.1f}s{skipped}")
+    if see_dead:
+        fresh = result.new.get("dead_letters", 0)
+        click.echo(f"backfill: {dead} dead letter{'s' if dead != 1 else ''} ({fresh} new): input that could not be read, "
+                   f"with the reason; see them with: {see_dead}")
+
+
+def dead_letters_command(tenant: str, home: str | None) -> str:
+    """The ``memtape sql`` command line that lists the tenant's dead letters, newest first."""
+    import shlex
+
+    from memtape.connectors.lance_store import quote_literal
+
+    query = (f"SELECT created_time, source_uri, position, stage, error FROM dead_letters "
+             f"WHERE tenant = {quote_literal(tenant)} ORDER BY created_time DESC LIMIT 20")
+    # Double quotes read best around SQL's single quotes; shlex quoting when the shell would expand something inside.
+    quoted = f'"{query}"' if not set(query) & set('"$`\\!') else shlex.quote(query)
+    return f"memtape sql {quoted}" + (f" --home {shlex.quote(home)}" if home else "")

@@ -15,7 +15,8 @@ from memtape.commands._common import home_option
 def command(home: str | None, config_path: str | None, fmt: str) -> None:
     """Print the effective configuration, then check that the store, models and broker are usable.
 
-    Exits 1 when any check fails, naming the table, fragment, file or address at fault.
+    Exits 1 when any required check fails, naming the table, fragment, file or address at fault;
+    an optional one (no broker configured, no store yet) is marked "opt" and does not fail.
     """
     from memtape.config import load_config
     from memtape.doctor import run_checks
@@ -34,6 +35,6 @@ def command(home: str | None, config_path: str | None, fmt: str) -> None:
         for section, values in shown.items():
             click.echo(f"  {section}: {values}")
         for c in checks:
-            click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-    if not all(c.ok for c in checks):
+            click.echo(f"{'ok  ' if c.ok else 'FAIL' if c.required else 'opt '} {c.name}: {c.detail}")
+    if not all(c.ok for c in checks if c.required):
         raise SystemExit(1)

@@ -21,6 +21,6 @@ def command(tenant: str, home: str | None, below: float, dry_run: bool) -> None:
     from memtape.forgetting import ForgettingPolicy, forget
 
     policy = ForgettingPolicy.from_env()
-    archived = forget(open_store(home), tenant, below, policy, dry_run=dry_run)
+    archived = forget(open_store(home, create=False), tenant, below, policy, dry_run=dry_run)
     verb = "would archive" if dry_run else "archived"
     click.echo(f"{verb} {len(archived)} memories of tenant {tenant!r} with retention below {below}")

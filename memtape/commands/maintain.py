@@ -25,7 +25,7 @@ def command(home: str | None, keep_seconds: int, no_index: bool, interval: int |
     """
     from memtape.pipelines.maintain import maintain
 
-    store = open_store(home)
+    store = open_store(home, create=False)
     while True:
         reports = maintain(store, timedelta(seconds=keep_seconds), indexes=not no_index)
         if fmt == "json":

@@ -81,7 +81,7 @@ def episodes(conversation: str, out: Path, home: str | None, tenant: str) -> Non
     from memtape.connectors.lance_store import quote_literal
 
     where = f"conversation_id = {quote_literal(conversation)} AND tenant = {quote_literal(tenant)}"
-    rows = open_store(home).read("episodes", where=where).to_pylist()
+    rows = open_store(home, create=False).read("episodes", where=where).to_pylist()
     if not rows:
         raise UserError(f"no episodes for conversation {conversation!r} of tenant {tenant!r}")
     click.echo(str(plot_episodes(rows, out, title=f"conversation {conversation}")))

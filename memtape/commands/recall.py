@@ -32,7 +32,9 @@ def command(query: str, tenant: str, home: str | None, budget: int, since, until
     """
     from memtape.recall import recall
 
-    result = recall(query, tenant, budget, since, until, source_kind, store=open_store(home), subject=subject,
+    store = open_store(home, create=False)
+    store.require_tenant(tenant)
+    result = recall(query, tenant, budget, since, until, source_kind, store=store, subject=subject,
                     max_items=max_items, min_score=min_score, order=order)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=str))

@@ -18,7 +18,10 @@ def command(query: str, home: str | None, tenant: str | None, fmt: str, out: str
     """Run QUERY over every table (raw_events, episodes, triples, memories, ...) and print the result."""
     from memtape.query import sql
 
-    result = sql(query, open_store(home), tenant=tenant)
+    store = open_store(home, create=False)
+    if tenant is not None:
+        store.require_tenant(tenant)
+    result = sql(query, store, tenant=tenant)
     if fmt == "parquet":
         write_parquet(result, out)
     else:

@@ -12,6 +12,6 @@ from memtape.commands._common import home_option, open_store, print_table
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def command(home: str | None, fmt: str) -> None:
     """List every memtape table with its row count, bytes and Lance version."""
-    infos = open_store(home).info()
+    infos = open_store(home, create=False).info()
     print_table(pa.Table.from_pylist([{"table": i.name, "rows": i.rows, "bytes": i.bytes, "version": i.version}
                                       for i in infos]), fmt)
