@@ -22,7 +22,7 @@ from typing import Any
 
 from memtape.connectors.lance_store import Store
 from memtape.forgetting import ForgettingPolicy, ranking_weight, reinforce
-from memtape.recall_candidates import GRAPHS, Scope, candidates, ensure_indexes
+from memtape.recall_candidates import GRAPHS, Scope, candidates
 from memtape.recall_lines import LINES, score_lines
 from memtape.recall_pack import Packable, arrange, count_tokens, pack, render
 from memtape.recall_working import WORKING, working_row
@@ -260,7 +260,6 @@ def recall(
     store = store or default_store()
     policy = forgetting if forgetting is not None else ForgettingPolicy.from_env()
     now = now or datetime.now(timezone.utc)
-    ensure_indexes(store)  # first: building an index makes a new version, which would rebuild the graph
     graph = GRAPHS.get(store, tenant)
     about, name_words = _about(graph, query, subject, tenant)
     scope = Scope(tenant, since, until, source_kind, about)

@@ -11,12 +11,14 @@ and ``triples``), entities are linked to each other by triples, and the
 entities named in the query are seeded too. The graph cache also holds the
 tenant's memory rows (without embeddings) for recall to read candidates
 from. Every search carries the scope's tenant filter; nothing here can read
-across tenants. This module only reads the store (it builds missing indexes,
-never rows).
+across tenants. This module only reads the store: indexes are built by the
+backfill and ``memtape maintain``; without the BM25 index, the graph's rows
+are ranked by their terms instead.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -43,11 +45,10 @@ MAX_ENTITY_DEGREE = 50  # an entity in more memories than this (a speaker, "toda
 ROW_COLUMNS = ["tenant", "memory_id", "header", "text", "participants", "subjects", "start_time", "end_time", "source_kind",
                "conversation_id", "raw_event_ids", "triple_ids", "strength", "last_recalled"]
 _INDEX_LOCK = threading.Lock()
-_INDEXED_AT: dict[tuple[str, str], int] = {}  # (store home, table) -> the version whose indexes were checked
+_TEXT_INDEXED: dict[tuple[str, int], bool] = {}  # (store home, memories version) -> whether text has its BM25 index
 _DATASETS: dict[tuple[str, str], Any] = {}  # (store home, table) -> its Lance dataset at the latest version read
 _TENANT_SHARE: dict[tuple[str, str, int], float] = {}  # (home, tenant, memories version) -> share of rows
 POSTFILTER_MIN_SHARE = 0.5
-RECALL_TABLES = ("memories", "raw_events")
 _WORD = re.compile(r"[\w'’-]+")
 
 
@@ -94,20 +95,16 @@ def _timestamp(when: datetime) -> str:
     return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
-def ensure_indexes(store: Store) -> None:
-    """Build the indexes recall reads through when missing, exactly as ``memtape maintain`` builds them.
-
-    Checked once per table version; the maintenance job (``pipelines.maintain``)
-    rebuilds them and folds new rows in.
-    """
-    from memtape.pipelines.maintain import build_indexes
-
+def has_text_index(store: Store) -> bool:
+    """Whether ``memories.text`` has its BM25 index (built by the backfill and ``memtape maintain``); checked once per version."""
+    table = store.table("memories")
+    key = (store.home, table.version)
     with _INDEX_LOCK:
-        for name in RECALL_TABLES:
-            table = store.table(name)
-            if _INDEXED_AT.get((store.home, name)) != table.version:
-                build_indexes(store, name, refresh=False)
-                _INDEXED_AT[(store.home, name)] = table.version
+        if key not in _TEXT_INDEXED:
+            if len(_TEXT_INDEXED) > 1_000:
+                _TEXT_INDEXED.clear()
+            _TEXT_INDEXED[key] = ("text",) in {tuple(i.columns) for i in table.list_indices()}
+        return _TEXT_INDEXED[key]
 
 
 def _prefilter(store: Store, scope: Scope) -> bool:
@@ -144,10 +141,16 @@ def vector_ranking(store: Store, query_vector: np.ndarray, scope: Scope, limit: 
 
 
 def text_ranking(store: Store, query: str, scope: Scope, limit: int = CANDIDATES_PER_SEARCH,
-                 prefilter: bool | None = None) -> list[str]:
-    """Memory ids by Lance BM25 over ``text``, best first; empty when the query has no searchable word."""
+                 prefilter: bool | None = None, graph: "MemoryGraph | None" = None) -> list[str]:
+    """Memory ids by Lance BM25 over ``text``, best first; empty when the query has no searchable word.
+
+    A store whose text index is not built yet (recall never builds one: it
+    only reads) is ranked from ``graph``'s rows by the query terms' IDF.
+    """
     if not _WORD.search(query):
         return []
+    if not has_text_index(store):
+        return graph.lexical_ranking(query, scope, limit) if graph is not None else []
     search = (
         store.table("memories")
         .search(query, query_type="fts", fts_columns="text")
@@ -196,6 +199,7 @@ class MemoryGraph:
     strength: dict[str, tuple[float, datetime]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._terms: list[set[str]] | None = None  # match terms per row, made on the first lexical ranking
         self.rows = self.rows.combine_chunks()
         self.memory_ids = self.rows.column("memory_id").to_pylist()
         self.node_of = {mid: i for i, mid in enumerate(self.memory_ids)}
@@ -203,6 +207,20 @@ class MemoryGraph:
     @property
     def size(self) -> int:
         return self.spread.shape[0]
+
+    def lexical_ranking(self, query: str, scope: Scope, limit: int) -> list[str]:
+        """Memory ids whose text holds the query's terms, by the summed IDF of those terms, best first."""
+        from memtape.transforms.tokens import match_terms
+
+        if self._terms is None:
+            self._terms = [match_terms(text) for text in self.rows.column("text").to_pylist()]
+        wanted = match_terms(query)
+        df = {w: sum(w in terms for terms in self._terms) for w in wanted}
+        n = len(self._terms)
+        scores = {i: sum(math.log(1 + n / df[w]) for w in terms & wanted) for i, terms in enumerate(self._terms) if terms & wanted}
+        best = sorted(scores, key=lambda i: -scores[i])
+        rows = self.rows_for([self.memory_ids[i] for i in best[:4 * limit]], scope)
+        return [r["memory_id"] for r in rows][:limit]
 
     def rows_for(self, ids: Sequence[str], scope: Scope) -> list[dict]:
         """The cached rows of ``ids`` that ``scope`` admits, with reinforcements applied."""
@@ -375,17 +393,16 @@ def candidates(store: Store, query: str, embed: Callable[[str], np.ndarray], sco
                graph: MemoryGraph | None = None) -> dict[str, float]:
     """Fused candidate scores for one query: RRF of vector and BM25, diffused over the memory graph.
 
-    The caller runs ``ensure_indexes`` first. BM25 runs in a thread while
-    ``embed`` encodes the query (both release the GIL). ``graph`` is the
-    tenant's, when the caller already holds it.
+    BM25 runs in a thread while ``embed`` encodes the query (both release
+    the GIL). ``graph`` is the tenant's, when the caller already holds it.
     """
     prefilter = _prefilter(store, scope)
+    graph = graph or GRAPHS.get(store, scope.tenant)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        text = pool.submit(text_ranking, store, query, scope, prefilter=prefilter)
+        text = pool.submit(text_ranking, store, query, scope, prefilter=prefilter, graph=graph)
         vector = vector_ranking(store, embed(query), scope, prefilter=prefilter)
         fused = rrf([vector, text.result()], [VECTOR_WEIGHT, TEXT_WEIGHT])
     if not use_graph or not fused:
         return fused
-    graph = graph or GRAPHS.get(store, scope.tenant)
     diffused = diffuse(graph, fused, query_entities(graph, query))
     return diffused or fused

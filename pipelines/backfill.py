@@ -27,7 +27,10 @@ from memtape.errors import UserError
 from memtape.pipelines.cursors import advance_cursors, load_cursors
 from memtape.pipelines import progress
 from memtape.pipelines.derive import _landed, derive, land_tables
+from memtape.pipelines.maintain import build_indexes
 from memtape.pipelines.progress import RECORDS, CountProgress
+
+INDEXED_FOR_RECALL = ("memories", "raw_events")
 from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
 
 _REMOTE_SCHEMES = frozenset({"imap"})
@@ -118,6 +121,8 @@ def run_backfill(
         for counts, more in ((landed, derived.landed), (new, derived.new)):
             for table, n in more.items():
                 counts[table] = counts.get(table, 0) + n
+        for table in INDEXED_FOR_RECALL:  # recall only reads: the indexes it searches through are built here and by maintain
+            build_indexes(store, table, refresh=False)
     return BackfillResult(landed, time.perf_counter() - start, advanced, foreign, new)
 
 
