@@ -61,8 +61,9 @@ FAR_LAG = 8  # units this far apart stand for "another topic" when measuring how
 CONVERSATION_WINDOW = 500  # span of a conversation's own running drift statistics (a plain mean until then)
 DRIFT_PRIOR_UNITS = 20  # a conversation's drift estimate leans on the tenant's as if the tenant had this many units
 MAX_EXPECTED_EPISODE = 32.0  # cap on the episode length a conversation that barely drifts implies
-PRIOR_WEIGHT = 0.0  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
-EPISODE_SCALE = 32.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
+# the two drift-calibration knobs, chosen together on three genres by benchmarks/sweep_segment.py (BENCHMARKS.md)
+PRIOR_WEIGHT = 1.2  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
+EPISODE_SCALE = 192.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
     "im": 1 * HOUR,

@@ -2,12 +2,12 @@
 
 ``memtape plot episodes --conversation ID --out FILE.png`` draws one
 conversation's surprise curve (in trailing standard deviations, as the
-segmenter scores it) with the boundary threshold ``gamma`` and each episode
-boundary marked by the signal that fired; where the conversation's raw events
-carry times, the x axis is labelled with them. Long conversations get a wider
-figure and thinner lines, so a 1,400-message log stays readable. Drawing is a pure function of
-EPISODES rows (``plot_episodes``); the command only loads them. This module
-reads the store; it never writes it.
+segmenter scores it) with the base boundary threshold ``gamma`` and each
+episode boundary marked by the signal that fired; where the conversation's raw
+events carry times, the x axis is labelled with them. Long conversations get a
+wider figure and thinner lines, so a 1,400-message log stays readable. Drawing
+is a pure function of EPISODES rows and times (``plot_episodes``); the command
+only loads them. This module reads the store; it never writes it.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def plot_episodes(rows: Sequence[dict[str, Any]], out: Path, gamma: float | None
             seen.add(signal)
             ax.axvline(x - 0.5, color=SIGNAL_COLOURS.get(signal, "tab:purple"), linestyle="--",
                        linewidth=0.6 if dense else 1, alpha=0.7 if dense else 1, label=label)
-    ax.axhline(gamma, color="tab:red", linewidth=0.8, alpha=0.6, label=f"base threshold (gamma = {gamma:g})")
+    ax.axhline(gamma, color="tab:red", linewidth=0.8, alpha=0.6,
+               label=f"gamma = {gamma:g} (base threshold, raised where topics dwell)")
     finite = [v for v in values if v == v]
     if finite:
         low, high = np.percentile(finite, Y_PERCENTILES)
