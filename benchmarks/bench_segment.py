@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from itertools import islice
 from pathlib import Path
 
 from memtape.evals.segmentation import load_dialogues, minilm_embeddings, segment_dialogues
@@ -33,7 +34,8 @@ def irc_plot(out: Path) -> dict:
     from memtape.transforms.segment import EpisodeSegmenter
     from memtape.transforms.static_embed import static_embeddings
 
-    events = [r for r in read_irc(f"{IRC_LOGS}?channel=ubuntu", "bench") if getattr(r, "text", None)][:IRC_MESSAGES]
+    messages = (r for r in read_irc(f"{IRC_LOGS}?channel=ubuntu", "bench") if getattr(r, "text", None))
+    events = list(islice(messages, IRC_MESSAGES))
     units = [{"event_id": e.source_id, "tenant": "bench", "conversation_id": "ubuntu", "source_kind": "im",
               "sender": e.sender, "event_time": e.event_time, "text": e.text} for e in events]
     segmenter = EpisodeSegmenter(static_embeddings())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def test_a_1400_message_irc_log_plots_wide_with_time_on_the_x_axis(tmp_path):
     from memtape.transforms.segment import EpisodeSegmenter
     from memtape.transforms.static_embed import static_embeddings
 
-    events = [r for r in read_irc(f"{IRC}?channel=ubuntu", "t") if getattr(r, "text", None)][:1400]
+    events = list(islice((r for r in read_irc(f"{IRC}?channel=ubuntu", "t") if getattr(r, "text", None)), 1400))
     units = [{"event_id": e.source_id, "tenant": "t", "conversation_id": "ubuntu", "source_kind": "im",
               "sender": e.sender, "event_time": e.event_time, "text": e.text} for e in events]
     seg = EpisodeSegmenter(static_embeddings())
