@@ -196,3 +196,46 @@ def test_state_without_the_model_resumes_on_a_shared_tenant_model(emb):
     resumed = EpisodeSegmenter(emb, model=model, state=state)
     rows += resumed.feed(units[25:]) + resumed.flush()
     assert [r["member_ids"] for r in rows] == [r["member_ids"] for r in _run(emb, units)]
+
+
+def _topic_units(order: list[int], conversation: str) -> list[dict]:
+    """Fixture units in the given order of fixture indices, one conversation, one a minute."""
+    base = json.loads(FIXTURE.read_text())
+    return [{"event_id": f"{conversation}-{n}", "tenant": "t1", "conversation_id": conversation, "source_kind": "im",
+             "sender": base[i]["sender"], "text": base[i]["text"], "event_time": T0 + timedelta(minutes=n)}
+            for n, i in enumerate(order)]
+
+
+def test_a_conversation_that_dwells_on_one_topic_expects_longer_episodes_than_one_that_hops(emb):
+    base = json.loads(FIXTURE.read_text())
+    topics = sorted({item["topic"] for item in base})
+    by_topic = [[i for i, item in enumerate(base) if item["topic"] == t] for t in topics]
+    dwell = [i for _ in range(3) for i in by_topic[0]]  # one topic, 18 units
+    hop = [by_topic[t % 3][(t // 3 * 2 + j) % len(by_topic[0])] for t in range(9) for j in range(2)]  # a new topic every 2
+    expected = {}
+    for name, order in (("dwell", dwell), ("hop", hop)):
+        seg = EpisodeSegmenter(emb, model=TenantModel(emb.vocab_size, SegmenterConfig()))
+        seg.feed(_topic_units(order, name))
+        expected[name] = seg.expected_episode()
+    assert expected["dwell"] > 2 * expected["hop"] > 0, expected
+    assert SegmenterConfig().gamma <= EpisodeSegmenter(emb).threshold()
+
+
+def test_no_surprise_cut_leaves_an_episode_shorter_than_the_conversation_allows(emb):
+    units = _units()
+    free = EpisodeSegmenter(emb, SegmenterConfig(episode_scale=1e9))
+    strict = EpisodeSegmenter(emb, SegmenterConfig(episode_scale=1e-3))  # every conversation "dwells": no cut fits
+    assert "surprise" in [r["boundary_signal"] for r in free.feed(units) + free.flush()]
+    assert [r["boundary_signal"] for r in strict.feed(units) + strict.flush()] == ["end"]
+
+
+def test_a_state_saved_before_drift_was_measured_still_resumes(emb):
+    units = _units()
+    seg = EpisodeSegmenter(emb)
+    rows = seg.feed(units[:25])
+    old = json.loads(json.dumps(seg.state()))
+    del old["drift"]
+    resumed = EpisodeSegmenter(emb, state=old)
+    rows += resumed.feed(units[25:]) + resumed.flush()
+    assert [m for r in rows for m in r["member_ids"]] == [u["event_id"] for u in units]
+    assert resumed.near.n == len(units) - 25  # it measures the conversation afresh from there

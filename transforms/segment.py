@@ -10,13 +10,19 @@ how far its static embedding lies from the episode's recent members (a kernel
 density); and, after a few units of lookahead, how sharply the next units
 turn away from the previous ones (the depth of the cohesion drop between the
 two blocks, as in TextTiling), which catches a topic shift that one short
-unit alone does not show. Time gaps per source family and explicit structure
-(a new thread, meeting or encounter) force a boundary; idle timeouts and the
-end of a bounded run close the open episode. All state (the open episode,
-the recent units awaiting their lookahead and the tenant model's statistics)
-round-trips through JSON, so a conversation split across runs is cut exactly
-as in one run. This module segments only: it loads models through
-``memtape.transforms`` and never reads or writes the store.
+unit alone does not show. How readily a peak becomes a cut is calibrated per
+conversation: the conversation's own running similarity between neighbouring
+units and between units ``FAR_LAG`` apart says how fast its topic drifts, hence
+how long its episodes should be; a conversation that dwells (a meeting on one
+agenda item) gets a longer shortest episode and a higher threshold (a boundary
+prior), one that hops (chit-chat) keeps the plain rule. Time gaps per source
+family and explicit structure (a new thread, meeting or encounter) force a
+boundary; idle timeouts and the end of a bounded run close the open episode.
+All state (the open episode, the recent units awaiting their lookahead, the
+conversation's drift statistics and the tenant model's) round-trips through
+JSON, so a conversation split across runs is cut exactly as in one run. This
+module segments only: it loads models through ``memtape.transforms`` and never
+reads or writes the store.
 """
 from __future__ import annotations
 
@@ -51,6 +57,13 @@ REFINE_RADIUS = 1  # how far refinement may move a candidate boundary
 REFINE_MARGIN = 0.4  # ... to a cut whose cost is lower than the candidate's by at least this share of it
 MAX_CONDUCTANCE = 0.9  # a refined cut is kept only when the local graph splits at least this cleanly ...
 MIN_MODULARITY = 0.0  # ... or, when refining by modularity, when its two blocks are this modular
+FAR_LAG = 8  # units this far apart stand for "another topic" when measuring how fast a conversation drifts
+CONVERSATION_WINDOW = 500  # span of a conversation's own running drift statistics (a plain mean until then)
+DRIFT_PRIOR_UNITS = 20  # a conversation's drift estimate leans on the tenant's as if the tenant had this many units
+MAX_EXPECTED_EPISODE = 32.0  # cap on the episode length a conversation that barely drifts implies
+# the two drift-calibration knobs, chosen together on three genres by benchmarks/sweep_segment.py (BENCHMARKS.md)
+PRIOR_WEIGHT = 1.2  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
+EPISODE_SCALE = 192.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
     "im": 1 * HOUR,
@@ -72,6 +85,8 @@ class SegmenterConfig:
     kernel: float = KERNEL
     recency: float = RECENCY
     refine: str = "conductance"
+    episode_scale: float = EPISODE_SCALE
+    prior_weight: float = PRIOR_WEIGHT
     max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
 
     def gap_for(self, source_kind: str | None) -> float:
@@ -117,6 +132,8 @@ class TenantModel:
         self.depth = _Trailing(BOUNDARY_WINDOW, stats.get("depth", (0, 0.0, 0.0)))
         self.boundary = _Trailing(BOUNDARY_WINDOW, stats.get("boundary", (0, 0.0, 0.0)))
         self.sim = _Trailing(SPREAD_WINDOW, stats.get("sim", (0, 0.0, 0.0)))
+        self.near = _Trailing(SPREAD_WINDOW, stats.get("near", (0, 0.0, 0.0)))
+        self.far = _Trailing(SPREAD_WINDOW, stats.get("far", (0, 0.0, 0.0)))
 
     def weights(self, ids: np.ndarray) -> np.ndarray:
         """Inverse document frequency over the tenant's own units: words this person always uses weigh little."""
@@ -134,7 +151,8 @@ class TenantModel:
             "doc_freq": {"ids": nz.tolist(), "counts": self.doc_freq[nz].tolist()},
             "docs": self.docs,
             "stats": {"emb": self.emb.state(), "lm": self.lm.state(), "mixed": self.mixed.state(),
-                      "depth": self.depth.state(), "boundary": self.boundary.state(), "sim": self.sim.state()},
+                      "depth": self.depth.state(), "boundary": self.boundary.state(), "sim": self.sim.state(),
+                      "near": self.near.state(), "far": self.far.state()},
         }
 
 
@@ -154,6 +172,14 @@ def _cosine(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, An
         return 0.0
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+def _blend(own: _Trailing, tenant: _Trailing) -> float | None:
+    """The conversation's running mean, shrunk toward the tenant's by ``DRIFT_PRIOR_UNITS`` pseudo-units."""
+    prior = min(tenant.n, DRIFT_PRIOR_UNITS)
+    if own.n + prior == 0:
+        return None
+    return (own.n * own.mean + prior * tenant.mean) / (own.n + prior)
 
 
 def conductance(affinity: np.ndarray, cut: int) -> float:
@@ -200,6 +226,9 @@ class EpisodeSegmenter:
         # the latest units, oldest first, each with its own surprise and the gap before it as that gets scored and decided
         self.recent: list[dict[str, Any]] = [dict(r, unit=self._unit_from_state(r["unit"])) for r in state.get("recent", [])]
         self.last_time = _time(state.get("last_time"))
+        drift = state.get("drift", {})  # absent in states saved before drift was measured: start afresh
+        self.near = _Trailing(CONVERSATION_WINDOW, drift.get("near", (0, 0.0, 0.0)))
+        self.far = _Trailing(CONVERSATION_WINDOW, drift.get("far", (0, 0.0, 0.0)))
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -236,6 +265,7 @@ class EpisodeSegmenter:
             "recent": [dict(r, unit={"event_id": r["unit"].event_id, "text": r["unit"].text, "ids": r["unit"].ids.tolist(),
                                      "vector": r["unit"].vector.tolist()}) for r in self.recent],
             "last_time": self.last_time.isoformat() if self.last_time else None,
+            "drift": {"near": self.near.state(), "far": self.far.state()},
         }
         if include_model:
             state["model"] = self.model.state()
@@ -263,6 +293,7 @@ class EpisodeSegmenter:
         closed: list[dict[str, Any]] = []
         forced = self._forced(raw, when)
         score = self._surprise(unit)
+        self._measure_drift(unit)
         if forced is not None and self.members:
             closed.extend(self._close_all(*forced))
         self.recent = (self.recent + [{"unit": unit, "surprise": score, "first": not self.members,
@@ -316,6 +347,41 @@ class EpisodeSegmenter:
             m.mixed.push(mixed)
         return score
 
+    def _measure_drift(self, unit: Unit) -> None:
+        """Similarity of the unit to its neighbour and to the unit ``FAR_LAG`` back, for the conversation and tenant."""
+        r = self.recent
+        for own, tenant, lag in ((self.near, self.model.near, 1), (self.far, self.model.far, FAR_LAG)):
+            if len(r) >= lag:
+                sim = float(r[-lag]["unit"].vector @ unit.vector)
+                own.push(sim)
+                tenant.push(sim)
+
+    def expected_episode(self) -> float:
+        """Episode length, in units, that this conversation's rate of topic drift implies.
+
+        Units of one topic stay about as similar at any distance, while a topic change
+        pulls distant units apart: the gap between neighbour and far similarity, against
+        the room left above far similarity, measures how fast the topic moves. A meeting
+        dwelling on an agenda item barely drifts, a chit-chat hops every few turns. A young
+        conversation leans on its tenant's estimate.
+        """
+        near, far = (_blend(own, tenant) for own, tenant in ((self.near, self.model.near), (self.far, self.model.far)))
+        if near is None or far is None:
+            return 0.0
+        return float(min(MAX_EXPECTED_EPISODE, (1.0 - far) / max(near - far, (1.0 - far) / MAX_EXPECTED_EPISODE)))
+
+    def shortest_episode(self) -> int:
+        """Fewest units a surprise cut may leave in the closed episode: few where topics hop, many where they dwell.
+
+        It grows with the square of the expected episode length because a slowly drifting
+        conversation has both longer topics and flatter, noisier gap scores to cut on.
+        """
+        return round(self.expected_episode() ** 2 / self.config.episode_scale)
+
+    def threshold(self) -> float:
+        """Surprise a cut needs: ``gamma``, raised by the log prior odds against a boundary where topics dwell."""
+        return self.config.gamma + self.config.prior_weight * math.log(max(1, self.shortest_episode()))
+
     def _kernel(self) -> float:
         """Kernel concentration in units of the tenant's spread of neighbour similarity, so it fits any embedding."""
         spread = math.sqrt(self.model.sim.var) if self.model.sim.n > 1 else 0.0
@@ -347,7 +413,7 @@ class EpisodeSegmenter:
                 break  # a gap is decided once it and the next one are scored
             e["decided"] = True
             peak = e["score"] >= max(s for s in scores[max(0, k - 1) : k + 2] if s is not None)
-            if peak and e["score"] > self.config.gamma and self.model.docs >= WARMUP_UNITS:
+            if peak and e["score"] > self.threshold() and self.model.docs >= WARMUP_UNITS:
                 closed.extend(self._cut_near(k, e["score"]))
         return closed
 
@@ -373,7 +439,8 @@ class EpisodeSegmenter:
         n = len(self.recent)
         first_member = n - len(self.members)
         lo = max(first_member, k - REFINE_BACK, 0)
-        cuts = range(max(lo + 1, k - REFINE_RADIUS), min(n - 1, k + REFINE_RADIUS) + 1)
+        shortest = first_member + self.shortest_episode()
+        cuts = range(max(lo + 1, k - REFINE_RADIUS, shortest), min(n - 1, k + REFINE_RADIUS) + 1)
         if not cuts:
             return []
         vectors = np.stack([e["unit"].vector for e in self.recent[lo:]])

@@ -7,8 +7,10 @@ model learns as it goes, as in production), and scores it beside three
 baselines: Hearst's TextTiling (nltk, w=10, k=3, each utterance a paragraph),
 a cut every 10 messages, and no cut at all. Pk (Beeferman et al.) and
 WindowDiff (Pevzner & Hearst) use k = half the dialogue's mean gold segment
-length, with nltk's window convention, averaged over dialogues. This module
-evaluates only; it writes nothing.
+length, rounded and at least 2, computed by ``nltk.metrics.segmentation`` on
+boundary strings that end with the final boundary, averaged over dialogues of
+at least 4 utterances (the JSON states this). This module evaluates only; it
+writes nothing.
 """
 from __future__ import annotations
 
@@ -23,42 +25,41 @@ import numpy as np
 from memtape.errors import UserError
 
 FIXED_EVERY = 10
+MIN_K = 2  # the usual floor on Pk's window: k = 1 only compares a unit with itself
+MIN_UTTERANCES = 4  # shorter dialogues are skipped in scoring, as is usual
+PK_DEFINITION = ("nltk.metrics.segmentation pk and windowdiff on boundary strings with a boundary after the last "
+                 "utterance; k = round(mean gold segment length / 2), at least 2, per dialogue; dialogues of fewer "
+                 "than 4 utterances skipped; mean over dialogues")
 TEXTTILING_W, TEXTTILING_K = 10, 3
 EMBED_BATCH = 64
 EVAL_TENANT = "eval"
 
 
-def boundaries(lengths: Sequence[int]) -> np.ndarray:
-    """Boolean per unit: True where a segment ends after it (never after the last unit)."""
-    out = np.zeros(int(sum(lengths)), dtype=bool)
-    ends = np.cumsum(lengths)[:-1]
-    out[ends - 1] = True
-    return out
+def boundaries(lengths: Sequence[int]) -> str:
+    """NLTK boundary string: ``1`` after each unit that ends a segment, the last unit included."""
+    out = ["0"] * int(sum(lengths))
+    for end in np.cumsum(lengths):
+        out[int(end) - 1] = "1"
+    return "".join(out)
 
 
 def window_k(gold: Sequence[int]) -> int:
-    """Half the mean gold segment length, rounded, at least 1."""
-    return max(1, int(round(float(np.mean(gold)) / 2)))
+    """Half the mean gold segment length, rounded, at least 2."""
+    return max(MIN_K, int(round(float(np.mean(gold)) / 2)))
 
 
-def _windows(b: np.ndarray, k: int) -> np.ndarray:
-    """Boundary counts in every window of k consecutive positions (nltk's ``range(len - k + 1)``)."""
-    c = np.concatenate([[0], np.cumsum(b)])
-    return c[k:] - c[:-k]
+def pk(gold: str, hyp: str, k: int) -> float:
+    """Beeferman's Pk, as NLTK computes it: the share of width-k windows that disagree on holding a boundary."""
+    from nltk.metrics.segmentation import pk as nltk_pk
+
+    return float(nltk_pk(gold, hyp, k))
 
 
-def pk(gold: np.ndarray, hyp: np.ndarray, k: int) -> float:
-    """Probability that a window of width k disagrees on whether its ends are in one segment."""
-    if len(gold) < k:
-        return 0.0
-    return float(np.mean((_windows(gold, k) > 0) != (_windows(hyp, k) > 0)))
+def windowdiff(gold: str, hyp: str, k: int) -> float:
+    """Pevzner and Hearst's WindowDiff, as NLTK computes it: the share of width-k windows whose boundary counts differ."""
+    from nltk.metrics.segmentation import windowdiff as nltk_windowdiff
 
-
-def windowdiff(gold: np.ndarray, hyp: np.ndarray, k: int) -> float:
-    """Share of windows of width k whose boundary counts differ."""
-    if len(gold) < k:
-        return 0.0
-    return float(np.mean(_windows(gold, k) != _windows(hyp, k)))
+    return float(nltk_windowdiff(gold, hyp, k))
 
 
 def load_dialogues(path: Path) -> list[dict[str, Any]]:
@@ -143,23 +144,40 @@ def minilm_embeddings(dialogues: Sequence[dict[str, Any]]) -> tuple[list[np.ndar
     return [flat[a:b] for a, b in zip(edges, edges[1:])], rate
 
 
+def scored(dialogues: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of the dialogues that count: those of at least ``MIN_UTTERANCES`` utterances."""
+    return [i for i, d in enumerate(dialogues) if len(d["utterances"]) >= MIN_UTTERANCES]
+
+
 def _score(dialogues: Sequence[dict[str, Any]], hyps: Sequence[Sequence[int]]) -> dict[str, float]:
     p, w = [], []
-    for d, h in zip(dialogues, hyps):
-        gold, k = boundaries(d["segments"]), window_k(d["segments"])
-        p.append(pk(gold, boundaries(h), k))
-        w.append(windowdiff(gold, boundaries(h), k))
+    for i in scored(dialogues):
+        gold, hyp, k = boundaries(dialogues[i]["segments"]), boundaries(hyps[i]), window_k(dialogues[i]["segments"])
+        p.append(pk(gold, hyp, k))
+        w.append(windowdiff(gold, hyp, k))
     return {"pk": round(float(np.mean(p)), 4), "windowdiff": round(float(np.mean(w)), 4)}
+
+
+def segments_per_dialogue(dialogues: Sequence[dict[str, Any]], hyps: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Mean segment count per scored dialogue, predicted and gold: over- or under-cutting at a glance."""
+    keep = scored(dialogues)
+    return {"predicted": round(float(np.mean([len(hyps[i]) for i in keep])), 2),
+            "gold": round(float(np.mean([len(dialogues[i]["segments"]) for i in keep])), 2)}
 
 
 def evaluate(dialogues: Sequence[dict[str, Any]], embeddings: str = "static") -> dict[str, Any]:
     """Scores of our segmenter and the baselines; ``embeddings="minilm"`` feeds MiniLM vectors, timed apart."""
+    if not scored(dialogues):
+        raise UserError(f"no dialogue of at least {MIN_UTTERANCES} utterances to score")
     vectors, embed_rate = minilm_embeddings(dialogues) if embeddings == "minilm" else (None, None)
     hyps, seconds = segment_dialogues(dialogues, embeddings=vectors)
     n = sum(len(d["utterances"]) for d in dialogues)
     result: dict[str, Any] = {
         **_score(dialogues, hyps),
+        "segments_per_dialogue": segments_per_dialogue(dialogues, hyps),
+        "pk_definition": PK_DEFINITION,
         "dialogues": len(dialogues),
+        "scored_dialogues": len(scored(dialogues)),
         "utterances": n,
         "utterances_per_s": round(n / seconds, 1),
         "embeddings": embeddings,
@@ -187,7 +205,9 @@ def command(data: Path, fmt: str, embeddings: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(result))
         return
+    spd = result["segments_per_dialogue"]
     click.echo(f"ours ({embeddings})  pk {result['pk']:.4f}  windowdiff {result['windowdiff']:.4f}  "
+               f"segments/dialogue {spd['predicted']:.2f} (gold {spd['gold']:.2f})  "
                f"({result['utterances_per_s']:.0f} utterances/s)")
     for name, s in result["baselines"].items():
         click.echo(f"{name:<15} pk {s['pk']:.4f}  windowdiff {s['windowdiff']:.4f}")
