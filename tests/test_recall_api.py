@@ -70,8 +70,8 @@ def test_recall_finds_the_memory_and_cites_its_raw_event(store: Store) -> None:
 
 
 def test_context_fits_the_budget_and_reads_oldest_first_with_day_headers(store: Store) -> None:
-    result = recall("Biscuit", "t1", 40, store=store, forgetting=OFF, order="time")
-    assert result.tokens <= 40 and count_tokens(result.context) == result.tokens
+    result = recall("Biscuit", "t1", 50, store=store, forgetting=OFF, order="time")
+    assert result.tokens <= 50 and count_tokens(result.context) == result.tokens
     times = [item.event_time for item in result.items]
     assert times == sorted(times) and len(times) >= 2
     assert result.context.splitlines()[0] == "[4 March 2024]"
