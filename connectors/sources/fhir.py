@@ -22,8 +22,7 @@ from memtape.connectors.sources._common import (
     RecordError,
     check_text,
     dead_letter,
-    empty_file_letter,
-    input_files,
+    each_file,
     limits,
     open_binary,
     parse_iso,
@@ -377,10 +376,9 @@ def _read_ndjson(file: Path, tenant: str, max_item: int, max_text: int) -> Itera
 @register(_SCHEME, "health", "FHIR R4 Bundle / resource JSON or NDJSON bulk export")
 def read_fhir(path: str, tenant: str) -> Iterator[Record]:
     conf = limits()
-    for file in input_files(path, accept={".json", ".ndjson"}):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
+
+    def read_file(file: Path) -> Iterator[Record]:
         reader = _read_ndjson if file.suffix.lower() == ".ndjson" else _read_json
-        yield from reader(file, tenant, conf.max_attachment_bytes, conf.max_message_bytes)
+        return reader(file, tenant, conf.max_attachment_bytes, conf.max_message_bytes)
+
+    yield from each_file(path, tenant, _SCHEME, read_file, accept={".json", ".ndjson"})
