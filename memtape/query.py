@@ -107,7 +107,7 @@ def fetch(con: duckdb.DuckDBPyConnection, query: str, max_rows: int | None = Non
             return Result(pa.table({}), False)
         if max_rows is None:
             return Result(relation.to_arrow_table(), False)
-        reader = relation.fetch_arrow_reader(FETCH_BATCH_ROWS)
+        reader = relation.to_arrow_reader(FETCH_BATCH_ROWS)
         batches, rows = [], 0
         for batch in reader:
             batches.append(batch)

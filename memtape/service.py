@@ -4,23 +4,26 @@
 one store. Every route is under ``/v1/tenants/{tenant}`` and needs
 ``Authorization: Bearer <token>`` where the token is that tenant's: a missing
 or unknown token gets 401, another tenant's token 403. SQL runs through
-``memtape.query.sql`` with ``read_only`` and the tenant set, so a statement
-that writes is refused and only the tenant's rows are visible. Tokens come
+``memtape.query`` with the tenant set, so only one read-only statement runs
+and only the tenant's rows are visible; it is interrupted past its timeout or
+when the client goes away, and rows stop coming at the cap. Tokens come
 from a TOML file (``[tokens]`` table: ``tenant = "token"``) or the
 ``MEMTAPE_SERVICE_TOKENS`` variable (``tenant=token,tenant=token``). The
 service binds 127.0.0.1 unless told otherwise. It writes nothing itself.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+import time
 import tomllib
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from memtape.connectors.lance_store import Store
 from memtape.errors import UserError
@@ -30,6 +33,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKENS_ENV = "MEMTAPE_SERVICE_TOKENS"
 MAX_SQL_ROWS = 10_000
+DEFAULT_SQL_TIMEOUT_S = 10.0
+DISCONNECT_POLL_S = 0.1  # how often a running statement checks for its deadline and a departed client
+EARLIEST_TIME = datetime(1800, 1, 1, tzinfo=timezone.utc)  # as for event times: earlier is a typing error
 MAX_BUDGET = 32_000
 
 
@@ -41,6 +47,16 @@ class RecallRequest(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     source_kind: str | None = Field(None, description="im, email, meeting or health")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        """A naive time is UTC; one before 1800 is refused (422), as no memory is that old."""
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if value is not None and value < EARLIEST_TIME:
+            raise ValueError("must be 1800-01-01 or later")
+        return value
 
 
 class RecallResponse(BaseModel):
@@ -86,9 +102,12 @@ def load_tokens(path: str | None = None, env: Mapping[str, str] | None = None) -
     return tokens
 
 
-def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
-    """The FastAPI app serving ``store`` to the tenants in ``tokens`` (tenant -> token)."""
-    from memtape.query import sql
+def create_app(store: Store, tokens: Mapping[str, str], sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> Any:
+    """The FastAPI app serving ``store`` to the tenants in ``tokens`` (tenant -> token).
+
+    A SQL statement running past ``sql_timeout_s`` is interrupted (408).
+    """
+    from memtape.query import fetch, open_query
     from memtape.recall import recall
 
     app = FastAPI(title="memtape", version="1", description="Recall and read-only SQL over one tenant's memories.")
@@ -118,13 +137,33 @@ def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
         return result.to_dict()
 
     @app.post("/v1/tenants/{tenant}/sql", response_model=SqlResponse)
-    def sql_route(body: SqlRequest, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
+    async def sql_route(body: SqlRequest, request: Request, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
         try:
-            table = sql(body.query, store, read_only=True, tenant=tenant)
+            con = await asyncio.to_thread(open_query, body.query, store, tenant)
         except UserError as exc:
             raise HTTPException(400, str(exc)) from exc
-        rows = table.slice(0, MAX_SQL_ROWS).to_pylist()
-        return {"columns": table.column_names, "rows": _jsonable(rows), "truncated": table.num_rows > MAX_SQL_ROWS}
+        try:
+            running = asyncio.ensure_future(asyncio.to_thread(fetch, con, body.query, MAX_SQL_ROWS))
+            deadline = time.monotonic() + sql_timeout_s
+            while not running.done():
+                await asyncio.wait({running}, timeout=DISCONNECT_POLL_S)
+                if running.done():
+                    break
+                gone = await request.is_disconnected()
+                if gone or time.monotonic() > deadline:
+                    con.interrupt()
+                    await asyncio.wait({running})
+                    if gone:
+                        raise HTTPException(499, "client closed the request; the statement was interrupted")
+                    raise HTTPException(408, f"statement ran past the {sql_timeout_s:g} s timeout and was interrupted")
+            try:
+                result = running.result()
+            except UserError as exc:
+                raise HTTPException(400, str(exc)) from exc
+        finally:
+            con.close()
+        table = result.table
+        return {"columns": table.column_names, "rows": _jsonable(table.to_pylist()), "truncated": result.truncated}
 
     return app
 
@@ -136,8 +175,9 @@ def _jsonable(rows: list[dict]) -> list[dict]:
     return jsonable_encoder(rows, custom_encoder={bytes: lambda b: b.hex()})
 
 
-def serve(store: Store, tokens: Mapping[str, str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+def serve(store: Store, tokens: Mapping[str, str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> None:
     """Run the service until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(store, tokens), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store, tokens, sql_timeout_s), host=host, port=port, log_level="warning")
