@@ -20,6 +20,7 @@ from memtape.config import load_config
 from memtape.connectors.base import connector_for
 from memtape.connectors.beam_io import DEAD, RAW, ReadKafkaRanges, ReadSources
 from memtape.connectors.kafka_io import client_options, parse_kafka_uri
+from memtape.pipelines.tombstones import Tombstones
 from memtape.connectors.lance_store import Store
 from memtape.errors import UserError
 from memtape.pipelines.cursors import advance_cursors, load_cursors
@@ -87,7 +88,8 @@ def run_backfill(
         if ranges:
             kafka = load_config().kafka
             reads.append(p | "ReadKafkaRanges" >> ReadKafkaRanges(
-                ranges, bootstrap_servers or kafka.bootstrap_servers, tenant, since, client_options(kafka)))
+                ranges, bootstrap_servers or kafka.bootstrap_servers, tenant, since, client_options(kafka),
+                Tombstones.load(store, tenant)))
         land_tables({t: tuple(r[t] for r in reads) | f"All_{t}" >> beam.Flatten() for t in (RAW, DEAD)}, store)
     landed = _landed(p.result)
     foreign = _counter(p.result, "other_tenant_records")

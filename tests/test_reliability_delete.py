@@ -38,3 +38,67 @@ def test_deleted_source_id_is_gone_from_disk_and_other_tenants_keep_theirs(tmp_p
     delete_events(store, "t2", select_events(store, "t2", everything=True))
     assert _files_containing(home, MARKER) == []
     assert store.count("raw_events") == 1
+
+
+TENANT_MARK = "okapi-narwhal-9931"  # in the deleted tenant's text, ids, conversation, sender and a bad line
+
+
+def _marked_source(folder: Path, tag: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "chat.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"id": f"{tag}-1", "text": f"Ann told Bob about the {tag} garden plan.", "time": "2024-05-01T10:00:00Z",
+         "sender": f"ann-{tag}", "conversation": f"conv-{tag}"},
+        {"id": f"{tag}-2", "text": f"Bob asked whether the {tag} garden needs water.", "time": "2024-05-01T10:01:00Z",
+         "sender": f"bob-{tag}", "conversation": f"conv-{tag}"},
+        {"id": f"{tag}-3", "text": f"Ann said the {tag} roses bloom in June.", "time": "2024-05-01T10:02:00Z",
+         "sender": f"ann-{tag}", "conversation": f"conv-{tag}"},
+        {"id": f"{tag}-4", "text": "See you tomorrow then.", "time": "2024-05-01T10:03:00Z", "sender": f"bob-{tag}",
+         "conversation": f"conv-{tag}"},
+    ]) + f"\n{{not json {tag}\n")
+    return src
+
+
+def _tenant_rows(store: Store, tenant: str) -> dict[str, int]:
+    from memtape.schemas import TABLES
+
+    return {name: store.count(name, f"tenant = '{tenant}'") for name in TABLES}
+
+
+def test_delete_all_leaves_no_byte_of_the_tenant_even_after_maintain_and_another_tenants_write(tmp_path):
+    from click.testing import CliRunner
+
+    from memtape.cli import cli
+
+    home = tmp_path / "home"
+    store = Store(str(home))
+    run_backfill([f"jsonl:{_marked_source(tmp_path / 'gone', TENANT_MARK)}"], "gone", store, runner="DirectRunner")
+    maintain(store)
+    before = _tenant_rows(store, "gone")
+    assert all(before[t] for t in ("raw_events", "memories", "dead_letters", "cursors", "pipeline_state")), before
+    assert _files_containing(home, TENANT_MARK)
+
+    out = CliRunner().invoke(cli, ["delete", "--tenant", "gone", "--all", "--home", str(home)])
+    assert out.exit_code == 0, out.output
+    reply = json.loads(out.output)
+    assert reply["tombstone"]["source_uri"] is None and reply["deleted"]["pipeline_state"] == before["pipeline_state"]
+    run_backfill([f"jsonl:{_marked_source(tmp_path / 'kept', 'tulip')}"], "kept", store, runner="DirectRunner")
+    maintain(store)
+
+    assert _files_containing(home, TENANT_MARK) == []
+    assert {t: n for t, n in _tenant_rows(store, "gone").items() if n} == {"tombstones": 1}
+    assert store.count("raw_events", "tenant = 'kept'") == 4
+
+
+def test_reimporting_a_deleted_source_lands_every_event_and_memory_again(tmp_path):
+    store = Store(str(tmp_path / "home"))
+    uri = f"jsonl:{_marked_source(tmp_path / 'src', 'iris')}"
+    first = run_backfill([uri], "t", store, runner="DirectRunner")
+    memories = store.count("memories")
+    assert first.landed["raw_events"] == 4 and memories > 0
+
+    delete_events(store, "t", select_events(store, "t", source_uri=uri), source_uri=uri)
+    assert store.count("raw_events") == 0 and store.count("memories") == 0 and store.count("cursors") == 0
+    again = run_backfill([uri], "t", store, runner="DirectRunner")
+    assert again.landed["raw_events"] == 4 and store.count("raw_events") == 4
+    assert store.count("memories") == memories and store.count("dead_letters") == 1
