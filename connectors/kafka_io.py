@@ -725,11 +725,15 @@ def topic_retention(bootstrap_servers: str, topics: Iterable[str], options: Mapp
     """``retention.ms`` of each of ``topics`` that exists (-1: kept forever; None: the broker does not say)."""
     options = dict(options or {})
     try:
+        consumer = _consumer(bootstrap_servers, options)
+        try:
+            present = sorted(set(topics) & set(consumer.topics()))
+        finally:
+            consumer.close()
         admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=ADMIN_TIMEOUT_MS, **options)
     except (KafkaError, NoBrokersAvailable) as exc:
         raise UserError(f"{bootstrap_servers}: cannot reach Kafka ({exc})") from exc
     try:
-        present = sorted(set(topics) & set(admin.list_topics()))
         found: dict[str, int | None] = {topic: None for topic in present}
         if present:
             for response in admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in present]):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from memtape.connectors.lance_store import Store
 from memtape.pipelines.backfill import run_backfill
 from memtape.pipelines.delete import delete_events, select_events
 from memtape.pipelines.maintain import maintain
+from memtape.pipelines.tombstones import bury
 
 MARKER = "zebra-quokka-4711"
 
@@ -102,3 +104,56 @@ def test_reimporting_a_deleted_source_lands_every_event_and_memory_again(tmp_pat
     again = run_backfill([uri], "t", store, runner="DirectRunner")
     assert again.landed["raw_events"] == 4 and store.count("raw_events") == 4
     assert store.count("memories") == memories and store.count("dead_letters") == 1
+
+
+def _chat(tenant: str, tag: str, n: int) -> list:
+    from memtape.schemas.records import RawEvent
+
+    return [RawEvent(tenant, "im", "jsonl", f"{tag}-{i}", f"{tag} message {i}", None, conversation_id=f"c-{tag}",
+                     source_uri=f"jsonl:/exports/{tenant}.jsonl") for i in range(n)]
+
+
+def test_a_kafka_replay_after_delete_lands_only_what_was_read_after_it(kafka_broker, tmp_path):
+    import uuid
+
+    from click.testing import CliRunner
+
+    from memtape.cli import cli
+    from memtape.connectors.kafka_io import RawEventConsumer, publish_records, raw_topic
+    from memtape.pipelines.stream import RawLander
+    from memtape.pipelines.stream_batches import StreamStats
+
+    prefix = f"del{uuid.uuid4().hex[:8]}"
+    topic = raw_topic("im", prefix)
+    old = _chat("gone", "before", 5) + _chat("kept", "other", 3)
+    assert publish_records(old, kafka_broker, prefix=prefix, partitions=1).events == 8
+    home = tmp_path / "home"
+    store = Store(str(home))
+    run_backfill([f"kafka://{topic}?from=0&to=8"], "gone", store, runner="DirectRunner", derive_memories=False,
+                 bootstrap_servers=kafka_broker)
+    assert store.count("raw_events") == 5
+
+    out = CliRunner(env={"MEMTAPE_KAFKA_TOPIC_PREFIX": prefix}).invoke(
+        cli, ["delete", "--tenant", "gone", "--all", "--home", str(home), "--bootstrap-servers", kafka_broker])
+    assert out.exit_code == 0, out.output
+    assert [t["topic"] for t in json.loads(out.output)["kafka"]] == [topic]  # the records are still there
+    new = _chat("gone", "after", 2)  # read from the source after the deletion
+    assert publish_records(new, kafka_broker, prefix=prefix, partitions=1).events == 2
+
+    run_backfill([f"kafka://{topic}?from=0&to=10"], "gone", store, runner="DirectRunner", derive_memories=False,
+                 bootstrap_servers=kafka_broker)
+    assert sorted(store.read("raw_events", columns=["source_id"]).column("source_id").to_pylist()) == ["after-0", "after-1"]
+
+    stats = StreamStats()
+    streamed = Store(str(tmp_path / "streamed"))  # the stream re-reads the topic from the start into a store
+    bury(streamed, "gone", None, store.read("tombstones").column("deleted_time")[0].as_py())  # that saw the delete
+    lander = RawLander(streamed, "g-replay", stats)
+    seen, deadline = 0, time.monotonic() + 120
+    with RawEventConsumer(kafka_broker, "g-replay", [topic], prefix=prefix, partitions=1) as consumer:
+        while seen < 10 and time.monotonic() < deadline:  # all ten messages of the topic, the group joined
+            batch = consumer.poll()
+            if batch is not None:
+                seen += len(batch.events)
+                lander.land(batch.events)
+    landed = sorted(streamed.read("raw_events", columns=["source_id"]).column("source_id").to_pylist())
+    assert landed == ["after-0", "after-1", "other-0", "other-1", "other-2"] and stats.tombstoned == 5
