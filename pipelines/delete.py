@@ -3,8 +3,9 @@
 Given a tenant and a selection of raw events, it removes those raw_events
 rows, the utterances of deleted recordings, every episode, triple and memory
 whose provenance touches a deleted event (they would still carry its
-content), entities left with no supporting event, the dead letters and
-cursors of the deleted sources, and the tenant's carried dedupe and
+content), entities left with no supporting event, the cursors of the
+deleted events' sources (so a re-import reads them whole), the dead letters
+of a deleted source URI, and the tenant's carried dedupe and
 segmenter state (it holds Message-IDs and word models of what was read, and
 would make a re-import of the same source skip it). ``--all`` removes every
 row of the tenant in every table. Then each table is compacted, its indexes
@@ -101,7 +102,9 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
         deleted["raw_events"] = _delete_where(store, "raw_events", tenant, in_lists("event_id", ids))
     if not everything:
         uris = sorted({uri for uri, _ in touched if uri} | ({source_uri} if source_uri else set()))
-        deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, in_lists("source_uri", uris))
+        if source_uri:
+            deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant,
+                                                    [f"source_uri = {quote_literal(source_uri)}"])
         deleted["cursors"] = _delete_where(store, "cursors", tenant, in_lists("source_uri", uris))
         if doomed:
             deleted["pipeline_state"] = _delete_where(store, "pipeline_state", tenant,

@@ -82,14 +82,14 @@ def test_delete_all_leaves_no_byte_of_the_tenant_even_after_maintain_and_another
 
     out = CliRunner().invoke(cli, ["delete", "--tenant", "gone", "--all", "--home", str(home)])
     assert out.exit_code == 0, out.output
-    reply = json.loads(out.output)
-    assert reply["tombstone"]["source_uri"] is None and reply["deleted"]["pipeline_state"] == before["pipeline_state"]
     run_backfill([f"jsonl:{_marked_source(tmp_path / 'kept', 'tulip')}"], "kept", store, runner="DirectRunner")
     maintain(store)
 
     assert _files_containing(home, TENANT_MARK) == []
     assert {t: n for t, n in _tenant_rows(store, "gone").items() if n} == {"tombstones": 1}
     assert store.count("raw_events", "tenant = 'kept'") == 4
+    reply = json.loads(out.output)
+    assert reply["tombstone"]["source_uri"] is None and reply["deleted"]["pipeline_state"] == before["pipeline_state"]
 
 
 def test_reimporting_a_deleted_source_lands_every_event_and_memory_again(tmp_path):
