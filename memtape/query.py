@@ -23,6 +23,7 @@ from memtape.errors import UserError
 from memtape.schemas import TABLES
 
 _READ_STATEMENTS = {"SELECT", "EXPLAIN"}
+_QUERY_STARTS = {"SELECT", "WITH", "FROM", "VALUES", "TABLE"}  # what may follow a plain EXPLAIN
 _LOCKDOWN = ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
              "SET autoload_known_extensions = false", "SET lock_configuration = true")
 FETCH_BATCH_ROWS = 2048  # rows per streamed batch when a row cap applies
@@ -35,26 +36,26 @@ class Result:
 
 
 def check_statement(query: str) -> None:
-    """Refuse anything but one SELECT or plain EXPLAIN (EXPLAIN ANALYZE runs its statement)."""
+    """Refuse anything but one SELECT or plain EXPLAIN (``EXPLAIN ANALYZE`` or ``EXPLAIN (ANALYZE)`` runs it)."""
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
         raise UserError(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
+    for statement in statements:
+        if statement.type.name not in _READ_STATEMENTS:
+            raise UserError(f"only read queries are allowed, got {statement.type.name}")
     if len(statements) != 1:
-        raise UserError(f"exactly one statement is allowed, got {len(statements)}")
-    kind = statements[0].type.name
-    if kind not in _READ_STATEMENTS:
-        raise UserError(f"only read queries are allowed, got {kind}")
-    if kind == "EXPLAIN" and _words(query)[1:2] in (["ANALYZE"], ["ANALYSE"]):
-        raise UserError("only read queries are allowed, got EXPLAIN ANALYZE (it runs the statement)")
+        raise UserError(f"one statement at a time, got {len(statements)}")
+    if statements[0].type.name == "EXPLAIN" and not set(_tokens(query)[1:2]) & _QUERY_STARTS:
+        raise UserError("only a plain EXPLAIN of a query is allowed (EXPLAIN ANALYZE and its options run the statement)")
 
 
-def _words(query: str) -> list[str]:
-    """The statement's keywords and names in order, comments skipped (DuckDB's own tokenizer)."""
-    out = []
+def _tokens(query: str) -> list[str]:
+    """The statement's tokens in order as upper-case text, comments skipped (DuckDB's own tokenizer)."""
     tokens = duckdb.tokenize(query)
+    out = []
     for i, (start, kind) in enumerate(tokens):
-        if kind.name.upper() in ("KEYWORD", "IDENTIFIER"):
+        if kind.name.upper() != "COMMENT":
             end = tokens[i + 1][0] if i + 1 < len(tokens) else len(query)
             out.append(query[start:end].strip().upper())
     return out

@@ -35,6 +35,7 @@ ESCAPES = [
     "PRAGMA enable_profiling",
     "EXPLAIN ANALYZE SELECT count(*) FROM raw_events",
     "EXPLAIN /* a comment */ ANALYZE SELECT 1",
+    "EXPLAIN (FORMAT json, ANALYZE) SELECT 1",
     "SELECT 1; SELECT 2",
     "CREATE TABLE t AS SELECT 1",
 ]
