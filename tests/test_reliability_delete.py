@@ -157,3 +157,22 @@ def test_a_kafka_replay_after_delete_lands_only_what_was_read_after_it(kafka_bro
                 lander.land(batch.events)
     landed = sorted(streamed.read("raw_events", columns=["source_id"]).column("source_id").to_pylist())
     assert landed == ["after-0", "after-1", "other-0", "other-1", "other-2"] and stats.tombstoned == 5
+
+
+def test_a_source_tombstone_buries_only_that_sources_older_records():
+    from datetime import datetime, timedelta, timezone
+
+    from memtape.pipelines.tombstones import Tombstones
+    from memtape.schemas.records import RawEvent
+
+    deleted = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stones = Tombstones({("t", "jsonl:/a.jsonl"): deleted})
+
+    def event(tenant: str, uri: str, read: datetime) -> RawEvent:
+        return RawEvent(tenant, "im", "jsonl", "x", "text", None, source_uri=uri, ingest_time=read)
+
+    before, after = deleted - timedelta(seconds=1), deleted + timedelta(seconds=1)
+    assert stones.buries(event("t", "jsonl:/a.jsonl", before))
+    assert not stones.buries(event("t", "jsonl:/a.jsonl", after))
+    assert not stones.buries(event("t", "jsonl:/b.jsonl", before))
+    assert not stones.buries(event("u", "jsonl:/a.jsonl", before))

@@ -114,7 +114,7 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
                     payload=line,
                     attrs={"subtype": subtype, "line": lineno} if subtype else {"line": lineno},
                 )
-            except (ValueError, UnicodeError) as exc:
+            except Exception as exc:  # one line, whatever it holds, must not stop the log
                 letter = dead_letter(tenant, _SCHEME, f"{file}:{lineno}", exc, line[:1024])
                 if good:
                     yield letter
