@@ -8,6 +8,7 @@ connector must not write anywhere: landing is the sink's job.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from datetime import datetime
@@ -82,15 +83,23 @@ def read_source(uri: str, tenant: str, since: datetime | None = None) -> Iterato
     share the cursor's timestamp, and landing one twice is a no-op. Dead letters
     always pass: a bad record is reported whatever its time. An event holding a
     lone surrogate (JSON's ``"\\ud800"``) becomes a dead letter here, for every
-    connector, since no UTF-8 column can store it.
+    connector, since no UTF-8 column can store it. A second event with an
+    earlier event's id but other text becomes a dead letter too, so neither
+    copy is lost silently (identical copies are one record, and an edit the
+    export marks as one, ``attrs.edited``, replaces the original on purpose).
     """
     connector, path = connector_for(uri)
+    texts: dict[str, bytes] = {}  # event id -> digest of the first text landed under it
     for record in connector.read(path, tenant):
         if isinstance(record, RawEvent) and (field := _surrogate_field(record)):
             record = DeadLetter(tenant, record.source, "connector.decode",
                                 f"{field} holds a lone surrogate (an invalid \\u escape or undecodable bytes)",
                                 position=_storable(record.source_id),
                                 raw=(record.payload or record.text or "").encode("utf-8", "surrogatepass"))
+        elif isinstance(record, RawEvent) and _repeats_id(record, texts):
+            record = DeadLetter(tenant, record.source, "connector.duplicate",
+                                f"id {record.source_id!r} repeats an earlier record's id with other text; the earlier one is kept"[:500],
+                                position=record.source_id, raw=(record.payload or record.text or "").encode())
         if isinstance(record, RawEvent):
             record.source_uri = record.source_uri or uri
             if since is not None and record.event_time is not None and record.event_time < since:
@@ -99,6 +108,15 @@ def read_source(uri: str, tenant: str, since: datetime | None = None) -> Iterato
             record.source_uri = record.source_uri or uri
             record.error, record.position = _storable(record.error), _storable(record.position)
         yield record
+
+
+def _repeats_id(event: RawEvent, texts: dict[str, bytes]) -> bool:
+    """True when an earlier event of this read had the same id and other text, and this one is no declared edit."""
+    digest = hashlib.blake2b((event.text or "").encode(), digest_size=8).digest()
+    if (event.attrs or {}).get("edited"):
+        texts[event.event_id] = digest
+        return False
+    return texts.setdefault(event.event_id, digest) != digest
 
 
 def _has_surrogate(text: str | None) -> bool:

@@ -10,7 +10,7 @@ inserts of the same new keys. Store and connector handles are opened in
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -61,11 +61,12 @@ class ReadSources(beam.PTransform):
 
 class _ReadKafkaRangeFn(beam.DoFn):
     def __init__(self, bootstrap_servers: str, client_options: dict[str, str], tenant: str,
-                 since: datetime | None) -> None:
+                 since: datetime | None, tombstones: Any) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_options = client_options
         self.tenant = tenant
         self.since = since
+        self.tombstones = tombstones
 
     def process(self, uri: str) -> Iterator:
         from memtape.connectors.kafka_io import Consumed, read_range
@@ -74,6 +75,7 @@ class _ReadKafkaRangeFn(beam.DoFn):
         read = beam.metrics.Metrics.counter("memtape", "records_read")
         dead = beam.metrics.Metrics.counter("memtape", "dead_letters")
         foreign = beam.metrics.Metrics.counter("memtape", "other_tenant_records")
+        buried = beam.metrics.Metrics.counter("memtape", "tombstoned_records")
         for record in read_range(uri, self.bootstrap_servers, self.tenant, self.client_options):
             if not isinstance(record, Consumed):
                 dead.inc()
@@ -85,6 +87,9 @@ class _ReadKafkaRangeFn(beam.DoFn):
                 continue
             if self.since is not None and event.event_time is not None and event.event_time < self.since:
                 continue
+            if self.tombstones is not None and self.tombstones.buries(event):
+                buried.inc()  # read before its tenant or source was deleted: a replay must not bring it back
+                continue
             event.ingest_path, event.ingest_time = "backfill", utcnow()  # ingested now, as by a direct backfill
             read.inc()
             yield event.to_row()
@@ -94,14 +99,15 @@ class ReadKafkaRanges(beam.PTransform):
     """``kafka://TOPIC?from=N&to=M`` ranges -> the tenant's raw_events rows and dead_letters rows, like ``ReadSources``.
 
     Events keep the ids they were published with; messages that do not decode
-    become dead letters with the reason.
+    become dead letters with the reason; events ``tombstones`` bury
+    (``pipelines.tombstones.Tombstones``) are skipped.
     """
 
     def __init__(self, uris: list[str], bootstrap_servers: str, tenant: str, since: datetime | None = None,
-                 client_options: dict[str, str] | None = None) -> None:
+                 client_options: dict[str, str] | None = None, tombstones: Any = None) -> None:
         super().__init__()
         self.uris = list(uris)
-        self.fn = _ReadKafkaRangeFn(bootstrap_servers, dict(client_options or {}), tenant, since)
+        self.fn = _ReadKafkaRangeFn(bootstrap_servers, dict(client_options or {}), tenant, since, tombstones)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> pvalue.DoOutputsTuple:
         return (

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Seque
 from urllib.parse import parse_qs, urlsplit
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
@@ -718,3 +718,29 @@ def describe_topics(bootstrap_servers: str, options: Mapping[str, object] | None
         finally:
             member.close()
     return [PartitionInfo(tp.topic, tp.partition, ends[tp], committed[tp]) for tp in tps]
+
+
+def topic_retention(bootstrap_servers: str, topics: Iterable[str], options: Mapping[str, object] | None = None
+                    ) -> dict[str, int | None]:
+    """``retention.ms`` of each of ``topics`` that exists (-1: kept forever; None: the broker does not say)."""
+    options = dict(options or {})
+    try:
+        consumer = _consumer(bootstrap_servers, options)
+        try:
+            present = sorted(set(topics) & set(consumer.topics()))
+        finally:
+            consumer.close()
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=ADMIN_TIMEOUT_MS, **options)
+    except (KafkaError, NoBrokersAvailable) as exc:
+        raise UserError(f"{bootstrap_servers}: cannot reach Kafka ({exc})") from exc
+    try:
+        found: dict[str, int | None] = {topic: None for topic in present}
+        if present:
+            for response in admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in present]):
+                for _code, _message, _type, topic, entries in response.resources:
+                    for entry in entries:
+                        if entry[0] == "retention.ms" and entry[1] is not None:
+                            found[topic] = int(entry[1])
+    finally:
+        admin.close()
+    return found

@@ -5,24 +5,27 @@ one store. Every route is under ``/v1/tenants/{tenant}`` and needs
 ``Authorization: Bearer <token>`` where the token is that tenant's: a missing
 or unknown token gets 401, another tenant's token 403, a tenant with no data
 404 (the OpenAPI schema declares the bearer scheme). SQL runs through
-``memtape.query.sql`` with ``read_only`` and the tenant set, so a statement
-that writes is refused and only the tenant's rows are visible. Tokens come
+``memtape.query`` with the tenant set, so only one read-only statement runs
+and only the tenant's rows are visible; it is interrupted past its timeout or
+when the client goes away, and rows stop coming at the cap. Tokens come
 from a TOML file (``[tokens]`` table: ``tenant = "token"``) or the
 ``MEMTAPE_SERVICE_TOKENS`` variable (``tenant=token,tenant=token``). The
 service binds 127.0.0.1 unless told otherwise. It writes nothing itself.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+import time
 import tomllib
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from memtape.connectors.lance_store import Store
 from memtape.errors import UnknownTenant, UserError
@@ -32,6 +35,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKENS_ENV = "MEMTAPE_SERVICE_TOKENS"
 MAX_SQL_ROWS = 10_000
+DEFAULT_SQL_TIMEOUT_S = 10.0
+DISCONNECT_POLL_S = 0.1  # how often a running statement checks for its deadline and a departed client
+EARLIEST_TIME = datetime(1800, 1, 1, tzinfo=timezone.utc)  # as for event times: earlier is a typing error
 MAX_BUDGET = 32_000
 
 
@@ -47,6 +53,16 @@ class RecallRequest(BaseModel):
     max_items: int | None = Field(None, ge=1, description="At most this many items.")
     min_score: float | None = Field(None, ge=0.0, description="Leave out items scoring below this (default: a share of the best item's score).")
     order: Literal["relevance", "time"] = Field("relevance", description="relevance: best memory first; time: oldest first.")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        """A naive time is UTC; one before 1800 is refused (422), as no memory is that old."""
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if value is not None and value < EARLIEST_TIME:
+            raise ValueError("must be 1800-01-01 or later")
+        return value
 
 
 class RecallResponse(BaseModel):
@@ -115,9 +131,12 @@ def token_owner(tokens: Mapping[str, str], offered: str) -> str | None:
     return next((t for t, tok in tokens.items() if hmac.compare_digest(tok.encode(), offered.encode())), None)
 
 
-def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
-    """The FastAPI app serving ``store`` to the tenants in ``tokens`` (tenant -> token)."""
-    from memtape.query import sql
+def create_app(store: Store, tokens: Mapping[str, str], sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> Any:
+    """The FastAPI app serving ``store`` to the tenants in ``tokens`` (tenant -> token).
+
+    A SQL statement running past ``sql_timeout_s`` is interrupted (408).
+    """
+    from memtape.query import fetch, open_query
     from memtape.recall import recall
 
     app = FastAPI(title="memtape", version="1", description="Recall and read-only SQL over one tenant's memories.")
@@ -153,13 +172,33 @@ def create_app(store: Store, tokens: Mapping[str, str]) -> Any:
         return result.to_dict()
 
     @app.post("/v1/tenants/{tenant}/sql", response_model=SqlResponse)
-    def sql_route(body: SqlRequest, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
+    async def sql_route(body: SqlRequest, request: Request, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
         try:
-            table = sql(body.query, store, read_only=True, tenant=tenant)
+            con = await asyncio.to_thread(open_query, body.query, store, tenant)
         except UserError as exc:
             raise HTTPException(400, str(exc)) from exc
-        rows = table.slice(0, MAX_SQL_ROWS).to_pylist()
-        return {"columns": table.column_names, "rows": _jsonable(rows), "truncated": table.num_rows > MAX_SQL_ROWS}
+        try:
+            running = asyncio.ensure_future(asyncio.to_thread(fetch, con, body.query, MAX_SQL_ROWS))
+            deadline = time.monotonic() + sql_timeout_s
+            while not running.done():
+                await asyncio.wait({running}, timeout=DISCONNECT_POLL_S)
+                if running.done():
+                    break
+                gone = await request.is_disconnected()
+                if gone or time.monotonic() > deadline:
+                    con.interrupt()
+                    await asyncio.wait({running})
+                    if gone:
+                        raise HTTPException(499, "client closed the request; the statement was interrupted")
+                    raise HTTPException(408, f"statement ran past the {sql_timeout_s:g} s timeout and was interrupted")
+            try:
+                result = running.result()
+            except UserError as exc:
+                raise HTTPException(400, str(exc)) from exc
+        finally:
+            con.close()
+        table = result.table
+        return {"columns": table.column_names, "rows": _jsonable(table.to_pylist()), "truncated": result.truncated}
 
     return app
 
@@ -171,8 +210,9 @@ def _jsonable(rows: list[dict]) -> list[dict]:
     return jsonable_encoder(rows, custom_encoder={bytes: lambda b: b.hex()})
 
 
-def serve(store: Store, tokens: Mapping[str, str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+def serve(store: Store, tokens: Mapping[str, str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> None:
     """Run the service until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(store, tokens), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store, tokens, sql_timeout_s), host=host, port=port, log_level="warning")

@@ -29,6 +29,7 @@ from memtape.pipelines import progress
 from memtape.pipelines.derive import _landed, derive, land_tables
 from memtape.pipelines.maintain import build_indexes
 from memtape.pipelines.progress import RECORDS, CountProgress
+from memtape.pipelines.tombstones import Tombstones
 
 INDEXED_FOR_RECALL = ("memories", "raw_events")
 from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
@@ -109,7 +110,8 @@ def run_backfill(
         if ranges:
             kafka = load_config().kafka
             reads.append(p | "ReadKafkaRanges" >> ReadKafkaRanges(
-                ranges, bootstrap_servers or kafka.bootstrap_servers, tenant, since, client_options(kafka)))
+                ranges, bootstrap_servers or kafka.bootstrap_servers, tenant, since, client_options(kafka),
+                Tombstones.load(store, tenant)))
         raw = tuple(r[RAW] for r in reads) | f"All_{RAW}" >> beam.Flatten() | "ProgressRecords" >> CountProgress(RECORDS)
         land_tables({RAW: raw, DEAD: tuple(r[DEAD] for r in reads) | f"All_{DEAD}" >> beam.Flatten()}, store)
     landed, new = _landed(p.result), _landed(p.result, NEW_ROWS_PREFIX)

@@ -1,28 +1,42 @@
-"""Deletion that really deletes: raw rows, everything derived from them, and their bytes on disk.
+"""Deletion that really deletes: raw rows, everything derived from them, the carried state, and their bytes on disk.
 
 Given a tenant and a selection of raw events, it removes those raw_events
 rows, the utterances of deleted recordings, every episode, triple and memory
 whose provenance touches a deleted event (they would still carry its
-content), entities left with no supporting event, and dead letters of the
-same source. It then rebuilds the full-text index, compacts, and removes all
-old Lance versions so the deleted bytes leave the store directory too.
+content), entities left with no supporting event, the cursors of the
+deleted events' sources (so a re-import reads them whole), the dead letters
+of a deleted source URI, and the tenant's carried dedupe and
+segmenter state (it holds Message-IDs and word models of what was read, and
+would make a re-import of the same source skip it). ``--all`` removes every
+row of the tenant in every table. Then each table is compacted, its indexes
+rebuilt, and only then every old Lance version removed, so no deleted byte
+stays in the store directory. A tombstone (``pipelines.tombstones``) keeps
+Kafka replays of the deleted records from landing them again.
 """
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from memtape.connectors.lance_store import Store, in_filter, in_lists, quote_literal
 from memtape.errors import UserError
-from memtape.pipelines.maintain import maintain
+from memtape.pipelines.maintain import purge_table
+from memtape.pipelines.state import CHECKPOINT
+from memtape.pipelines.tombstones import bury
+from memtape.schemas import TABLES
+from memtape.schemas.records import utcnow
+
+_KEPT_ON_DELETE = ("tombstones",)  # what a deletion leaves behind on purpose
 
 
 @dataclasses.dataclass
 class DeleteReport:
     deleted: dict[str, int]
+    deleted_time: datetime
+    source_kinds: list[str]  # kinds of the deleted events: their raw topics may still hold them
 
 
 def _delete_where(store: Store, table: str, tenant: str, clauses: list[str]) -> int:
@@ -60,11 +74,22 @@ def select_events(store: Store, tenant: str, source_ids: list[str] | None = None
     return store.read("raw_events", where=where, columns=["event_id"]).column("event_id").to_pylist()
 
 
-def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: str | None = None) -> DeleteReport:
-    """Remove the events and all that derives from them, then purge old versions from disk."""
+def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: str | None = None,
+                  everything: bool = False) -> DeleteReport:
+    """Remove the events and all that derives from them, leave a tombstone, then purge old versions from disk.
+
+    With ``everything`` every row of the tenant goes, whatever table holds it.
+    """
     doomed = set(event_ids)
     deleted: dict[str, int] = {}
-    if doomed:
+    deleted_time = utcnow()
+    touched = _sources_of(store, tenant, sorted(doomed))
+    kinds = sorted({kind for _, kind in touched})
+    if everything:
+        for name in TABLES:
+            if name not in _KEPT_ON_DELETE:
+                deleted[name] = _delete_where(store, name, tenant, ["true"])
+    elif doomed:
         ids = sorted(doomed)
         episodes = _ids_touching(store, "episodes", "episode_id", "member_ids", tenant, doomed)
         memories = _ids_touching(store, "memories", "memory_id", "raw_event_ids", tenant, doomed)
@@ -75,10 +100,30 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
         deleted["utterances"] = _delete_where(store, "utterances", tenant, in_lists("recording_event_id", ids))
         deleted["entities"] = _prune_entities(store, tenant, doomed)
         deleted["raw_events"] = _delete_where(store, "raw_events", tenant, in_lists("event_id", ids))
-    if source_uri:
-        deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, [f"source_uri = {quote_literal(source_uri)}"])
-    maintain(store, cleanup_older_than=timedelta(0), indexes=True)
-    return DeleteReport(deleted)
+    if not everything:
+        uris = sorted({uri for uri, _ in touched if uri} | ({source_uri} if source_uri else set()))
+        if source_uri:
+            deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant,
+                                                    [f"source_uri = {quote_literal(source_uri)}"])
+        deleted["cursors"] = _delete_where(store, "cursors", tenant, in_lists("source_uri", uris))
+        if doomed:
+            deleted["pipeline_state"] = _delete_where(store, "pipeline_state", tenant,
+                                                      [f"kind <> {quote_literal(CHECKPOINT)}"])
+    if everything or source_uri:
+        bury(store, tenant, None if everything else source_uri, deleted_time)
+    for name in TABLES:
+        purge_table(store, name)
+    return DeleteReport(deleted, deleted_time, kinds)
+
+
+def _sources_of(store: Store, tenant: str, event_ids: list[str]) -> set[tuple[str | None, str]]:
+    """(source URI, source kind) of the chosen events."""
+    found: set[tuple[str | None, str]] = set()
+    for clause in in_lists("event_id", event_ids):
+        rows = store.read("raw_events", where=f"tenant = {quote_literal(tenant)} AND ({clause})",
+                          columns=["source_uri", "source_kind"])
+        found |= set(zip(rows.column("source_uri").to_pylist(), rows.column("source_kind").to_pylist()))
+    return found
 
 
 def _prune_entities(store: Store, tenant: str, doomed: set[str]) -> int:

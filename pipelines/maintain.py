@@ -40,8 +40,9 @@ class TableReport:
     error: str | None = None
 
 
-def build_indexes(store: Store, name: str, refresh: bool = True) -> list[str]:
-    """Build the table's missing indexes; with ``refresh`` also rebuild its BM25 and vector indexes.
+def build_indexes(store: Store, name: str, refresh: bool = True, scalar: bool = False) -> list[str]:
+    """Build the table's missing indexes; with ``refresh`` also rebuild its BM25 and vector indexes, with ``scalar``
+    its BTree indexes too (their pages hold every value ever indexed, deleted rows' ids included).
 
     A rebuild retrains the vector partitions on the rows the table holds now
     and drops deleted rows' text and vectors from the index files; without it
@@ -55,7 +56,7 @@ def build_indexes(store: Store, name: str, refresh: bool = True) -> list[str]:
     existing = {tuple(i.columns) for i in tbl.list_indices()}
     built = []
     for column in SCALAR_INDEXES.get(name, []):
-        if (column,) not in existing:
+        if scalar or (column,) not in existing:
             tbl.create_index(column, config=BTree(), replace=True)
             built.append(f"btree({column})")
     column = FTS_COLUMNS.get(name)
@@ -80,6 +81,25 @@ def maintain_table(store: Store, name: str, cleanup_older_than: timedelta, index
     except Exception as exc:  # a commit conflict with a concurrent writer: try again next round
         log.warning("maintain %s: %s", name, str(exc).splitlines()[0])
         return TableReport(name, before, before, 0, [], str(exc).splitlines()[0])
+    after = len(tbl.to_lance().get_fragments())
+    return TableReport(name, before, after, max(0, versions + 1 - len(tbl.list_versions())), built)
+
+
+def purge_table(store: Store, name: str) -> TableReport:
+    """Leave no file from before on disk: compact every deleted row away, rebuild every index from the rows left,
+    and only then drop every old version (``optimize`` cleans up before it rebuilds indexes, so old index files
+    outlived it). An emptied table loses its indexes, which would otherwise still hold the deleted values."""
+    tbl = store.table(name)
+    before = len(tbl.to_lance().get_fragments())
+    versions = len(tbl.list_versions())
+    tbl.to_lance().optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
+    if tbl.count_rows():
+        built = build_indexes(store, name, refresh=True, scalar=True)
+    else:
+        built = []
+        for index in tbl.list_indices():
+            tbl.drop_index(index.name)
+    tbl.to_lance().cleanup_old_versions(older_than=timedelta(0), delete_unverified=True)
     after = len(tbl.to_lance().get_fragments())
     return TableReport(name, before, after, max(0, versions + 1 - len(tbl.list_versions())), built)
 

@@ -25,6 +25,7 @@ from memtape.pipelines.state import load_checkpoint
 from memtape.pipelines.stream_batches import (DEFAULT_IDLE_TIMEOUT_S, STREAM_TENANT, Landed, MicroBatcher, StreamStats,
                                               checkpoint_name)
 from memtape.pipelines.stream_worker import DeriveWorker
+from memtape.pipelines.tombstones import Tombstones
 
 
 @dataclasses.dataclass
@@ -51,11 +52,15 @@ class RawLander:
     def land(self, consumed: list[Any]) -> list[Landed]:
         names = {checkpoint_name(self.group, c.topic, c.partition) for c in consumed}
         stored = {name: load_checkpoint(self.store, STREAM_TENANT, name).progress.get("next_offset", 0) for name in names}
+        tombstones = Tombstones.load(self.store)  # read per landing: a deletion may happen while the stream runs
         landed, received = [], time.monotonic()
         for c in consumed:
             name = checkpoint_name(self.group, c.topic, c.partition)
             if c.offset < stored[name]:
                 self.stats.skipped += 1  # derived by a run that crashed before committing to Kafka
+                continue
+            if tombstones.buries(c.event):
+                self.stats.tombstoned += 1  # read before its tenant or source was deleted: a replay must not land it
                 continue
             c.event.ingest_path = "stream"
             landed.append(Landed(name, c.offset, c.event.to_row(), received))

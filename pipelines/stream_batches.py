@@ -35,6 +35,7 @@ class StreamStats:
     batches: int = 0
     events: int = 0
     skipped: int = 0
+    tombstoned: int = 0  # replayed records of a deleted tenant or source, not landed
     dead_lettered: int = 0
     flushed: int = 0
     derive_s: float = 0.0  # wall seconds spent deriving micro-batches (derive_s / batches: the time one takes)

@@ -207,9 +207,21 @@ PIPELINE_STATE = _schema(
     ],
 )
 
+TOMBSTONES = _schema(
+    "tombstones",
+    "tombstone_id",
+    [
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("tombstone_id", pa.string(), nullable=False),  # tenant + source URI ("" for the whole tenant)
+        pa.field("source_uri", pa.string()),  # null: every source of the tenant
+        pa.field("deleted_time", _TS, nullable=False),  # records read from their source before this stay deleted
+    ],
+)
+
 TABLES: dict[str, pa.Schema] = {
     s.metadata[b"memtape.table"].decode(): s
-    for s in (RAW_EVENTS, UTTERANCES, EPISODES, TRIPLES, ENTITIES, MEMORIES, DEAD_LETTERS, CURSORS, PIPELINE_STATE)
+    for s in (RAW_EVENTS, UTTERANCES, EPISODES, TRIPLES, ENTITIES, MEMORIES, DEAD_LETTERS, CURSORS, PIPELINE_STATE,
+              TOMBSTONES)
 }
 
 

@@ -20,7 +20,7 @@ import wave
 from pathlib import Path
 from typing import Callable
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from memtape.connectors.base import read_source
@@ -323,42 +323,59 @@ def _signature(exc: BaseException) -> str:
 
 
 def fuzz(target: Target, seconds: float, examples: int = EXAMPLES_PER_ROUND) -> Stats:
-    """Run ``target`` for about ``seconds`` in hypothesis rounds; each distinct crash is kept once, shrunk."""
+    """Run ``target`` for about ``seconds`` in random hypothesis rounds; each distinct crash is kept once, shrunk."""
     stats = Stats(target.name)
     end = time.monotonic() + seconds
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{target.name}-") as tmp:
         folder = Path(tmp)
         prepare(target, folder)
         while time.monotonic() < end:
-            last: list[tuple[bytes, BaseException]] = []
-
-            @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-                      phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False)
-            @given(target.cases())
-            def run(case: Case) -> None:
-                started = time.perf_counter()
-                stats.executions += 1
-                try:
-                    outcome = check(target, case.data, case.expected, folder)
-                except Exception as exc:
-                    last.append((case.data, exc))
-                    raise
-                finally:
-                    stats.slowest_s = max(stats.slowest_s, time.perf_counter() - started)
-                stats.events += outcome.events
-                stats.letters += outcome.letters
-
-            try:
-                run()
-            except Exception:
-                data, exc = last[-1]
-                if isinstance(exc, Finding):
-                    stats.lost += exc.lost
-                    stats.duplicates += exc.duplicates
-                signature = _signature(exc)
-                if signature not in {c.signature for c in stats.crashes}:
-                    stats.crashes.append(Crash(data, f"{type(exc).__name__}: {exc}"[:300], signature))
+            _round(target, folder, stats, examples, None)
     return stats
+
+
+def fuzz_seeded(target: Target, seeds: list[int], examples: int = EXAMPLES_PER_ROUND) -> Stats:
+    """One hypothesis round per seed: the same cases on every run, so the test suite is deterministic."""
+    stats = Stats(target.name)
+    with tempfile.TemporaryDirectory(prefix=f"fuzz-{target.name}-") as tmp:
+        folder = Path(tmp)
+        prepare(target, folder)
+        for number in seeds:
+            _round(target, folder, stats, examples, number)
+    return stats
+
+
+def _round(target: Target, folder: Path, stats: Stats, examples: int, seed_number: int | None) -> None:
+    last: list[tuple[bytes, BaseException]] = []
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False)
+    @given(target.cases())
+    def run(case: Case) -> None:
+        started = time.perf_counter()
+        stats.executions += 1
+        try:
+            outcome = check(target, case.data, case.expected, folder)
+        except Exception as exc:
+            last.append((case.data, exc))
+            raise
+        finally:
+            stats.slowest_s = max(stats.slowest_s, time.perf_counter() - started)
+        stats.events += outcome.events
+        stats.letters += outcome.letters
+
+    if seed_number is not None:
+        run = seed(seed_number)(run)
+    try:
+        run()
+    except Exception:
+        data, exc = last[-1]
+        if isinstance(exc, Finding):
+            stats.lost += exc.lost
+            stats.duplicates += exc.duplicates
+        signature = _signature(exc)
+        if signature not in {c.signature for c in stats.crashes}:
+            stats.crashes.append(Crash(data, f"{type(exc).__name__}: {exc}"[:300], signature))
 
 
 REGRESSIONS = Path(__file__).resolve().parent / "fixtures" / "fuzz_regressions"

@@ -49,7 +49,7 @@ def test_no_query_returns_another_tenants_rows(names: list[str], data: st.DataOb
 
             export = f"{home}/{abs(hash(tenant))}.parquet"
             write_parquet(sql("SELECT * FROM memories UNION ALL BY NAME SELECT * FROM memories WHERE tenant <> 'x'",
-                              store, read_only=True, tenant=tenant), export)
+                              store, tenant=tenant), export)
             assert set(pq.read_table(export).column("tenant").to_pylist()) == {tenant}
 
 

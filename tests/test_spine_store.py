@@ -85,9 +85,9 @@ def test_read_only_sql_rejects_writes_and_file_access(tmp_path):
     store = Store(str(tmp_path / "home"))
     for query in ["DELETE FROM raw_events", "COPY raw_events TO 'x.csv'", "ATTACH 'x.db'", "SET threads = 1"]:
         with pytest.raises(UserError, match="only read queries"):
-            sql(query, store, read_only=True)
+            sql(query, store)
     with pytest.raises(UserError, match="disabled by configuration"):
-        sql("SELECT * FROM read_csv('/etc/hostname')", store, read_only=True)
+        sql("SELECT * FROM read_csv('/etc/hostname')", store)
 
 
 def test_cli_sql_json_prints_an_array_of_row_objects(tmp_path):
@@ -114,7 +114,7 @@ def test_tenant_scoped_sql_sees_only_that_tenant(tmp_path):
     store.upsert("raw_events", [RawEvent(t, "im", "jsonl", str(i), f"note {i}", None).to_row()
                                 for i in range(4) for t in ("alice", "bob")])
     scoped = sql("SELECT a.tenant, count(*) AS n FROM raw_events a JOIN raw_events b USING (event_id) GROUP BY 1",
-                 store, read_only=True, tenant="alice")
+                 store, tenant="alice")
     assert scoped.to_pylist() == [{"tenant": "alice", "n": 4}]
     with pytest.raises(UserError, match="does not exist"):  # a table named only through dynamic SQL is never registered
-        sql("SELECT count(*) FROM query('SELECT * FROM raw_' || 'events')", store, read_only=True, tenant="alice")
+        sql("SELECT count(*) FROM query('SELECT * FROM raw_' || 'events')", store, tenant="alice")

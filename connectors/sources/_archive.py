@@ -15,7 +15,14 @@ from typing import BinaryIO
 
 from memtape.config import LimitsConfig
 from memtape.connectors.base import SourceError
-from memtape.connectors.sources._common import ArchiveError, LimitError, input_files, natural_key, open_binary
+from memtape.connectors.sources._common import (
+    ArchiveError,
+    LimitError,
+    input_files,
+    natural_key,
+    open_binary,
+    outside_folder,
+)
 
 
 class _CappedReader:
@@ -63,7 +70,14 @@ class Export:
         self._zip: zipfile.ZipFile | None = None
         self._sizes: dict[str, int] = {}
         if self.path.is_dir():
-            self._files = {f.relative_to(self.path).as_posix(): f for f in input_files(path)}
+            self._files = {}
+            for file in input_files(path):
+                name = file.relative_to(self.path).as_posix()
+                why = outside_folder(file, self.path)
+                if why:
+                    self.refused.append((name, ArchiveError(why)))
+                else:
+                    self._files[name] = file
             self._sizes = {name: f.stat().st_size for name, f in self._files.items()}
         elif self.path.is_file():
             self._open_zip()

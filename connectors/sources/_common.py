@@ -7,18 +7,19 @@ write anywhere and registers no scheme.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from memtape.config import LimitsConfig, load_config
 from memtape.connectors.base import SourceError
-from memtape.schemas.records import DeadLetter
+from memtape.schemas.records import DeadLetter, RawEvent
 
 EARLIEST_EVENT = datetime(1800, 1, 1, tzinfo=timezone.utc)  # older dates are typing errors, not history
 LATEST_EVENT_AHEAD = timedelta(days=5 * 366)  # planned care can be dated ahead; decades ahead cannot
@@ -26,6 +27,18 @@ MAX_ERROR_CHARS = 500
 _NUMBER_RUN = re.compile(r"(\d+)")
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_ESCAPE_ANY_BYTE = "memtape.escape-any-byte"
+
+
+def _escape_any_byte(exc: UnicodeError) -> tuple[str, int]:
+    """Like ``surrogateescape``, but also for bytes under 0x80, which a UTF-16 text cut at an odd length ends with."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start:exc.end]
+    return "".join(chr(0xDC80 | b) for b in bad), exc.end
+
+
+codecs.register_error(_ESCAPE_ANY_BYTE, _escape_any_byte)
 
 
 class RecordError(ValueError):
@@ -93,6 +106,47 @@ def input_files(path: str, accept: Iterable[str] | None = None, skip_dirs: Itera
     if not found:
         raise SourceError(f"{path}: no input files in folder")
     return sorted(found, key=natural_key)
+
+
+def outside_folder(file: Path, root: Path) -> str | None:
+    """Why a file found under folder ``root`` must not be read (a link leading out, not a regular file), or None."""
+    if not root.is_dir():
+        return None
+    try:
+        target = file.resolve(strict=True)
+        if not target.is_relative_to(root.resolve(strict=True)):
+            return "symbolic link leads outside the source folder"
+        if not target.is_file():
+            return "not a regular file"
+    except (OSError, RuntimeError) as exc:  # a dangling link or a link loop
+        return f"cannot resolve the file ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
+def each_file(path: str, tenant: str, source: str, read_file: Callable[[Path], Iterator[RawEvent | DeadLetter]],
+              accept: Iterable[str] | None = None, skip_dirs: Iterable[str] = (),
+              first: Callable[[Path], bool] | None = None) -> Iterator[RawEvent | DeadLetter]:
+    """The records of every input file of ``path``, one file at a time, so that no file can stop the others.
+
+    An empty file, a file reached through a link out of the folder, and any
+    exception a file's reader raises become a dead letter naming the file; the
+    next file is then read. Files that ``first`` picks are read before the rest.
+    """
+    root = Path(path)
+    files = input_files(path, accept, skip_dirs)
+    for file in sorted(files, key=lambda f: not first(f)) if first else files:
+        why = outside_folder(file, root)
+        if why:
+            yield dead_letter(tenant, source, str(file), RecordError(why))
+            continue
+        try:
+            empty = empty_file_letter(tenant, source, file)
+            if empty:
+                yield empty
+                continue
+            yield from read_file(file)
+        except Exception as exc:  # one file, whatever it holds, must not stop the source
+            yield dead_letter(tenant, source, str(file), exc)
 
 
 def open_binary(file: Path) -> BinaryIO:
@@ -216,7 +270,7 @@ def text_lines(handle: BinaryIO, max_chars: int) -> Iterator[tuple[int, str, boo
     start = handle.read(4)
     handle.seek(0)
     encoding = "utf-16" if start[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-    text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline=None)
+    text = io.TextIOWrapper(handle, encoding=encoding, errors=_ESCAPE_ANY_BYTE, newline=None)
     lineno = 0
     while True:
         piece = text.readline(READ_PIECE_CHARS)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from memtape.connectors.base import Record, SourceError, register
-from memtape.connectors.sources._common import limits
+from memtape.connectors.sources._common import limits, outside_folder
 from memtape.connectors.sources.subtitles import BadCue, read_cues, sidecar_transcript
 from memtape.schemas.records import DeadLetter, RawEvent, stable_id
 
@@ -331,7 +331,14 @@ def _recording_records(file: Path, tenant: str) -> Iterator[Record]:
 @register(_SCHEME, _KIND, "meeting recordings (wav, flac, mp3, m4a, ogg; mp4, mkv, mov, avi, webm video) with sidecar JSON/VTT/SRT")
 def read_audio(path: str, tenant: str) -> Iterator[Record]:
     for file in _files(path):
-        yield from _recording_records(file, tenant)
+        why = outside_folder(file, Path(path))
+        if why:
+            yield _dead(tenant, why, file)
+            continue
+        try:
+            yield from _recording_records(file, tenant)
+        except Exception as exc:  # one recording, whatever it holds, must not stop the folder
+            yield _dead(tenant, exc, file)
 
 
 def recording_id(tenant: str, path: str | Path) -> str:

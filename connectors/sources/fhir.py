@@ -24,8 +24,7 @@ from memtape.connectors.sources._common import (
     RecordError,
     check_text,
     dead_letter,
-    empty_file_letter,
-    input_files,
+    each_file,
     limits,
     open_binary,
     parse_iso,
@@ -385,16 +384,18 @@ def _read_ndjson(file: Path, tenant: str, max_item: int, max_text: int, names: d
                 yield record
 
 
+def _patient_file(file: Path) -> bool:
+    """A bulk export's Patient file is read first, so every other resource can name its patient."""
+    return file.name.lower().startswith("patient")
+
+
 @register(_SCHEME, "health", "FHIR R4 Bundle / resource JSON or NDJSON bulk export")
 def read_fhir(path: str, tenant: str) -> Iterator[Record]:
     conf = limits()
     names: dict[str, str] = {}  # patient id -> name, from the Patient resources read so far
-    files = input_files(path, accept={".json", ".ndjson"})
-    # A bulk export's Patient file is read first, so every other resource can name its patient.
-    for file in sorted(files, key=lambda f: not f.name.lower().startswith("patient")):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
+
+    def read_file(file: Path) -> Iterator[Record]:
         reader = _read_ndjson if file.suffix.lower() == ".ndjson" else _read_json
-        yield from reader(file, tenant, conf.max_attachment_bytes, conf.max_message_bytes, names)
+        return reader(file, tenant, conf.max_attachment_bytes, conf.max_message_bytes, names)
+
+    yield from each_file(path, tenant, _SCHEME, read_file, accept={".json", ".ndjson"}, first=_patient_file)

@@ -23,8 +23,7 @@ from memtape.connectors.sources._common import (
     TimeError,
     checked_time,
     dead_letter,
-    empty_file_letter,
-    input_files,
+    each_file,
     limits,
     open_binary,
     split_options,
@@ -115,7 +114,7 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
                     payload=line,
                     attrs={"subtype": subtype, "line": lineno} if subtype else {"line": lineno},
                 )
-            except (ValueError, UnicodeError) as exc:
+            except Exception as exc:  # one line, whatever it holds, must not stop the log
                 letter = dead_letter(tenant, _SCHEME, f"{file}:{lineno}", exc, line[:1024])
                 if good:
                     yield letter
@@ -137,12 +136,4 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
 def read_irc(path: str, tenant: str) -> Iterator[Record]:
     path, options = split_options(path)
     max_bytes = limits().max_message_bytes
-    for file in input_files(path):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
-        try:
-            yield from _read_file(file, tenant, options, max_bytes)
-        except (TimeError, UnicodeError) as exc:
-            yield dead_letter(tenant, _SCHEME, str(file), exc)
+    yield from each_file(path, tenant, _SCHEME, lambda file: _read_file(file, tenant, options, max_bytes))

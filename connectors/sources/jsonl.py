@@ -18,8 +18,7 @@ from memtape.connectors.sources._common import (
     RecordError,
     check_text,
     dead_letter,
-    empty_file_letter,
-    input_files,
+    each_file,
     limits,
     open_binary,
     parse_iso,
@@ -54,25 +53,25 @@ def _parse_line(obj: object, tenant: str, file: Path, lineno: int, max_bytes: in
     )
 
 
+def _read_file(file: Path, tenant: str, max_bytes: int) -> Iterator[Record]:
+    with open_binary(file) as handle:
+        for lineno, line, oversize in text_lines(handle, max_bytes):
+            if not line.strip():
+                continue
+            try:
+                if oversize:
+                    raise LimitError(f"line exceeds max_message_bytes ({max_bytes})")
+                if undecodable(line):
+                    raise UnicodeError("line is not valid text in the file's encoding")
+                event = _parse_line(json.loads(line), tenant, file, lineno, max_bytes)
+                event.payload = line
+                yield event
+            except Exception as exc:  # one line, whatever it holds, must not stop the file
+                yield dead_letter(tenant, _SCHEME, f"{file}:{lineno}", exc, line[:1024])
+
+
 @register(_SCHEME, "im", "JSON Lines, one object with 'text' per line")
 def read_jsonl(path: str, tenant: str) -> Iterator[Record]:
     max_bytes = limits().max_message_bytes
-    for file in input_files(path, accept={".jsonl", ".ndjson"}):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
-        with open_binary(file) as handle:
-            for lineno, line, oversize in text_lines(handle, max_bytes):
-                if not line.strip():
-                    continue
-                try:
-                    if oversize:
-                        raise LimitError(f"line exceeds max_message_bytes ({max_bytes})")
-                    if undecodable(line):
-                        raise UnicodeError("line is not valid UTF-8")
-                    event = _parse_line(json.loads(line), tenant, file, lineno, max_bytes)
-                    event.payload = line
-                    yield event
-                except (ValueError, UnicodeError, RecursionError) as exc:
-                    yield dead_letter(tenant, _SCHEME, f"{file}:{lineno}", exc, line[:1024])
+    yield from each_file(path, tenant, _SCHEME, lambda file: _read_file(file, tenant, max_bytes),
+                         accept={".jsonl", ".ndjson"})

@@ -24,8 +24,7 @@ from memtape.connectors.sources._common import (
     check_text,
     checked_time,
     dead_letter,
-    empty_file_letter,
-    input_files,
+    each_file,
     limits,
     open_binary,
     split_options,
@@ -150,62 +149,52 @@ def _row_event(row: list[str], cols: dict[str, int], file: Path, lineno: int, te
     )
 
 
+def _split_row(line: str, delimiter: str) -> list[str]:
+    """The cells of one physical line; a quote left open at its end is an error for this row alone.
+
+    Rows are parsed one line at a time, so a broken quote cannot swallow the
+    rows after it (a cell cannot span lines, which lab exports never need).
+    """
+    row = next(csv.reader([line + "\n"], delimiter=delimiter), [])
+    if row and row[-1].endswith("\n"):
+        raise RecordError("unterminated quote in this row")
+    return row
+
+
 def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int) -> Iterator[Record]:
     tz = zone(options.get("tz"))
-    letters: list[Record] = []
-    where = {"line": 0}
-
-    def lines() -> Iterator[str]:
-        for lineno, line, oversize in text_lines(handle, max_bytes):
-            where["line"] = lineno
-            if oversize:
-                letters.append(dead_letter(tenant, _SCHEME, f"{file}:{lineno}",
-                                           LimitError(f"line exceeds max_message_bytes ({max_bytes})"), line[:1024]))
-                continue
-            yield line + "\n"
-
+    delimiter = options.get("delimiter", ",")
+    cols: dict[str, int] | None = None
     with open_binary(file) as handle:
-        reader = csv.reader(lines(), delimiter=options.get("delimiter", ","))
-        cols: dict[str, int] | None = None
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                row, error = None, exc
-            else:
-                error = None
-            yield from letters
-            letters.clear()
-            position = f"{file}:{where['line']}"
-            if error is not None:
-                yield dead_letter(tenant, _SCHEME, position, error)
-                continue
-            if not any(cell.strip() for cell in row):
+        for lineno, line, oversize in text_lines(handle, max_bytes):
+            position = f"{file}:{lineno}"
+            if oversize:
+                yield dead_letter(tenant, _SCHEME, position, LimitError(f"line exceeds max_message_bytes ({max_bytes})"),
+                                  line[:1024])
                 continue
             try:
+                row = _split_row(line, delimiter)
+                if not any(cell.strip() for cell in row):
+                    continue
                 if cols is None:
                     cols = column_map(row, options)
                     continue
-                yield _row_event(row, cols, file, where["line"], tenant, tz, options, max_bytes)
+                yield _row_event(row, cols, file, lineno, tenant, tz, options, max_bytes)
             except RecordError as exc:
-                yield dead_letter(tenant, _SCHEME, position, exc, ",".join(row)[:1024])
+                yield dead_letter(tenant, _SCHEME, position, exc, line[:1024])
                 if cols is None:
                     return
             except Exception as exc:  # one bad row must not stop the file
-                yield dead_letter(tenant, _SCHEME, position, exc, ",".join(row)[:1024])
-        yield from letters
+                yield dead_letter(tenant, _SCHEME, position, exc, line[:1024])
 
 
 @register(_SCHEME, "health", "CSV of lab results, columns mapped by name or ?field=Column")
 def read_labs_csv(path: str, tenant: str) -> Iterator[Record]:
     path, options = split_options(path)
     max_bytes = limits().max_message_bytes
-    for file in input_files(path, accept={".csv", ".tsv", ".txt"}):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
+
+    def read_file(file: Path) -> Iterator[Record]:
         file_options = {"delimiter": "\t", **options} if file.suffix.lower() == ".tsv" else options
-        yield from _read_file(file, tenant, file_options, max_bytes)
+        return _read_file(file, tenant, file_options, max_bytes)
+
+    yield from each_file(path, tenant, _SCHEME, read_file, accept={".csv", ".tsv", ".txt"})

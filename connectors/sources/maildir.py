@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Iterator
 
 from memtape.connectors.base import Record, register
-from memtape.connectors.sources._common import LimitError, dead_letter, input_files, limits, open_binary, read_bounded
+from memtape.connectors.sources._common import (
+    LimitError,
+    RecordError,
+    dead_letter,
+    input_files,
+    limits,
+    open_binary,
+    outside_folder,
+    read_bounded,
+)
 from memtape.connectors.sources._email import Threader, parse_message
 
 _SCHEME = "maildir"
@@ -19,7 +28,7 @@ _SKIPPED_DIRS = ("tmp",)
 
 
 def read_message_files(files: list[Path], root: Path, tenant: str, source: str) -> Iterator[Record]:
-    """Parse each file as one message, threading across all of them; bad files become dead letters."""
+    """Parse each file as one message, threading across all of them; bad files and links out of ``root`` become dead letters."""
     conf = limits()
     threader = Threader()
     base = root if root.is_dir() else root.parent
@@ -27,6 +36,9 @@ def read_message_files(files: list[Path], root: Path, tenant: str, source: str) 
         relative = file.relative_to(base).as_posix()
         raw = b""
         try:
+            why = outside_folder(file, root)
+            if why:
+                raise RecordError(why)
             with open_binary(file) as handle:
                 raw = read_bounded(handle, conf.max_attachment_bytes, "message file")
             yield parse_message(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from memtape.connectors.base import Record, register
-from memtape.connectors.sources._common import LimitError, dead_letter, empty_file_letter, input_files, limits, open_binary
+from memtape.connectors.sources._common import LimitError, dead_letter, each_file, limits, open_binary
 from memtape.connectors.sources._email import Threader, parse_message
 
 _SCHEME = "mbox"
@@ -61,11 +62,8 @@ def _messages(handle: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | N
 def read_mbox(path: str, tenant: str) -> Iterator[Record]:
     conf = limits()
     threader = Threader()
-    for file in input_files(path):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
+
+    def read_file(file: Path) -> Iterator[Record]:
         with open_binary(file) as handle:
             for offset, raw, separator, head in _messages(handle, conf.max_attachment_bytes):
                 position = f"{file}@{offset}"
@@ -87,3 +85,5 @@ def read_mbox(path: str, tenant: str) -> Iterator[Record]:
                     )
                 except Exception as exc:  # one unreadable message must not stop the mailbox
                     yield dead_letter(tenant, _SCHEME, position, exc, raw)
+
+    yield from each_file(path, tenant, _SCHEME, read_file)

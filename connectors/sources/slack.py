@@ -24,7 +24,6 @@ from memtape.connectors.sources._common import (
     dead_letter,
     from_epoch,
     limits,
-    read_bounded,
     split_options,
 )
 from memtape.connectors.sources._jsonstream import JsonItems
@@ -36,9 +35,15 @@ _MARKUP = re.compile(r"<([@#!])?([^<>|]+)(?:\|([^<>]*))?>")
 _SKIPPED_SUBTYPES = {"message_deleted"}
 
 
-def _load_json(export: Export, name: str) -> object:
+def _list_items(export: Export, name: str, tenant: str, letters: list[Record]) -> Iterator[object]:
+    """The items of a metadata file's top-level list, streamed, so a file of millions of tiny nested lists costs
+    one item's memory, not the whole document's objects; a bad item becomes a letter."""
     with export.open(name) as handle:
-        return json.loads(read_bounded(handle, export.limits.max_attachment_bytes, name))
+        for item in JsonItems(handle, [("*",)], export.limits.max_message_bytes):
+            if item.error is not None:
+                letters.append(dead_letter(tenant, _SCHEME, f"{export.position(name)}#{item.position}", item.error))
+            else:
+                yield item.value
 
 
 def _directory(export: Export, tenant: str) -> tuple[dict[str, str], dict[str, list[str]], list[Record]]:
@@ -49,7 +54,7 @@ def _directory(export: Export, tenant: str) -> tuple[dict[str, str], dict[str, l
     names = set(export.names())
     if "users.json" in names:
         try:
-            for user in _load_json(export, "users.json"):
+            for user in _list_items(export, "users.json", tenant, letters):
                 if isinstance(user, dict) and user.get("id"):
                     profile = user.get("profile") if isinstance(user.get("profile"), dict) else {}
                     users[user["id"]] = user.get("real_name") or profile.get("real_name") or user.get("name") or user["id"]
@@ -59,7 +64,7 @@ def _directory(export: Export, tenant: str) -> tuple[dict[str, str], dict[str, l
         if meta not in names:
             continue
         try:
-            for conv in _load_json(export, meta):
+            for conv in _list_items(export, meta, tenant, letters):
                 if isinstance(conv, dict):
                     folder = conv.get("name") or conv.get("id")
                     members[str(folder)] = [str(m) for m in conv.get("members") or []]

@@ -21,9 +21,8 @@ from memtape.connectors.sources._common import (
     RecordError,
     check_text,
     dead_letter,
-    empty_file_letter,
+    each_file,
     from_epoch,
-    input_files,
     limits,
     open_binary,
     parse_iso,
@@ -109,11 +108,8 @@ def read_telegram(path: str, tenant: str) -> Iterator[Record]:
     path, options = split_options(path)
     conf = limits()
     local_zone = zone(options.get("tz"))
-    for file in input_files(path, accept={".json"}):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
+
+    def read_file(file: Path) -> Iterator[Record]:
         with open_binary(file) as handle:
             items = JsonItems(handle, _MESSAGE_PATHS, conf.max_message_bytes)
             broken = False
@@ -130,3 +126,5 @@ def read_telegram(path: str, tenant: str) -> Iterator[Record]:
                     yield dead_letter(tenant, _SCHEME, position, exc, repr(item.value)[:1024])
             if items.items == 0 and not broken:
                 yield dead_letter(tenant, _SCHEME, str(file), RecordError("no Telegram messages in this JSON file"))
+
+    yield from each_file(path, tenant, _SCHEME, read_file, accept={".json"})

@@ -25,8 +25,7 @@ from memtape.connectors.sources._common import (
     RecordError,
     checked_time,
     dead_letter,
-    empty_file_letter,
-    input_files,
+    each_file,
     limits,
     open_binary,
     split_options,
@@ -202,12 +201,5 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
 def read_whatsapp(path: str, tenant: str) -> Iterator[Record]:
     path, options = split_options(path)
     max_bytes = limits().max_message_bytes
-    for file in input_files(path, accept={".txt"}):
-        empty = empty_file_letter(tenant, _SCHEME, file)
-        if empty:
-            yield empty
-            continue
-        try:
-            yield from _read_file(file, tenant, options, max_bytes)
-        except UnicodeError as exc:
-            yield dead_letter(tenant, _SCHEME, str(file), exc)
+    yield from each_file(path, tenant, _SCHEME, lambda file: _read_file(file, tenant, options, max_bytes),
+                         accept={".txt"})

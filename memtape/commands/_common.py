@@ -44,6 +44,22 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_FORMULA_START = r"^[=+\-@\t\r]"  # what a spreadsheet reads as the start of a formula
+
+
+def _formula_safe(table: pa.Table) -> pa.Table:
+    """Prefix text cells a spreadsheet would run as a formula (``=HYPERLINK(...)``) with ``'``, so they open as text."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            risky = pc.fill_null(pc.match_substring_regex(column, _FORMULA_START), False)
+            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
 def print_table(table: pa.Table, fmt: str, out: Callable[[str], None] = click.echo) -> None:
     """Print an Arrow table as an aligned text table, JSON (an array of row objects) or CSV."""
     rows = table.to_pylist()
@@ -53,7 +69,7 @@ def print_table(table: pa.Table, fmt: str, out: Callable[[str], None] = click.ec
         import pyarrow.csv as pacsv
 
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
+        pacsv.write_csv(_formula_safe(table), sink)
         out(sink.getvalue().to_pybytes().decode().rstrip("\n"))
     else:
         names = table.column_names

@@ -17,7 +17,9 @@ DEFAULT_TOKENS_FILE = "memtape-tokens.toml"
                    f"with --new-token: {DEFAULT_TOKENS_FILE}].")
 @click.option("--new-token", "new_token_for", metavar="TENANT", default=None,
               help="Make a random token for TENANT, write it to the --tokens file (created if missing), print it and exit.")
-def command(home: str | None, host: str, port: int, tokens_file: str | None, new_token_for: str | None) -> None:
+@click.option("--sql-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a SQL statement may run before it is interrupted (HTTP 408).")
+def command(home: str | None, host: str, port: int, tokens_file: str | None, new_token_for: str | None, sql_timeout: float) -> None:
     """Serve recall and read-only SQL over HTTP; OpenAPI schema at /openapi.json, docs at /docs.
 
     First make a token per tenant: memtape serve --new-token alice; then: memtape serve --tokens memtape-tokens.toml
@@ -32,4 +34,4 @@ def command(home: str | None, host: str, port: int, tokens_file: str | None, new
         return
     tokens = load_tokens(tokens_file)
     click.echo(f"memtape serve: {len(tokens)} tenants on http://{host}:{port}", err=True)
-    serve(open_store(home, create=False), tokens, host, port)
+    serve(open_store(home, create=False), tokens, host, port, sql_timeout)
