@@ -80,7 +80,7 @@ def _sql(store: Store, tenant: str, query: str, max_rows: int) -> dict[str, Any]
     from memtape.query import sql
 
     store.require_tenant(tenant)
-    table = sql(query, store, read_only=True, tenant=tenant)
+    table = sql(query, store, tenant=tenant)
     rows = json.loads(json.dumps(table.slice(0, max_rows).to_pylist(), default=str))  # timestamps, bytes as text
     return {"columns": table.column_names, "rows": rows, "truncated": table.num_rows > max_rows}
 

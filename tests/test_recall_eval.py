@@ -17,7 +17,9 @@ def test_eval_prints_the_issue_fields_for_recall_and_every_baseline(tmp_path: Pa
                                       "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{"):])
-    assert {"budget", "evidence_recall", "by_category", "mean_context_tokens", "p95_latency_ms", "baselines"} <= set(report)
+    assert {"budget", "evidence_recall", "by_category", "mean_context_tokens", "p95_latency_ms", "baselines",
+            "verbatim_share", "answer_recall"} <= set(report)
+    assert report["verbatim_share"] == 1.0  # every item's text stands in the raw turn it cites
     assert set(report["baselines"]) == {"bm25_turns", "dense_turns", "hybrid_turns", "fixed10_windows"}
     assert report["questions"] == 5  # the question without evidence is not asked; D9:9 does not exist and is dropped
     # Ten turns fit in 1,000 tokens whole: every baseline reaches every evidence turn. Recall cites only the
@@ -30,7 +32,7 @@ def test_eval_prints_the_issue_fields_for_recall_and_every_baseline(tmp_path: Pa
                                      "--home", str(home), "--budget", "30", "--format", "json"])
     assert tight.exit_code == 0, tight.output
     recalled = json.loads(tight.stdout)
-    assert recalled["tokens"] <= 30 and "bike gears" in recalled["context"]
+    assert recalled["tokens"] <= 30 and "Tom: I spent the weekend fixing my bike's gears" in recalled["context"]
     assert any(item["source_ids"] == ["D1:4"] for item in recalled["items"])
 
     text = CliRunner().invoke(cli, ["recall", "lighthouse", "--tenant", "locomo-tiny-1", "--home", str(home), "--budget", "40"])
