@@ -311,7 +311,7 @@ def command(locomo: Path | None, fhir: Path | None, budget: int, home: str | Non
         raise UserError("name one gold set: --locomo FILE or --fhir DIR")
     progress = lambda m: click.echo(m, err=True)  # noqa: E731
     if fhir is not None:
-        from memtape.evals.recall_fhir import evaluate as evaluate_fhir
+        from memtape.evals._recall_fhir import evaluate as evaluate_fhir
 
         if not fhir.is_dir():
             raise UserError(f"{fhir}: no such folder")
