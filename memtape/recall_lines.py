@@ -33,8 +33,9 @@ from memtape.transforms.tokens import match_terms, sentence_spans, words
 
 ALIGN_MIN_SHARE = 0.8  # share of a line's words its raw event must contain
 LINE_BASE = 0.2  # a line of a strong memory keeps some score even when it shares no word with the query
-STATIC_WEIGHT = 1.0
-DENSE_WEIGHT = 1.0  # MiniLM similarity of a piece to the query, where the memory stored the piece's vector
+STATIC_WEIGHT = 0.5  # weights, floor and centring chosen together on LoCoMo dev and the shared FHIR patients (BENCHMARKS.md)
+DENSE_WEIGHT = 4.0  # MiniLM similarity of a piece to the query, where the memory stored the piece's vector
+DENSE_CENTER = 1.0  # share of the pool's median similarity taken off each piece's
 NEIGHBOUR_SHARE = 0.3  # a line next to a relevant line of the same memory gets this share of its score
 PRIOR_EXPONENT = 1.0  # how much a line's score follows its memory's: 0 ignores the memory, 1 scales by it
 CACHE_MEMORIES = 50_000
@@ -221,9 +222,11 @@ def score_lines(lines: Sequence[Line], memory_score: dict[str, float], query: st
     similarity = np.clip(np.stack([line.vector for line in lines]) @ static_query, 0.0, None)
     dense = np.zeros(len(lines), dtype=np.float32)
     if query_vector is not None:
-        for i, line in enumerate(lines):
-            if line.dense is not None:
-                dense[i] = max(float(line.dense @ query_vector), 0.0)
+        held = [i for i, line in enumerate(lines) if line.dense is not None]
+        if held:
+            sims = np.stack([lines[i].dense for i in held]) @ query_vector
+            # Above the pool's median: lines that all look alike to MiniLM (one patient's readings) gain nothing.
+            dense[held] = np.clip(sims - DENSE_CENTER * np.median(sims), 0.0, None)
     score = prior * (LINE_BASE + lexical + STATIC_WEIGHT * similarity + DENSE_WEIGHT * dense)
     smoothed = score.copy()
     same_next = np.array([a.memory_id == b.memory_id for a, b in zip(lines, lines[1:])], dtype=bool)
