@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,6 +26,7 @@ from memtape.schemas import TABLES, conform, key_of
 INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
 _KEY_CHUNK = 1_000
 IN_LIST_CHUNK = 500
+VERSION_TTL_S = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Store:
         except Exception as exc:  # lancedb raises many types for a bad URI or credentials
             raise UserError(f"{home}: cannot open the store ({exc})") from exc
         self._tables: dict[str, Any] = {}
+        self._versions: dict[str, tuple[float, int]] = {}  # table -> (monotonic time checked, version)
         self._tenants: tuple[int, list[str]] | None = None  # (raw_events version, tenants) of the last look
         if not create and not self.stored_tables():
             raise UserError(_NO_STORE.format(home=self.home))
@@ -119,6 +122,18 @@ class Store:
             self._tables[name] = table
         return self._tables[name]
 
+    def version(self, name: str) -> int:
+        """The table's latest version, checked at most once per ``VERSION_TTL_S`` (each check reads the store).
+
+        One recall asks several times; a version a few milliseconds old is as
+        good as a read that started a few milliseconds earlier.
+        """
+        now = time.monotonic()
+        hit = self._versions.get(name)
+        if hit is None or now - hit[0] > VERSION_TTL_S:
+            hit = self._versions[name] = (now, self.table(name).version)
+        return hit[1]
+
     def dataset(self, name: str) -> Any:
         """The table as a Lance dataset (a pyarrow Dataset: DuckDB and Polars scan it with pushdown)."""
         return self.table(name).to_lance()
@@ -138,6 +153,7 @@ class Store:
             builder = builder.when_matched_update_all()
         try:
             result = builder.execute(data)
+            self._versions.pop(name, None)  # this process reads its own writes at once
         except (OSError, RuntimeError) as exc:  # disk full, read-only or vanished store: stop in one line
             raise UserError(f"{self.home}: cannot write table {name} ({str(exc).splitlines()[0]})") from exc
         return Merged(data.num_rows, result.num_inserted_rows)
@@ -159,6 +175,7 @@ class Store:
 
     def delete(self, name: str, where: str) -> None:
         self.table(name).delete(where)
+        self._versions.pop(name, None)
 
     def count(self, name: str, where: str | None = None) -> int:
         return self.table(name).count_rows(where)

@@ -98,7 +98,7 @@ def _timestamp(when: datetime) -> str:
 def has_text_index(store: Store) -> bool:
     """Whether ``memories.text`` has its BM25 index (built by the backfill and ``memtape maintain``); checked once per version."""
     table = store.table("memories")
-    key = (store.home, table.version)
+    key = (store.home, store.version("memories"))
     with _INDEX_LOCK:
         if key not in _TEXT_INDEXED:
             if len(_TEXT_INDEXED) > 1_000:
@@ -116,7 +116,7 @@ def _prefilter(store: Store, scope: Scope) -> bool:
     if scope.since or scope.until or scope.source_kind or scope.subjects is not None:
         return True
     table = store.table("memories")
-    key = (store.home, scope.tenant, table.version)
+    key = (store.home, scope.tenant, store.version("memories"))
     share = _TENANT_SHARE.get(key)
     if share is None:
         if len(_TENANT_SHARE) > 10_000:
@@ -169,7 +169,7 @@ def lookup(store: Store, table: str, where: str, columns: list[str], limit: int)
     read), and lancedb's query path re-reads the schema on every call.
     """
     dataset = _DATASETS.get((store.home, table))
-    if dataset is None or dataset.version != store.table(table).version:
+    if dataset is None or dataset.version != store.version(table):
         dataset = _DATASETS[(store.home, table)] = store.dataset(table)
     return dataset.to_table(filter=where, columns=columns, limit=limit).to_pylist()
 
@@ -321,7 +321,7 @@ class GraphCache:
         self._lock = threading.Lock()
 
     def get(self, store: Store, tenant: str) -> MemoryGraph:
-        versions = tuple(store.table(name).version for name in ("memories", "entities", "triples"))
+        versions = tuple(store.version(name) for name in ("memories", "entities", "triples"))
         key = (store.home, tenant)
         with self._lock:
             hit = self._graphs.get(key)

@@ -125,12 +125,11 @@ def _redundant(item: Packable, chosen: list[Packable], words: dict[str, set[str]
     mine = words[item.key]
     for other in chosen:
         theirs = words[other.key]
-        if any(any(ch.isdigit() for ch in w) for w in mine ^ theirs):  # another value or date is another fact
-            continue
         # Jaccard <= smaller / larger size: most pairs stop at this test, before any set is built.
         if mine and theirs and min(len(mine), len(theirs)) / max(len(mine), len(theirs)) >= REDUNDANT_JACCARD:
             shared = len(mine & theirs)
-            if shared / (len(mine) + len(theirs) - shared) >= REDUNDANT_JACCARD:
+            if (shared / (len(mine) + len(theirs) - shared) >= REDUNDANT_JACCARD
+                    and not any(ch.isdigit() for w in mine ^ theirs for ch in w)):  # another value or date is another fact
                 return True
     return False
 

@@ -11,6 +11,7 @@ It reads ``raw_events`` of one tenant only and never writes.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -26,6 +27,7 @@ WORKING_MAX_EVENTS = 20_000  # the newest uncovered events kept per tenant
 COLUMNS = ["tenant", "event_id", "source_kind", "source", "source_id", "conversation_id", "sender", "recipients",
            "event_time", "ingest_time", "text", "attrs"]
 WORKING_PREFIX = "working:"  # memory id of a working-memory line: no memory holds it yet
+REFRESH_EVERY_S = 0.5  # a tenant's new raw rows are read at most this often (recalls in between share the read)
 
 
 class _Tenant:
@@ -33,6 +35,7 @@ class _Tenant:
 
     def __init__(self) -> None:
         self.read_until: datetime | None = None
+        self.read_at = 0.0  # monotonic time of the last read
         self.events: OrderedDict[str, dict] = OrderedDict()  # event id -> row with its terms and line
         self.lock = threading.Lock()
 
@@ -59,13 +62,17 @@ class WorkingMemory:
         state = self._tenant(store, tenant)
         with state.lock:
             where = f"tenant = {quote_literal(tenant)}"
-            if state.read_until is None:  # first call: ids first, text only for the few no memory cites
+            if state.read_until is not None and time.monotonic() - state.read_at < REFRESH_EVERY_S:
+                rows = []
+            elif state.read_until is None:  # first call: ids first, text only for the few no memory cites
                 ids = lookup(store, "raw_events", where, ["event_id", "ingest_time"], 1 << 62)
                 fresh = [r["event_id"] for r in ids if r["event_id"] not in covered]
                 rows = [row for w in in_lists("event_id", fresh) for row in lookup(store, "raw_events", f"{where} AND {w}", COLUMNS, 1 << 62)]
                 state.read_until = max((r["ingest_time"] for r in ids), default=None) or datetime.min.replace(tzinfo=timezone.utc)
             else:
                 rows = lookup(store, "raw_events", f"{where} AND ingest_time >= {_timestamp(state.read_until)}", COLUMNS, 1 << 62)
+            if state.read_until is not None and (rows or not state.events):
+                state.read_at = time.monotonic()
             for row in sorted(rows, key=lambda r: r["ingest_time"]):
                 state.read_until = max(state.read_until, row["ingest_time"])
                 if row["text"] and row["event_id"] not in covered and row["event_id"] not in state.events:
