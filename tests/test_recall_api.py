@@ -221,3 +221,13 @@ def test_package_exposes_recall_without_loading_the_store() -> None:
             "assert recall is inner is memtape.recall, recall; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_recall_only_reads_it_builds_no_index_and_writes_no_version(tmp_path) -> None:
+    store = Store(str(tmp_path / "s"))
+    make_memories(store, "t", CHAT)
+    before = {name: (store.table(name).version, len(store.table(name).list_indices())) for name in ("memories", "raw_events")}
+    result = recall("Biscuit the cat", "t", 200, store=store, forgetting=OFF)
+    assert any("Biscuit" in item.text for item in result.items)  # the terms rank the memories without a BM25 index
+    after = {name: (store.table(name).version, len(store.table(name).list_indices())) for name in ("memories", "raw_events")}
+    assert after == before
