@@ -72,9 +72,9 @@ class Scope:
         if self.subjects is not None:
             parts.append(f"array_has_any(subjects, [{', '.join(quote_literal(s) for s in self.subjects) or 'NULL'}])")
         if self.since is not None:
-            parts.append(f"(end_time IS NULL OR end_time >= {_timestamp(self.since)})")
+            parts.append(f"(end_time IS NULL OR end_time >= {timestamp_literal(self.since)})")
         if self.until is not None:
-            parts.append(f"(start_time IS NULL OR start_time < {_timestamp(self.until)})")
+            parts.append(f"(start_time IS NULL OR start_time < {timestamp_literal(self.until)})")
         if self.source_kind is not None:
             parts.append(f"source_kind = {quote_literal(self.source_kind)}")
         return " AND ".join(parts)
@@ -88,7 +88,8 @@ class Scope:
                 and (self.subjects is None or not set(self.subjects).isdisjoint(row.get("subjects") or ())))
 
 
-def _timestamp(when: datetime) -> str:
+def timestamp_literal(when: datetime) -> str:
+    """``when`` as a Lance SQL timestamp literal in UTC."""
     from datetime import timezone
 
     utc = when.astimezone(timezone.utc) if when.tzinfo else when

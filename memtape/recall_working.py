@@ -40,10 +40,6 @@ class _Tenant:
         self.lock = threading.Lock()
 
 
-def _timestamp(when: datetime) -> str:
-    return f"TIMESTAMP '{when.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
-
-
 class WorkingMemory:
     """Per (store, tenant): the events no memory cites, kept current as raw rows land and memories close."""
 
@@ -57,7 +53,7 @@ class WorkingMemory:
 
     def refresh(self, store: Store, tenant: str, covered: set[str]) -> list[dict]:
         """The tenant's uncovered events with text, newest last, after reading what landed since the last call."""
-        from memtape.recall_candidates import lookup
+        from memtape.recall_candidates import lookup, timestamp_literal
 
         state = self._tenant(store, tenant)
         with state.lock:
@@ -70,13 +66,13 @@ class WorkingMemory:
                 rows = [row for w in in_lists("event_id", fresh) for row in lookup(store, "raw_events", f"{where} AND {w}", COLUMNS, 1 << 62)]
                 state.read_until = max((r["ingest_time"] for r in ids), default=None) or datetime.min.replace(tzinfo=timezone.utc)
             else:
-                rows = lookup(store, "raw_events", f"{where} AND ingest_time >= {_timestamp(state.read_until)}", COLUMNS, 1 << 62)
+                rows = lookup(store, "raw_events", f"{where} AND ingest_time >= {timestamp_literal(state.read_until)}", COLUMNS, 1 << 62)
             if state.read_until is not None and (rows or not state.events):
                 state.read_at = time.monotonic()
             for row in sorted(rows, key=lambda r: r["ingest_time"]):
                 state.read_until = max(state.read_until, row["ingest_time"])
                 if row["text"] and row["event_id"] not in covered and row["event_id"] not in state.events:
-                    state.events[row["event_id"]] = {**row, "terms": None, "line": None}
+                    state.events[row["event_id"]] = {**row, "scope_row": _as_memory_row(row), "terms": None, "line": None}
             for event_id in [e for e in state.events if e in covered]:
                 del state.events[event_id]
             while len(state.events) > WORKING_MAX_EVENTS:
@@ -90,7 +86,7 @@ class WorkingMemory:
         for row in self.refresh(store, tenant, covered):
             if row["terms"] is None:
                 row["terms"] = match_terms(f"{row['sender'] or ''} {row['text']}")
-            if not (row["terms"] & wanted) or not admits(_as_memory_row(row)):
+            if not (row["terms"] & wanted) or not admits(row["scope_row"]):
                 continue
             if row["line"] is None:
                 row["line"] = _line(row)
@@ -108,7 +104,7 @@ def _line(row: dict) -> Line:
     who = speaker_label(row["sender"]) if row["sender"] else None
     line = Line(WORKING_PREFIX + row["event_id"], who, row["text"].strip(), [row["event_id"]], row["event_time"],
                 [row["source"]], [row["source_id"]], source_kind=row["source_kind"], conversation_id=row["conversation_id"],
-                subjects=subjects_of([row]))
+                subjects=row["scope_row"]["subjects"])
     static = static_embeddings_cached()
     ids = static.token_ids([f"{who}: {line.text}" if who else line.text])[0]
     line.vector = static.vector(ids, np.ones(len(ids), dtype=np.float32))

@@ -231,3 +231,18 @@ def test_recall_only_reads_it_builds_no_index_and_writes_no_version(tmp_path) ->
     assert any("Biscuit" in item.text for item in result.items)  # the terms rank the memories without a BM25 index
     after = {name: (store.table(name).version, len(store.table(name).list_indices())) for name in ("memories", "raw_events")}
     assert after == before
+
+
+def test_raw_events_no_memory_holds_yet_are_recalled_as_working_memory(tmp_path) -> None:
+    store = Store(str(tmp_path / "s"))
+    make_memories(store, "t", CHAT[:2])
+    fresh = RawEvent("t", "im", "jsonl", "just-now", "The plumber arrives Thursday at noon to fix the boiler.",
+                     T0 + 30 * DAY, conversation_id="house", sender="Ben")
+    store.upsert("raw_events", [fresh.to_row()])  # landed, in an episode that has not closed
+    result = recall("When does the plumber come to fix the boiler?", "t", 200, store=store, forgetting=OFF)
+    item = next(i for i in result.items if i.raw_event_ids == [fresh.event_id])
+    assert item.memory_id is None and item.header.endswith("not yet in a memory")
+    assert item.text == "The plumber arrives Thursday at noon to fix the boiler." and item.source_ids == ["just-now"]
+    older = recall("When does the plumber come to fix the boiler?", "t", 200, store=store, forgetting=OFF,
+                   until=T0 + 10 * DAY)
+    assert all(fresh.event_id not in i.raw_event_ids for i in older.items)  # the same filters apply
