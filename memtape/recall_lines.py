@@ -66,24 +66,27 @@ class Line:
 
 
 def align(text: str, events: Sequence[dict]) -> list[tuple[str, str, dict]] | None:
-    """(who, body, raw event) per line of ``text``, in order; None when any line finds no event."""
+    """(who, body, raw event) per line of ``text`` that finds its event, in order; None when no line does.
+
+    A line finds the next event whose sender has its label (a sender-less
+    event's label is "unknown") and whose words contain it. A line that finds
+    none (a rewritten one) is left out rather than cited wrongly.
+    """
     out = []
     start = 0
     for line in text.split("\n"):
         who, sep, body = line.partition(_LABEL_SEP)
-        if not sep:
-            return None
         mine = set(words(body))
+        if not sep or not mine:
+            continue
         for j in range(start, len(events)):
             event = events[j]
-            if (event["sender"] and who in (event["sender"], speaker_label(event["sender"])) and mine
+            if (who in (event["sender"], speaker_label(event["sender"]))
                     and len(mine & set(words(event["text"] or ""))) >= ALIGN_MIN_SHARE * len(mine)):
                 out.append((who, body, event))
                 start = j + 1
                 break
-        else:
-            return None
-    return out
+    return out or None
 
 
 def _plain(text: str) -> str:
