@@ -146,11 +146,11 @@ def run(servers: str, n: int, rounds: int) -> dict:
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         bare_topic = f"{prefix}.bare"
         ensure_topics(servers, [bare_topic, f"{prefix}.transport"], PARTITIONS)
-        publishes = [("bare_publish", lambda: bare_publish(servers, bare_topic, rows)),
-                     ("transport_only", lambda: transport_only(servers, f"{prefix}.transport", encoded)),
-                     ("memtape_publish", lambda: memtape_publish(servers, prefix, events))]
-        consumes = [("bare_consume", lambda: bare_consume(servers, bare_topic, n)),
-                    ("memtape_consume", lambda: memtape_consume(servers, prefix, n))]
+        publishes = [("bare_publish", lambda bare_topic=bare_topic: bare_publish(servers, bare_topic, rows)),
+                     ("transport_only", lambda prefix=prefix: transport_only(servers, f"{prefix}.transport", encoded)),
+                     ("memtape_publish", lambda prefix=prefix: memtape_publish(servers, prefix, events))]
+        consumes = [("bare_consume", lambda bare_topic=bare_topic: bare_consume(servers, bare_topic, n)),
+                    ("memtape_consume", lambda prefix=prefix: memtape_consume(servers, prefix, n))]
         for name, measure in [*(publishes[::-1] if i % 2 else publishes), *(consumes[::-1] if i % 2 else consumes)]:
             wall, cpu = measure()
             rates["wall"][name].append(n / wall)

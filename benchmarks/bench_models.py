@@ -106,7 +106,7 @@ def bench_embeddings(texts: list[str], model_path: str, device: str, repeats: in
     models = {"pipeline": embedder(model_path, device), "float32": SentenceTransformer(model_path, device=device).float()}
     for name, model in models.items():
         for batch in EMBED_BATCH_SIZES:
-            rate, vectors = _median_rate(len(texts), lambda: embed_texts(texts, model, batch), repeats)
+            rate, vectors = _median_rate(len(texts), lambda model=model, batch=batch: embed_texts(texts, model, batch), repeats)
             out[f"{device}_{name}_batch{batch}"] = {"dtype": str(next(model.parameters()).dtype), "texts_per_s": rate,
                                                    "vs_cpu": round(rate / out["cpu_float32"]["texts_per_s"], 1), **_distance(vectors, reference)}
     return out

@@ -29,10 +29,10 @@ from memtape.pipelines import progress
 from memtape.pipelines.derive import _landed, derive, land_tables
 from memtape.pipelines.maintain import build_indexes
 from memtape.pipelines.progress import RECORDS, CountProgress
+from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
 from memtape.pipelines.tombstones import Tombstones
 
 INDEXED_FOR_RECALL = ("memories", "raw_events")
-from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
 
 _REMOTE_SCHEMES = frozenset({"imap"})
 KAFKA_SCHEME = "kafka"

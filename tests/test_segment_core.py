@@ -28,7 +28,7 @@ def _units(conversation: str = "c1", repeats: int = 3, step_s: float = 40.0) -> 
     base = json.loads(FIXTURE.read_text())
     out = []
     for r in range(repeats):
-        for i, item in enumerate(base):
+        for item in base:
             n = len(out)
             out.append({"event_id": f"{conversation}-{n}", "tenant": "t1", "conversation_id": conversation,
                         "source_kind": "im", "sender": item["sender"], "text": item["text"],

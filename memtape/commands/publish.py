@@ -19,7 +19,7 @@ def _since(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2024-05-01T09:00:00+02:00)", param_hint="--since")
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2024-05-01T09:00:00+02:00)", param_hint="--since") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
