@@ -69,7 +69,8 @@ def pass_costs(rows: list[dict], repeats: int) -> dict[str, dict[str, float]]:
     """Nanoseconds per character of each text pass alone over the raw texts: through the compiled text core (what the
     pipeline runs) and through the Python definition beside it, where the pass has one, with their ratio."""
     from memtape.schemas.records import content_hash, normalized
-    from memtape.transforms import compress, dedupe, tokens
+    from memtape.transforms import compress, tokens
+    from memtape.transforms.dedupe import sketch
 
     texts = [row.get("text") or "" for row in rows]
     unwrapped = [tokens.unwrap(text) for text in texts]
@@ -77,9 +78,9 @@ def pass_costs(rows: list[dict], repeats: int) -> dict[str, dict[str, float]]:
     passes: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
         "content_hash": (lambda: [content_hash(text) for text in texts], lambda: [normalized(text).encode() for text in texts]),
         "zlib": (lambda: [zlib.compress(text.encode()) for text in texts], None),
-        "minhash": (lambda: [dedupe.minhash(text) for text in texts], None),
-        "shingles": (lambda: [dedupe._shingle_hashes(text) for text in texts],
-                     lambda: [dedupe._py_shingle_hashes(text[: dedupe.MAX_SKETCH_WORDS * 12]) for text in texts]),
+        "minhash": (lambda: [sketch.minhash(text) for text in texts], None),
+        "shingles": (lambda: [sketch._shingle_hashes(text) for text in texts],
+                     lambda: [sketch._py_shingle_hashes(text[: sketch.MAX_SKETCH_WORDS * 12]) for text in texts]),
         "unwrap": (lambda: [tokens.unwrap(text) for text in texts], lambda: [tokens._py_unwrap(text) for text in texts]),
         "sentence_spans": (lambda: [tokens.sentence_spans(text) for text in unwrapped],
                            lambda: [tokens._py_sentence_spans(text) for text in unwrapped]),

@@ -40,7 +40,8 @@ def main() -> None:
     parse_s = _median_seconds(lambda: list(nlp.pipe(sentences, batch_size=NLP_BATCH_SIZE)), args.repeats)
     extract_s = _median_seconds(lambda: [[carb_tuple(d, e) for e in extract(d)] for d in docs], args.repeats)
     resolver = EntityResolver("bench")
-    rows_s = _median_seconds(lambda: [triple_rows(d, tenant="bench", raw_event_id=str(i), resolver=resolver) for i, d in enumerate(docs)], args.repeats)
+    rows_s = _median_seconds(
+        lambda: [triple_rows(d, tenant="bench", raw_event_id=str(i), resolver=resolver) for i, d in enumerate(docs)], args.repeats)
     n = len(sentences)
     print(
         json.dumps(

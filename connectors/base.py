@@ -106,7 +106,7 @@ def read_source(uri: str, tenant: str, since: datetime | None = None) -> Iterato
                 continue
         else:
             record.source_uri = record.source_uri or uri
-            record.error, record.position = _storable(record.error), _storable(record.position)
+            record.error, record.position = _storable(record.error) or "", _storable(record.position)
         yield record
 
 
@@ -125,7 +125,7 @@ def _has_surrogate(text: str | None) -> bool:
 
 def _storable(text: str | None) -> str | None:
     """Text Arrow can store: lone surrogates become ``\\udXXX`` escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogate(text) else text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if text is not None and _has_surrogate(text) else text
 
 
 def _surrogate_field(event: RawEvent) -> str | None:

@@ -118,7 +118,7 @@ class ReadKafkaRanges(beam.PTransform):
 
 
 class _ReadTableFn(beam.DoFn):
-    def __init__(self, home: str, storage_options: dict[str, str], where: str) -> None:
+    def __init__(self, home: str, storage_options: dict[str, str], where: str | None) -> None:
         self.home = home
         self.storage_options = storage_options
         self.where = where

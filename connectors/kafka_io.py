@@ -271,7 +271,7 @@ class Publisher:
 
     def _publish_once(self, records: Iterable[Record], progress: Callable[[int], None] | None) -> PublishReport:
         report = PublishReport()
-        pending: collections.deque = collections.deque()
+        pending: collections.deque[tuple[Any, bytes | None]] = collections.deque()
         pending_bytes = 0
         tips: dict[TopicPartition, _Tip] = {}
         unreported = 0

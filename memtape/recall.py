@@ -37,7 +37,8 @@ SERIES_MATCH = 0.999  # a line belongs to the asked series when it matches the q
 OLDER_READING_SHARE = 0.3  # older readings of that series keep this share of their score
 ORDERS = ("relevance", "time")
 LATEST_QUESTION = re.compile(r"\b(latest|most recent(ly)?|current(ly)?|newest|last (reading|value|result|measurement|visit|dose))\b", re.I)
-SERIES_QUESTION = re.compile(r"\b(over time|history|histories|trend|trends|progression|all (the |of )?(readings|values|results|measurements))\b", re.I)
+SERIES_QUESTION = re.compile(r"\b(over time|history|histories|trend|trends|progression|"
+                             r"all (the |of )?(readings|values|results|measurements))\b", re.I)
 WHEN_QUESTION = re.compile(r"^\s*(when\b|what (day|date|time|year|month|week)\b|how long\b|since when\b|which (day|year|month)\b)", re.I)
 STATES_TIME = re.compile(
     r"\b(yesterday|today|tonight|tomorrow|last|next|ago|this (morning|week|month|year)|weekend|week|month|year|"
@@ -302,7 +303,8 @@ def recall(
         ))
     if reinforce_recalled and policy.enabled:
         # Written after the answer, off the caller's path; the process waits for it before exiting.
-        _REINFORCER.submit(_reinforce, store, tenant, sorted({i.memory_id for i in items if i.memory_id and policy.applies_to(i.source_kind)}), policy, now)
+        reinforced = sorted({i.memory_id for i in items if i.memory_id and policy.applies_to(i.source_kind)})
+        _REINFORCER.submit(_reinforce, store, tenant, reinforced, policy, now)
     context = render(chosen)
     reason = None if items else _why_empty(graph, scope, bool(packables))
     return RecallResult(query, tenant, budget, context, count_tokens(context), items, (time.perf_counter() - start) * 1000,

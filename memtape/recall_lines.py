@@ -167,7 +167,8 @@ def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
         events = {e["event_id"]: e for e in lookup(store, "raw_events", where, columns, len(ids)) if e["tenant"] == tenant}
     out: list[list[Line]] = []
     for row in rows:
-        members = sorted((events[e] for e in row["raw_event_ids"] or () if e in events), key=lambda e: (e["event_time"] is None, e["event_time"] or datetime.min))
+        members = sorted((events[e] for e in row["raw_event_ids"] or () if e in events),
+                         key=lambda e: (e["event_time"] is None, e["event_time"] or datetime.min))
         aligned = align(row["text"], members) if members else None
         if aligned:
             out.append([Line(row["memory_id"], who, piece, [ev["event_id"]], ev["event_time"] or row["start_time"],

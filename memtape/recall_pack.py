@@ -139,8 +139,9 @@ def render(items: Sequence[Packable]) -> str:
     lines: list[str] = []
     day: str | None = None
     for item in items:
-        if item.day() and item.day() != day:
-            day = item.day()
-            lines.append(day_line(day))
+        item_day = item.day()
+        if item_day and item_day != day:
+            day = item_day
+            lines.append(day_line(item_day))
         lines.append(item.line())
     return "\n".join(lines)

@@ -100,7 +100,7 @@ def run_backfill(
     start = time.perf_counter()
     ranges = [u for u in uris if is_kafka_range(u)]
     sources = [u for u in uris if not is_kafka_range(u)]
-    cursors = {u: since for u in sources} if since is not None else load_cursors(store, tenant, sources)
+    cursors: dict[str, datetime | None] = {u: since for u in sources} if since is not None else load_cursors(store, tenant, sources)
     options = pipeline_options(runner, workers, beam_args)
     progress.stage("reading sources")
     with beam.Pipeline(options=options) as p:

@@ -111,6 +111,7 @@ class _BagVisitor(PipelineVisitor):
 
     def _read(self, pcoll: pvalue.PCollection) -> db.Bag:
         producer = pcoll.producer
+        assert producer is not None  # a PCollection this visitor reads was produced by a transform it visited
         self.consumed.add(producer)
         bag = self.bags[producer]
         if producer in self.tagged:
@@ -119,8 +120,8 @@ class _BagVisitor(PipelineVisitor):
 
     def visit_transform(self, node: AppliedPTransform) -> None:
         transform = node.transform
-        inputs = [None if isinstance(i, pvalue.PBegin) else self._read(i) for i in node.inputs]
-        side_inputs = [SideInputMap(type(si), si._view_options(),
+        inputs: list[Any] = [None if isinstance(i, pvalue.PBegin) else self._read(i) for i in node.inputs]
+        side_inputs = [SideInputMap(type(si), si._view_options(),  # type: ignore[arg-type]  # the class, as Beam's own runners pass
                                     dask_ops.DaskBagWindowedIterator(self._read(si.pvalue), si._window_mapping_fn))
                        for si in node.side_inputs] or None
         if type(transform) is beam.ParDo:
@@ -131,7 +132,8 @@ class _BagVisitor(PipelineVisitor):
                 _run_bundle, transform.fn, window_fn, node.full_label, side_inputs, list(args), kwargs)
             self.tagged.add(node)
             return
-        op = dask_ops.TRANSLATIONS.get(type(transform), dask_ops.NoOp)(node, bag_kwargs=self.bag_kwargs)
+        op_class: type[Any] = dask_ops.TRANSLATIONS.get(type(transform), dask_ops.NoOp)  # each a concrete DaskBagOp
+        op = op_class(node, bag_kwargs=self.bag_kwargs)
         flatten = isinstance(op, dask_ops.Flatten)
         self.bags[node] = op.apply(input_bag=inputs if flatten or len(inputs) != 1 else inputs[0],
                                    side_inputs=side_inputs)

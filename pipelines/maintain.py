@@ -59,13 +59,13 @@ def build_indexes(store: Store, name: str, refresh: bool = True, scalar: bool = 
         if scalar or (column,) not in existing:
             tbl.create_index(column, config=BTree(), replace=True)
             built.append(f"btree({column})")
-    column = FTS_COLUMNS.get(name)
-    if column and (refresh or (column,) not in existing):
-        tbl.create_index(column, config=FTS(), replace=True)
-        built.append(f"fts({column})")
-    column = VECTOR_COLUMNS.get(name)
-    if column and rows >= VECTOR_INDEX_MIN_ROWS and (refresh or (column,) not in existing):
-        tbl.create_index(column, config=VECTOR_INDEX, replace=True)
+    fts_column = FTS_COLUMNS.get(name)
+    if fts_column and (refresh or (fts_column,) not in existing):
+        tbl.create_index(fts_column, config=FTS(), replace=True)
+        built.append(f"fts({fts_column})")
+    vector_column = VECTOR_COLUMNS.get(name)
+    if vector_column and rows >= VECTOR_INDEX_MIN_ROWS and (refresh or (vector_column,) not in existing):
+        tbl.create_index(vector_column, config=VECTOR_INDEX, replace=True)
         built.append(f"ivf_hnsw_sq({column})")
     return built
 

@@ -97,7 +97,10 @@ class MicroBatcher:
         now = time.monotonic()
         self._follow(assigned | {item.checkpoint for item in landed})
         checkpoints = {name: load_checkpoint(self.store, STREAM_TENANT, name) for name in {item.checkpoint for item in landed}}
-        rows, owner, received, next_offsets = [], {}, {}, {}
+        rows: list[dict] = []
+        owner: dict[str, str] = {}
+        received: dict[str, float] = {}
+        next_offsets: dict[str, int] = {}
         for item in landed:
             if item.offset < checkpoints[item.checkpoint].progress.get("next_offset", 0):
                 continue  # derived before: the raw landing already skips these, this guards a rebalance race
@@ -185,7 +188,7 @@ def _closed_by_a_dead_run(store: Store, open_units: dict[str, set[str]]) -> set[
     leave a raw event in two episodes. Closing it again at once, before any
     new message joins, gives the same episodes with the same ids.
     """
-    by_conversation: dict[tuple[str, str], str] = {tuple(key.split("\x1f", 1)): key for key in open_units}
+    by_conversation: dict[tuple[str, ...], str] = {tuple(key.split("\x1f", 1)): key for key in open_units}
     where = in_filter("conversation_id", sorted({conversation for _, conversation in by_conversation}))
     closed: set[str] = set()
     for episode in store.read("episodes", where=where, columns=["tenant", "conversation_id", "member_ids"]).to_pylist():

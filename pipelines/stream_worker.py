@@ -95,7 +95,8 @@ class DeriveWorker(threading.Thread):
                 self._cond.notify_all()
 
     def _take(self) -> list[tuple[list[Landed], dict[Any, int]]]:
-        work, events = [], 0
+        work: list[tuple[list[Landed], dict[Any, int]]] = []
+        events = 0
         while self._queue and (not work or events + len(self._queue[0][0]) <= self._batch_max):
             landed, offsets = self._queue.pop(0)
             work.append((landed, offsets))

@@ -49,7 +49,8 @@ def test_memory_row_fits_the_schema_and_keeps_full_provenance():
     assert memory["raw_event_ids"] == ["e0", "e1", "e2", "e3", "e9"]
     assert memory["triple_ids"] == ["tr1"]
     assert memory["token_count"] == count_tokens(memory["text"])
-    assert memory["header"] == "who: Melanie, Caroline; when: 2023-05-08 13:56 to 2023-05-08 14:05 UTC; where: im c1; dropped: 1 short acknowledgement"
+    assert memory["header"] == ("who: Melanie, Caroline; when: 2023-05-08 13:56 to 2023-05-08 14:05 UTC; where: im c1;"
+                                " dropped: 1 short acknowledgement")
     assert dropped_summary == "1 short acknowledgement"
 
 

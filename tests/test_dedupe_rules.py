@@ -12,7 +12,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from memtape.transforms import dedupe
+from memtape.transforms.dedupe import state as dedupe_state
 from memtape.transforms.dedupe import DROPPED, STATE, Dedupe, Deduper, DedupeState, describe_dropped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -93,7 +93,8 @@ def test_near_duplicate_pairs_are_found_with_precision_and_recall_of_at_least_0_
         deduper = Deduper()
         deduper.process(_row(f"a{i}", pair["a"]))
         kept, dropped = deduper.process(_row(f"b{i}", pair["b"], 60))
-        found = (dropped is not None and dropped["reason"] in ("near_duplicate", "exact_duplicate")) or (kept is not None and kept["duplicate_of"] == f"a{i}")
+        found = (dropped is not None and dropped["reason"] in ("near_duplicate", "exact_duplicate")) or (
+            kept is not None and kept["duplicate_of"] == f"a{i}")
         tp += found and pair["near_duplicate"]
         fp += found and not pair["near_duplicate"]
         fn += (not found) and pair["near_duplicate"]
@@ -112,9 +113,9 @@ def test_state_carried_between_micro_batches_still_finds_duplicates():
 
 
 def test_state_stays_bounded_keeping_the_newest_and_recently_repeated_content(monkeypatch):
-    monkeypatch.setattr(dedupe, "MAX_REMEMBERED_HASHES", 4)
-    monkeypatch.setattr(dedupe, "MAX_REMEMBERED_SKETCHES", 2)
-    monkeypatch.setattr(dedupe, "MAX_REMEMBERED_SENTENCES", 3)
+    monkeypatch.setattr(dedupe_state, "MAX_REMEMBERED_HASHES", 4)
+    monkeypatch.setattr(dedupe_state, "MAX_REMEMBERED_SKETCHES", 2)
+    monkeypatch.setattr(dedupe_state, "MAX_REMEMBERED_SENTENCES", 3)
     texts = ["The Dabhol power plant financing closed after the lenders accepted a revised guarantee from the state board.",
              "Our LNG tanker charter in Qatar runs for seven years, with an option to extend it twice at the same rate.",
              "Broadband trading desk launch slipped to March because bandwidth contracts still lack standard terms.",

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from memtape import _textcore
 from memtape.schemas.records import content_hash, content_hashes, normalized
-from memtape.transforms import compress, dedupe, tokens
+from memtape.transforms import compress, tokens
+from memtape.transforms.dedupe import sketch
 from memtape.transforms.compress import GENERIC_WEIGHT, GENERIC_WORDS, NAME_OR_NUMBER_WEIGHT
 from memtape.transforms.tokens import STOPWORDS, TOKEN_RE, WRAP_MIN_CHARS
 
@@ -76,16 +77,16 @@ def test_word_weights_match_the_python_definition_in_order(text: str, known: fro
 @FUZZ
 @given(ascii_text)
 def test_shingle_hashes_match_crc32_of_the_case_folded_shingles(text: str) -> None:
-    assert dedupe._shingle_hashes(text) == dedupe._py_shingle_hashes(text)
+    assert sketch._shingle_hashes(text) == sketch._py_shingle_hashes(text)
 
 
 @FUZZ
 @given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=700))
 def test_min_hashes_match_multiply_shift_hashing_in_numpy(crcs: list[int]) -> None:
     x = np.array(crcs, dtype=np.uint64)
-    hashed = np.multiply.outer(x, dedupe._PERM_A) + dedupe._PERM_B
+    hashed = np.multiply.outer(x, sketch._PERM_A) + sketch._PERM_B
     expected = (hashed.min(axis=0) >> np.uint64(32)).astype(np.uint32)
-    assert np.frombuffer(_textcore.min_hashes(x.tobytes(), dedupe._PERM_A, dedupe._PERM_B), dtype=np.uint32).tolist() == expected.tolist()
+    assert np.frombuffer(_textcore.min_hashes(x.tobytes(), sketch._PERM_A, sketch._PERM_B), dtype=np.uint32).tolist() == expected.tolist()
 
 
 @FUZZ
@@ -108,7 +109,7 @@ def test_the_core_refuses_bad_arguments_instead_of_guessing() -> None:
     with pytest.raises(TypeError, match="must be sets"):
         _textcore.word_weights("Some words", ["not", "a", "set"], STOPWORDS, GENERIC_WORDS, 0.15, 1.5)
     with pytest.raises(ValueError, match="aligned"):
-        _textcore.min_hashes(memoryview(bytes(17))[1:], dedupe._PERM_A, dedupe._PERM_B)
+        _textcore.min_hashes(memoryview(bytes(17))[1:], sketch._PERM_A, sketch._PERM_B)
     with pytest.raises(ValueError, match="negative or too large"):
         _textcore.greedy_cover([{"a": 1.0}], [set()], [-1], [0], [1], 10, 2.0, 0.6)
     with pytest.raises(TypeError, match="triples not a set"):
@@ -134,7 +135,7 @@ def test_every_pass_agrees_with_its_definition_on_real_mail() -> None:
             list(compress._py_word_weights(s, known).items()) for s in sentences
         ]
         assert _textcore.count_tokens(text) == len(TOKEN_RE.findall(text))
-        assert dedupe._shingle_hashes(text) == dedupe._py_shingle_hashes(text[: dedupe.MAX_SKETCH_WORDS * 12])
+        assert sketch._shingle_hashes(text) == sketch._py_shingle_hashes(text[: sketch.MAX_SKETCH_WORDS * 12])
         assert _textcore.spaced_lower(text, 0, len(text)) == normalized(text).encode()
     assert zlib.crc32(b"the cat sat") == int(np.frombuffer(_textcore.shingle_hashes("The cat sat", 3, 3)[1], dtype=np.uint64)[0])
 

@@ -16,12 +16,15 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
 
 def _bundle() -> dict:
     units = [
-        {"event_id": "u1", "tenant": "t", "sender": "Dana", "event_time": T0, "text": "I moved the meeting to Friday.", "source_kind": "im", "attrs": None},
-        {"event_id": "u2", "tenant": "t", "sender": "Eve", "event_time": T0, "text": "The patient does not take aspirin.", "source_kind": "im", "attrs": None},
+        {"event_id": "u1", "tenant": "t", "sender": "Dana", "event_time": T0, "text": "I moved the meeting to Friday.",
+         "source_kind": "im", "attrs": None},
+        {"event_id": "u2", "tenant": "t", "sender": "Eve", "event_time": T0, "text": "The patient does not take aspirin.",
+         "source_kind": "im", "attrs": None},
         {
             "event_id": "u3", "tenant": "t", "sender": None, "event_time": T0, "text": "Condition: Appendicitis", "source_kind": "health",
             "attrs": json.dumps({"resource_type": "Condition", "resource_id": "c1", "patient_id": "p1", "patient_name": "Ann Lee",
-                                 "codes": [{"system": "http://snomed.info/sct", "code": "74400008", "display": "Appendicitis"}], "onset": "1953-11-29T01:23:28+00:00"}),
+                                 "codes": [{"system": "http://snomed.info/sct", "code": "74400008", "display": "Appendicitis"}],
+                                 "onset": "1953-11-29T01:23:28+00:00"}),
         },
     ]
     return {"episode": {"tenant": "t", "episode_id": "ep1"}, "units": units}

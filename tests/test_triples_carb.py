@@ -53,7 +53,8 @@ def test_eval_command_reaches_f1_050_on_carb_dev_and_beats_textacy():
     from memtape.evals.triples import command
 
     result = CliRunner().invoke(
-        command, ["--sentences", str(CARB / "carb_dev_sentences.txt"), "--gold", str(CARB / "carb_dev_gold.tsv"), "--format", "json", "--repeats", "1"]
+        command, ["--sentences", str(CARB / "carb_dev_sentences.txt"), "--gold", str(CARB / "carb_dev_gold.tsv"),
+                  "--format", "json", "--repeats", "1"]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{"):])

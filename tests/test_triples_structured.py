@@ -108,7 +108,8 @@ def _email_unit(path: Path) -> tuple[email.message.Message, dict]:
         "to": [a for _, a in getaddresses([msg["To"] or ""]) if a],
         "cc": [a for _, a in getaddresses([msg["Cc"] or ""]) if a],
     }
-    unit = {"tenant": "t", "event_id": stable_id("t", "mbox", msg["Message-ID"]), "sender": msg["From"], "event_time": None, "text": "", "source_kind": "email", "attrs": json.dumps(attrs)}
+    unit = {"tenant": "t", "event_id": stable_id("t", "mbox", msg["Message-ID"]), "sender": msg["From"],
+            "event_time": None, "text": "", "source_kind": "email", "attrs": json.dumps(attrs)}
     return msg, unit
 
 
@@ -119,7 +120,8 @@ def test_email_headers_give_emailed_cc_and_about_triples():
     got = [(r["subject"], r["predicate"], r["object"]) for r in structured_triples(unit, resolver)]
     assert got == [
         ("Glenn Dubin", "emailed", "gdubin@houstontech.org"),
-        *[("Glenn Dubin", "cc_emailed", a) for a in ["amaniar@houstontech.org", "ghancock@houstontech.org", "jrusso@houstontech.org", "mmarolo@houstontech.org", "pfrison@houstontech.org"]],
+        *[("Glenn Dubin", "cc_emailed", a) for a in ["amaniar@houstontech.org", "ghancock@houstontech.org",
+                                                 "jrusso@houstontech.org", "mmarolo@houstontech.org", "pfrison@houstontech.org"]],
         ("Glenn Dubin", "emailed_about", "HAN Opportunity-SnapStream Media:"),
     ]
 

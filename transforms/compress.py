@@ -72,7 +72,8 @@ class TransformersSummariser:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        self._model = None
+        self._model: Any = None
+        self._tok: Any = None
 
     def summarise(self, text: str, max_tokens: int) -> str:
         from memtape.transforms.models import offline, pick_device
@@ -172,7 +173,7 @@ def _name_words(units: list[dict]) -> frozenset[str]:
 
 def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
     known = _name_words(units)
-    by_event: dict[str, list[dict]] = {}
+    by_event: dict[str | None, list[dict]] = {}
     for t in triples:
         by_event.setdefault(t.get("raw_event_id"), []).append(t)
     out: list[_Sentence] = []
@@ -260,7 +261,8 @@ def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summa
     participants = list(dict.fromkeys(speaker_label(u.get("sender")) for u in units if u.get("sender")))
     subjects = subjects_of(units)
     times = [u["event_time"] for u in units if u.get("event_time") is not None]
-    episode = {**episode, "start_time": episode.get("start_time") or min(times, default=None), "end_time": episode.get("end_time") or max(times, default=None)}
+    episode = {**episode, "start_time": episode.get("start_time") or min(times, default=None),
+               "end_time": episode.get("end_time") or max(times, default=None)}
     memory = {
         "tenant": episode["tenant"],
         "memory_id": stable_id(episode["tenant"], episode["episode_id"]),
@@ -350,4 +352,5 @@ class CompressEpisodes(beam.PTransform):
         self._summariser = summariser
 
     def expand(self, bundles):
-        return bundles | "CompressEachEpisode" >> beam.ParDo(_CompressFn(self._budget_ratio, self._summariser)).with_outputs(EPISODES_TAG, main="memories")
+        compress = beam.ParDo(_CompressFn(self._budget_ratio, self._summariser))
+        return bundles | "CompressEachEpisode" >> compress.with_outputs(EPISODES_TAG, main="memories")

@@ -245,7 +245,9 @@ class EpisodeSegmenter:
         """Close the open episode when no unit arrived within its source family's gap before ``now``."""
         if not self.members or self.last_time is None:
             return []
-        idle = (_time(now) - self.last_time).total_seconds()
+        now_t = _time(now)
+        assert now_t is not None  # a datetime in, a datetime out
+        idle = (now_t - self.last_time).total_seconds()
         if idle <= self.config.gap_for(self.key.get("source_kind")):
             return []
         return self._close_all("idle", idle / self.config.gap_for(self.key.get("source_kind")))
@@ -470,7 +472,7 @@ class EpisodeSegmenter:
         return closed
 
     def _row(self, members: list[dict[str, Any]], signal: str, score: float | None) -> dict[str, Any]:
-        times = [_time(m["event_time"]) for m in members if m["event_time"]]
+        times = [t for t in (_time(m["event_time"]) for m in members) if t is not None]
         tenant, conversation = self.key.get("tenant"), self.key.get("conversation_id")
         return {
             "tenant": tenant,

@@ -16,10 +16,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from memtape.schemas.records import stable_id
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 DISTILL_BATCH = 2048
 COMMON_DIRECTIONS = 5  # top principal directions shared by all tokens carry no topic; removing them sharpens cosine
@@ -39,7 +43,7 @@ def cache_dir() -> Path:
 class StaticEmbeddings:
     """A tokenizer and one unit-length row per vocabulary token; ``content[i]`` marks tokens that carry words."""
 
-    tokenizer: object  # tokenizers.Tokenizer
+    tokenizer: Tokenizer
     matrix: np.ndarray  # (vocab, dim) float32, rows unit length
     content: np.ndarray  # (vocab,) bool
 
@@ -95,7 +99,7 @@ def cache_key(weights: Path) -> str:
     return stable_id(digest, COMMON_DIRECTIONS)
 
 
-def _content_mask(tokenizer: object, vocab: int) -> np.ndarray:
+def _content_mask(tokenizer: Tokenizer, vocab: int) -> np.ndarray:
     mask = np.zeros(vocab, dtype=bool)
     for i in range(FIRST_CONTENT_ID, vocab):
         piece = tokenizer.id_to_token(i) or ""
@@ -120,7 +124,9 @@ def static_embeddings(name: str | None = None) -> StaticEmbeddings:
     if cached.exists():
         matrix = np.load(cached)
     else:
-        matrix = _distill(str(model_dir), tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]"))
+        cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        assert cls_id is not None and sep_id is not None  # a word-piece vocabulary holds both
+        matrix = _distill(str(model_dir), cls_id, sep_id)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, matrix)

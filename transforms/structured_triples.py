@@ -55,7 +55,8 @@ def _attrs(unit: dict[str, Any]) -> dict[str, Any]:
     return dict(attrs or {})
 
 
-def _row(unit: dict, episode_id: str | None, subject: str, predicate: str, obj: str, when: Any, subject_id: str | None, object_id: str | None, negated: bool = False) -> dict[str, Any]:
+def _row(unit: dict, episode_id: str | None, subject: str, predicate: str, obj: str, when: Any,
+         subject_id: str | None, object_id: str | None, negated: bool = False) -> dict[str, Any]:
     tenant, raw_event_id = unit["tenant"], unit["event_id"]
     return {
         "tenant": tenant,
@@ -95,7 +96,7 @@ def _fhir_object(resource_type: str, attrs: dict[str, Any]) -> str | None:
 def fhir_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: str | None = None) -> list[dict[str, Any]]:
     """(patient, predicate, concept) for one FHIR resource, timed at onset (or the unit's time), plus recovery."""
     attrs = _attrs(unit)
-    resource_type = attrs.get("resource_type")
+    resource_type = attrs.get("resource_type") or ""
     predicate = FHIR_PREDICATES.get(resource_type)
     patient_id = attrs.get("patient_id")
     patient = attrs.get("patient_name") or (f"{PATIENT}/{patient_id}" if patient_id else None)
@@ -134,7 +135,7 @@ def email_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: st
         name, address = split_address(unit.get("sender") or "")
     if not (name or address):
         return []
-    sender = name or address
+    sender = name or address or ""
     sender_id = resolver.person(name, address, raw_id)
     when = parse_time(unit.get("event_time"))
     rows = []

@@ -148,7 +148,8 @@ class CausalLMSurprise:
         self._torch = torch
         self.device = pick_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+        self.model = model.to(self.device).eval()
 
     def surprise(self, unit: Unit, context: Sequence[Unit]) -> float:
         torch = self._torch
@@ -175,7 +176,7 @@ class CausalLMSurprise:
         return {}
 
 
-def random_gpt2(folder: Path, tokenizer_file: Path, **shape: int) -> Path:
+def random_gpt2(folder: Path, tokenizer_file: Path, **shape: Any) -> Path:
     """Save a GPT-2 of random weights (``shape``: GPT2Config sizes, GPT-2 small's by default) with a word-piece
     tokenizer to ``folder``, laid out like any local causal LM directory.
 
@@ -186,7 +187,8 @@ def random_gpt2(folder: Path, tokenizer_file: Path, **shape: int) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token="[CLS]", eos_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token="[CLS]",
+                                        eos_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]")
     config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

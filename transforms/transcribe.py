@@ -360,6 +360,7 @@ class _TranscribeFn(beam.DoFn):
 
     def process(self, recording: dict[str, Any]) -> Iterator[Any]:
         self._recordings.inc()
+        assert self._transcriber is not None  # made in setup()
         for tag, row in self._transcriber.rows(recording):
             if tag == UTTERANCES_TAG:
                 self._utterances.inc()

@@ -32,7 +32,8 @@ NOMINAL_POS = frozenset({"NOUN", "PROPN", "PRON", "NUM", "X", "ADJ", "DET", "SYM
 CLAUSE_DEPS = frozenset({"relcl", "appos", "acl", "advcl"})
 NEGATIONS = frozenset({"not", "n't", "never", "no", "nt"})
 RELATIVE_PRONOUNS = frozenset({"who", "which", "that", "whom", "whose"})
-PERSONAL_PRONOUNS = frozenset({"i", "me", "you", "he", "him", "she", "her", "we", "us", "they", "them", "it", "myself", "yourself", "himself", "herself"})
+PERSONAL_PRONOUNS = frozenset({"i", "me", "you", "he", "him", "she", "her", "we", "us", "they", "them", "it",
+                               "myself", "yourself", "himself", "herself"})
 FIRST_PERSON = frozenset({"i", "me", "myself"})
 SECOND_PERSON = frozenset({"you", "yourself"})
 THIRD_PERSON_HUMAN = frozenset({"he", "him", "himself", "she", "her", "herself"})
@@ -495,7 +496,8 @@ class ExtractTriples(beam.PTransform):
     touches them; keep the last row per ``entity_id``.
     """
 
-    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE, max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:
+    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE,
+                 max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:
         super().__init__()
         self._model = model
         self._batch_size = batch_size

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from memtape.config import LimitsConfig
 from memtape.connectors.base import SourceError
@@ -28,7 +28,7 @@ from memtape.connectors.sources._common import (
 class _CappedReader:
     """A binary reader that fails once more than ``cap`` bytes come out of a member."""
 
-    def __init__(self, inner: BinaryIO, cap: int, name: str) -> None:
+    def __init__(self, inner: IO[bytes], cap: int, name: str) -> None:
         self._inner, self._left, self._name = inner, cap, name
 
     def read(self, size: int = -1) -> bytes:

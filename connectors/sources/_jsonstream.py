@@ -15,7 +15,7 @@ import codecs
 import dataclasses
 import json
 import re
-from typing import BinaryIO, Iterator
+from typing import Iterator, Protocol
 
 from memtape.connectors.sources._common import LimitError, RecordError, undecodable
 
@@ -25,6 +25,12 @@ _WS = re.compile(r"[ \t\n\r]*")
 _STRING_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _STRUCTURE = re.compile(r'[{}\[\]"]')
 _SCALAR_END = re.compile(r"[,\]}\s]")
+
+
+class BinaryReader(Protocol):
+    """What ``JsonItems`` reads from: a file opened in binary mode, or a capped reader over an archive member."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class BrokenDocument(RecordError):
@@ -46,7 +52,7 @@ class JsonItems:
     ``name`` before its ``messages``); ``root`` keeps the top-level scalars.
     """
 
-    def __init__(self, handle: BinaryIO, patterns: list[tuple[str, ...]], max_item_chars: int) -> None:
+    def __init__(self, handle: BinaryReader, patterns: list[tuple[str, ...]], max_item_chars: int) -> None:
         self._handle = handle
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._json = json.JSONDecoder()
@@ -91,7 +97,9 @@ class JsonItems:
 
     def _peek(self) -> str | None:
         while True:
-            self._i = _WS.match(self._buf, self._i).end()
+            blank = _WS.match(self._buf, self._i)
+            assert blank is not None  # the pattern matches the empty string too
+            self._i = blank.end()
             if self._i < len(self._buf):
                 return self._buf[self._i]
             self._compact()

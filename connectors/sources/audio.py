@@ -94,7 +94,7 @@ def probe(path: Path) -> Probe:
 
     with av.open(str(path), metadata_errors="ignore") as container:
         if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["no streams"]
             raise NoAudioTrack(f"no audio track (the file holds {', '.join(kinds)}): nothing to transcribe")
         stream = container.streams.audio[0]
         if not stream.channels or not stream.rate:
@@ -239,12 +239,13 @@ def _dead(tenant: str, error: Exception | str, position: Path) -> DeadLetter:
 
 def _cue_events(recording: RawEvent, transcript: Path, start: datetime) -> Iterator[Record]:
     """One row per cue; the last says so (``attrs.last_cue``), since nothing more will join the recording."""
-    last = None
+    last: RawEvent | None = None
     for record in _cue_records(recording, transcript, start):
         if isinstance(record, RawEvent):
-            record, last = last, record
-            if record is None:
+            held, last = last, record
+            if held is None:
                 continue
+            record = held
         yield record
     if last is not None:
         last.attrs["last_cue"] = True

@@ -62,7 +62,7 @@ def _open(uri: str, path: str) -> tuple[imaplib.IMAP4, str, str]:
 
 
 def _sizes(conn: imaplib.IMAP4) -> dict[int, int]:
-    status, data = conn.uid("SEARCH", None, "ALL")
+    status, data = conn.uid("SEARCH", "ALL")  # no charset (imaplib leaves out a None argument)
     if status != "OK" or not data or not data[0] or not data[0].strip():
         return {}
     status, data = conn.uid("FETCH", "1:*", "(UID RFC822.SIZE)")

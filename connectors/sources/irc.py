@@ -31,7 +31,7 @@ from memtape.connectors.sources._common import (
     undecodable,
     zone,
 )
-from memtape.schemas.records import RawEvent
+from memtape.schemas.records import DeadLetter, RawEvent
 
 _SCHEME = "irc"
 MIDNIGHT_SLACK = timedelta(hours=1)  # a clock this far behind the previous line has wrapped round
@@ -78,7 +78,7 @@ def _read_file(file: Path, tenant: str, options: dict[str, str], max_bytes: int)
     last: datetime | None = None
     shift = timedelta(0)  # added when the clock wraps: 12 h for a 12-hour clock, else a day
     twelve_hour = True  # until an hour of 0 or above 12 shows a 24-hour clock
-    held: list[Record] = []  # errors before the first good line: one file-level letter if no line is good
+    held: list[DeadLetter] = []  # errors before the first good line: one file-level letter if no line is good
     good = False
     with open_binary(file) as handle:
         for lineno, line, oversize in text_lines(handle, max_bytes):

@@ -34,7 +34,8 @@ def _separator_time(line: bytes) -> datetime | None:
 
 def _messages(handle: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None, bytes, bytes]]:
     """Yield (offset, message bytes or None when oversize, separator line, first bytes) per message."""
-    offset, parts, size, separator, head = 0, [], 0, b"", b""
+    parts: list[bytes] = []
+    offset, size, separator, head = 0, 0, b"", b""
     position, at_line_start, previous_blank, started = 0, True, True, False
     while True:
         piece = handle.readline(READ_PIECE_BYTES)

@@ -56,7 +56,7 @@ def _directory(export: Export, tenant: str) -> tuple[dict[str, str], dict[str, l
         try:
             for user in _list_items(export, "users.json", tenant, letters):
                 if isinstance(user, dict) and user.get("id"):
-                    profile = user.get("profile") if isinstance(user.get("profile"), dict) else {}
+                    profile: dict = user["profile"] if isinstance(user.get("profile"), dict) else {}
                     users[user["id"]] = user.get("real_name") or profile.get("real_name") or user.get("name") or user["id"]
         except Exception as exc:  # without names, ids still identify senders
             letters.append(dead_letter(tenant, _SCHEME, export.position("users.json"), exc))
@@ -90,7 +90,7 @@ def readable(text: str, users: dict[str, str]) -> str:
 
 
 def _files(obj: dict) -> list[dict]:
-    files = obj.get("files") if isinstance(obj.get("files"), list) else [obj["file"]] if isinstance(obj.get("file"), dict) else []
+    files: list = obj["files"] if isinstance(obj.get("files"), list) else [obj["file"]] if isinstance(obj.get("file"), dict) else []
     return [f for f in files if isinstance(f, dict)]
 
 
@@ -113,13 +113,14 @@ def _message(obj: object, channel: str, users: dict[str, str], members: list[str
         return None
     edited = obj.get("edited")
     if subtype == "message_changed" and isinstance(obj.get("message"), dict):
-        obj, edited = obj["message"], obj["message"].get("edited") or obj.get("ts")
+        message: dict = obj["message"]
+        obj, edited = message, message.get("edited") or obj.get("ts")
     when = from_epoch(obj.get("ts"))
-    comment = obj.get("comment") if isinstance(obj.get("comment"), dict) else {}
+    comment: dict = obj["comment"] if isinstance(obj.get("comment"), dict) else {}
     user = obj.get("user") or comment.get("user")
-    profile = obj.get("user_profile") if isinstance(obj.get("user_profile"), dict) else {}
+    profile: dict = obj["user_profile"] if isinstance(obj.get("user_profile"), dict) else {}
     bot = subtype == "bot_message" or (bool(obj.get("bot_id")) and not user)
-    sender = users.get(user) or profile.get("real_name") or obj.get("username") or user or obj.get("bot_id")
+    sender = (users.get(user) if isinstance(user, str) else None) or profile.get("real_name") or obj.get("username") or user or obj.get("bot_id")
     files = _files(obj)
     text = readable(str(obj.get("text") or ""), users) or readable(_fallback_text(obj, files), users)
     if not text and not files:

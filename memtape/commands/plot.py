@@ -93,8 +93,8 @@ def plot_episodes(rows: Sequence[dict[str, Any]], out: Path, gamma: float | None
         low, high = np.percentile(finite, Y_PERCENTILES)
         ax.set_ylim(min(low, 0.0) - 0.5, max(high, gamma) + 0.5)
     ax.set_xlim(-0.5, max(len(values), 1) - 0.5)
-    when = [times.get(m) for m in members] if times else []
-    if when and all(w is not None for w in when):
+    when = [t for t in (times.get(m) for m in members) if t is not None] if times else []
+    if when and len(when) == len(members):
         positions, labels = time_ticks(when)
         ax.set_xticks(positions)
         ax.set_xticklabels(labels, fontsize="small")

@@ -12,6 +12,7 @@ cited resources and the context text. This module only evaluates.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -85,6 +86,10 @@ def load_patients(folder: Path) -> list[Patient]:
     return patients
 
 
+def _score_coverage(scores: list[float], names: set[str], result: Any) -> None:
+    scores.append(_coverage(names, result.context))
+
+
 def _coverage(names: set[str], context: str) -> float:
     text = context.casefold()
     return sum(n.casefold() in text for n in names) / len(names)
@@ -106,7 +111,8 @@ def evaluate(folder: Path, budget: int, home: str | None = None,
         progress(f"backfill {len(patients)} patients")
         run_backfill([f"fhir:{folder}"], TENANT, store, close_open=True)
         hits, shown, latest_n = 0, 0, 0
-        meds, conds = [], []
+        meds: list[float] = []
+        conds: list[float] = []
         cited_own, cited_other, wrong_items, items_total, items_verbatim = 0, 0, 0, 0, 0
         tokens: list[float] = []
         for patient in patients:
@@ -122,10 +128,10 @@ def evaluate(folder: Path, budget: int, home: str | None = None,
                 asked.append((question, score_latest))
             if patient.medications:
                 asked.append((f"What medications has {patient.name} been prescribed?",
-                               lambda result, p=patient: meds.append(_coverage(p.medications, result.context))))
+                               functools.partial(_score_coverage, meds, patient.medications)))
             if patient.conditions:
                 asked.append((f"What conditions has {patient.name} been diagnosed with?",
-                               lambda result, p=patient: conds.append(_coverage(p.conditions, result.context))))
+                               functools.partial(_score_coverage, conds, patient.conditions)))
             for question, score in asked:
                 result = recall(question, TENANT, budget, store=store, forgetting=OFF, reinforce_recalled=False)
                 score(result)

@@ -55,7 +55,7 @@ def maildir_rows(root: Path, tenant: str) -> list[dict]:
             when = None
         rows.append(RawEvent(
             tenant=tenant, source_kind="email", source="maildir", source_id=str(msg["Message-ID"] or path),
-            text=msg.get_payload(), event_time=when, conversation_id=_thread_of(subject),
+            text=str(msg.get_payload()), event_time=when, conversation_id=_thread_of(subject),
             sender=parseaddr(str(msg["From"] or ""))[1] or None, attrs={"subject": subject},
         ).to_row())
     return rows
@@ -115,11 +115,13 @@ def compress_episodes(rows: list[dict], episodes: list[list[dict]], budget_ratio
     from memtape.transforms.compress import build_memory
     from memtape.transforms.dedupe import Deduper
 
-    kept, dropped = {}, {}
+    kept: dict[str, dict] = {}
+    dropped: dict[str, dict] = {}
     for unit, gone in Deduper().process_batch(rows):
         if unit is not None:
             kept[unit["event_id"]] = unit
         else:
+            assert gone is not None  # the deduper yields exactly one of the two
             dropped[gone["event_id"]] = gone
     memories = []
     for members in episodes:
@@ -237,7 +239,8 @@ def evaluate(data: str, budget_ratio: float, tenant: str = "eval") -> dict[str, 
 @click.command()
 @click.option("--data", required=True, help="LoCoMo .json file, Maildir folder, or SCHEME:PATH source URI.")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
-@click.option("--budget-ratio", type=click.FloatRange(0.01, 1.0), default=None, help="Share of kept tokens a memory may spend (default: the stage's).")
+@click.option("--budget-ratio", type=click.FloatRange(0.01, 1.0), default=None,
+              help="Share of kept tokens a memory may spend (default: the stage's).")
 def command(data: str, fmt: str, budget_ratio: float | None) -> None:
     """Measure memory tokens against raw tokens, near-duplicates and LoCoMo evidence survival."""
     from memtape.transforms.compress import DEFAULT_BUDGET_RATIO

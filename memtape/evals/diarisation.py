@@ -140,7 +140,7 @@ def _frames(turns: Iterable[Turn], n: int) -> dict[str, np.ndarray]:
     return tracks
 
 
-def score(reference: list[Turn], hypothesis: list[Turn], collar_s: float = DEFAULT_COLLAR_S) -> dict[str, float]:
+def score(reference: list[Turn], hypothesis: list[Turn], collar_s: float = DEFAULT_COLLAR_S) -> dict[str, Any]:
     """Purity, coverage and DER by time.
 
     DER = (missed + false alarm + confusion) / reference speech, after the
@@ -163,9 +163,9 @@ def score(reference: list[Turn], hypothesis: list[Turn], collar_s: float = DEFAU
     ref_names, hyp_names = list(ref), list(hyp)
     overlap = np.array([[np.sum(ref[r] & hyp[h] & scored) for h in hyp_names] for r in ref_names]).reshape(len(ref_names), len(hyp_names))
     rows, cols = linear_sum_assignment(-overlap) if overlap.size else ([], [])
-    n_ref = sum(t.astype(int) for t in ref.values()) if ref else np.zeros(n, int)
-    n_hyp = sum(t.astype(int) for t in hyp.values()) if hyp else np.zeros(n, int)
-    correct = sum((ref[ref_names[r]] & hyp[hyp_names[h]]).astype(int) for r, h in zip(rows, cols)) if len(rows) else np.zeros(n, int)
+    n_ref = sum((t.astype(int) for t in ref.values()), np.zeros(n, int))
+    n_hyp = sum((t.astype(int) for t in hyp.values()), np.zeros(n, int))
+    correct = sum(((ref[ref_names[r]] & hyp[hyp_names[h]]).astype(int) for r, h in zip(rows, cols)), np.zeros(n, int))
     total = int(n_ref[scored].sum())
     missed = int(np.maximum(n_ref - n_hyp, 0)[scored].sum())
     false_alarm = int(np.maximum(n_hyp - n_ref, 0)[scored].sum())
@@ -241,7 +241,8 @@ def evaluate(audio_dir: Path, options: Any, collar_s: float = DEFAULT_COLLAR_S) 
 @click.option("--audio-dir", required=True, type=click.Path(path_type=Path), help="folder of recordings with name.rttm references beside them")
 @click.option("--build-from", type=click.Path(path_type=Path), default=None,
               help="first write the constructed set into --audio-dir from this folder of shared CMU clips (cards/, voices/)")
-@click.option("--collar", type=click.FloatRange(0), default=DEFAULT_COLLAR_S, show_default=True, help="seconds either side of each reference boundary left unscored")
+@click.option("--collar", type=click.FloatRange(0), default=DEFAULT_COLLAR_S, show_default=True,
+              help="seconds either side of each reference boundary left unscored")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="text", show_default=True)
 @click.option("--model", default=None, help="faster-whisper model name or directory [default: models.whisper from config]")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, help="CPU threads for CTranslate2 (0: its default)")

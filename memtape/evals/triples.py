@@ -58,7 +58,8 @@ def _scores(gold: dict, sentences: list[str], extractions: list[list[tuple[str, 
 
     predicted = {sentence_key(s): [Tuple(rel, args) for rel, args in exs] for s, exs in zip(sentences, extractions)}
     result = score(gold, predicted)
-    return {"precision": round(result.precision, 4), "recall": round(result.recall, 4), "f1": round(result.f1, 4), "extractions": result.predicted_tuples}
+    return {"precision": round(result.precision, 4), "recall": round(result.recall, 4), "f1": round(result.f1, 4),
+            "extractions": result.predicted_tuples}
 
 
 def evaluate(sentences_path: Path, gold_path: Path, model: str, repeats: int) -> dict[str, Any]:
@@ -116,4 +117,5 @@ def command(sentences_path: Path, gold_path: Path, fmt: str, model: str | None, 
     click.echo(f"extractor  P={result['precision']:.3f} R={result['recall']:.3f} F1={result['f1']:.3f}")
     if "f1" in base:
         click.echo(f"textacy    P={base['precision']:.3f} R={base['recall']:.3f} F1={base['f1']:.3f}")
-    click.echo(f"speed      parse {result['parse_sentences_per_s']} sent/s, parse+extract {result['sentences_per_s']} sent/s (+{result['extraction_overhead']:.1%})")
+    click.echo(f"speed      parse {result['parse_sentences_per_s']} sent/s,"
+               f" parse+extract {result['sentences_per_s']} sent/s (+{result['extraction_overhead']:.1%})")
