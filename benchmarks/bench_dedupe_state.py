@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_dedupe_state.py [--data ../shared/data] [--batch 
 Runs the shared Enron Maildir, IRC logs and LoCoMo dev turns as one scope's
 history in event order, in micro-batches of ``--batch`` messages, writing the
 state to JSON and reading it back between batches as the streaming job and the
-backfill carry it. Runs it twice: with the bounds of ``transforms/dedupe.py``
+backfill carry it. Runs it twice: with the bounds of ``transforms/dedupe/state.py``
 (divided by ``--shrink``, to see what they cost on a history longer than the
 shared data), and with no bounds, the baseline. Prints one JSON object per run
 (final state size, median and last per-batch load and dump seconds) and the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from bench_backfill import SHARED, TENANT, parse, text_mix
 
-from memtape.transforms import dedupe
 from memtape.transforms.dedupe import Deduper, DedupeState, TenantState, event_order
+from memtape.transforms.dedupe import state as dedupe_state
 
 BOUNDS = ("MAX_REMEMBERED_HASHES", "MAX_REMEMBERED_SENTENCES", "MAX_REMEMBERED_SKETCHES", "MAX_TAIL_LINES_PER_SENDER")
 REPEATS = ("exact_duplicate", "near_duplicate")
@@ -33,7 +33,7 @@ REPEATS = ("exact_duplicate", "near_duplicate")
 def run(rows: list[dict], batch: int, bounds: dict[str, int]) -> tuple[dict, set[str]]:
     """One pass over ``rows`` with ``bounds`` in force: its report, and the event ids it dropped as repeats."""
     for name, value in bounds.items():
-        setattr(dedupe, name, value)
+        setattr(dedupe_state, name, value)
     blob, loads, dumps, repeats = None, [], [], set()
     for start in range(0, len(rows), batch):
         t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         rows = sorted((r for r in parse(text_mix(args.data, Path(work), None)) if r.get("text")), key=event_order)
-    defaults = {name: getattr(dedupe, name) for name in BOUNDS}
+    defaults = {name: getattr(dedupe_state, name) for name in BOUNDS}
     bounded, kept_repeats = run(rows, args.batch, {name: max(1, value // args.shrink) for name, value in defaults.items()})
     unbounded, all_repeats = run(rows, args.batch, {name: 10**9 for name in BOUNDS})
     print(json.dumps({"messages": len(rows), "batch": args.batch, "bounded": bounded, "unbounded": unbounded,

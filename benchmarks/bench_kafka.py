@@ -41,7 +41,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from memtape.connectors.kafka_broker import EmbeddedBroker
 from memtape.connectors.kafka_codec import encode_event, event_key
-from memtape.connectors.kafka_io import (
+from memtape.connectors.kafka import (
     CONSUMER_SETTINGS, MAX_POLL_RECORDS, Publisher, RawEventConsumer, ensure_topics, producer_settings, raw_topic,
 )
 from memtape.schemas.records import RawEvent

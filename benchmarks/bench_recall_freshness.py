@@ -34,7 +34,7 @@ from bench_stream import (  # noqa: E402
 )
 
 from memtape.connectors.kafka_broker import EmbeddedBroker  # noqa: E402
-from memtape.connectors.kafka_io import Publisher  # noqa: E402
+from memtape.connectors.kafka import Publisher  # noqa: E402
 from memtape.connectors.lance_store import Store  # noqa: E402
 from memtape.schemas.records import RawEvent  # noqa: E402
 

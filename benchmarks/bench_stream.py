@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 
 from memtape.connectors.base import read_source
 from memtape.connectors.kafka_broker import EmbeddedBroker
-from memtape.connectors.kafka_io import Publisher
+from memtape.connectors.kafka import Publisher
 from memtape.connectors.lance_store import Store
 from memtape.pipelines.episodes import conversation_key
 from memtape.schemas.records import RawEvent

@@ -40,7 +40,7 @@ from typing import Any
 from bench_stream import GROUP, PREFIX, SHARED, Ledger, interleaved, irc_conversations, machine, rekeyed
 
 from memtape.connectors.kafka_broker import EmbeddedBroker
-from memtape.connectors.kafka_io import Publisher
+from memtape.connectors.kafka import Publisher
 from memtape.connectors.lance_store import Store
 
 KEYS = {"episodes": "episode_id", "triples": "triple_id", "memories": "memory_id", "entities": "entity_id"}

@@ -2,17 +2,23 @@
 
 ``ReadSources`` turns source URIs into raw_events rows and dead_letters rows,
 ``ReadKafkaRanges`` does the same for ``kafka://`` offset ranges;
-``WriteToLance`` lands rows into one table through a single writer (a
-GroupByKey on the table name), since Lance does not serialise concurrent
-inserts of the same new keys. Store and connector handles are opened in
-``setup``, so the transforms stay portable to remote runners.
+``LanceWriteConfig(...).create_write_transform()`` lands rows into one table:
+append-only tables by parallel writers committed once, keyed tables through a
+single writer, since Lance does not serialise concurrent inserts of the same
+new keys. Store and connector handles are opened in ``setup``, so the
+transforms stay portable to remote runners.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import zlib
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from memtape.schemas.records import RawEvent
@@ -20,6 +26,7 @@ from memtape.schemas.records import RawEvent
 RAW = "raw_events"
 DEAD = "dead_letters"
 WRITE_CHUNK_ROWS = 5_000
+APPEND_SHARDS = 8  # parallel writers of an append-only table; each writes its own data files
 NEW_ROWS_PREFIX = "new_"  # counter of rows whose key was not stored yet, beside ``landed_`` (every row offered)
 
 
@@ -69,7 +76,7 @@ class _ReadKafkaRangeFn(beam.DoFn):
         self.tombstones = tombstones
 
     def process(self, uri: str) -> Iterator:
-        from memtape.connectors.kafka_io import Consumed, read_range
+        from memtape.connectors.kafka import Consumed, read_range
         from memtape.schemas.records import utcnow
 
         read = beam.metrics.Metrics.counter("memtape", "records_read")
@@ -152,23 +159,86 @@ class ReadFromLance(beam.PTransform):
         )
 
 
-class _MergeInsertFn(beam.DoFn):
-    def __init__(self, home: str, storage_options: dict[str, str], merge: Callable[[dict, dict], dict] | None) -> None:
-        self.home = home
-        self.storage_options = storage_options
-        self.merge = merge
+class _AppendShardFn(beam.DoFn):
+    """Writes one key shard of an append-only table as new Lance data files (keys already stored are left out); emits
+    the fragments' JSON for the single commit, so a run that dies before it leaves the table as it was."""
+
+    def __init__(self, config: LanceWriteConfig) -> None:
+        self.config = config
 
     def setup(self) -> None:
         from memtape.connectors.lance_store import Store
 
-        self.store = Store(self.home, self.storage_options)
+        self.store = Store(self.config.home, self.config.storage_options)
+
+    def process(self, keyed: tuple[int, Iterable[dict]]) -> Iterator[tuple[int, list[str]]]:
+        from lance.fragment import write_fragments
+
+        from memtape.connectors.lance_store import in_lists, last_per_key
+        from memtape.schemas import TABLES, conform, key_of
+
+        table, key = self.config.table, key_of(self.config.table)
+        dataset = self.store.dataset(table)
+        written: set[str] = set()  # a key met again in a later chunk of this shard is stored already
+        landed = 0
+        fragments: list[str] = []
+        for chunk in _chunks(keyed[1], self.config.batch_rows):
+            landed += len(chunk)
+            data = last_per_key(conform(table, chunk).cast(TABLES[table]), key)
+            keys = [k for k in data.column(key).to_pylist() if k not in written]
+            for where in in_lists(key, keys):
+                written.update(dataset.to_table(columns=[key], filter=where).column(key).to_pylist())
+            fresh = data.filter(pc.invert(pc.is_in(data.column(key), pa.array(list(written), pa.string()))))
+            if fresh.num_rows:
+                fragments += [json.dumps(f.to_json()) for f in write_fragments(fresh, dataset.uri, schema=TABLES[table],
+                                                                  storage_options=self.store.storage_options or None)]
+                written.update(fresh.column(key).to_pylist())
+                beam.metrics.Metrics.counter("memtape", f"{NEW_ROWS_PREFIX}{table}").inc(fresh.num_rows)
+        beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
+        yield landed, fragments
+
+
+class _CommitAppendFn(beam.DoFn):
+    """Commits every shard's fragments as one Lance version: the rows of a run appear together or not at all."""
+
+    def __init__(self, config: LanceWriteConfig) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        from memtape.connectors.lance_store import Store
+
+        self.store = Store(self.config.home, self.config.storage_options)
+
+    def process(self, shards: list[tuple[int, list[str]]]) -> Iterator[tuple[str, int]]:
+        import lance
+        from lance.fragment import FragmentMetadata
+
+        fragments = [FragmentMetadata.from_json(f) for _, shard in shards for f in shard]
+        if fragments:
+            dataset = self.store.dataset(self.config.table)
+            lance.LanceDataset.commit(dataset.uri, lance.LanceOperation.Append(fragments), read_version=dataset.version,
+                                      storage_options=self.store.storage_options or None)
+        yield self.config.table, sum(landed for landed, _ in shards)
+
+
+class _MergeInsertFn(beam.DoFn):
+    """The single writer of a keyed table: folds rows into the stored rows of their keys, then merge-inserts them."""
+
+    def __init__(self, config: LanceWriteConfig) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        from memtape.connectors.lance_store import Store, write_disposition
+
+        self.store = Store(self.config.home, self.config.storage_options)
+        self.fold = write_disposition(self.config.table).fold
 
     def process(self, keyed: tuple[str, Iterable[dict]]) -> Iterator[tuple[str, int]]:
         table, rows = keyed
         landed = inserted = 0
-        for chunk in _chunks(rows, WRITE_CHUNK_ROWS):
-            if self.merge is not None:
-                chunk = self.store.fold_with_stored(table, chunk, self.merge)
+        for chunk in _chunks(rows, self.config.batch_rows):
+            if self.fold is not None:
+                chunk = self.store.fold_with_stored(table, chunk, self.fold)
             merged = self.store.merge(table, chunk)
             landed, inserted = landed + merged.offered, inserted + merged.inserted
         beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
@@ -187,25 +257,61 @@ def _chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-class WriteToLance(beam.PTransform):
-    """Land rows of one table into the store at ``home``, through one writer; emits (table, rows landed).
+def _shard_of(row: dict, key: str, shards: int) -> int:
+    """A stable shard for the row's key (``hash`` of a str differs between worker processes; CRC-32 does not)."""
+    return zlib.crc32(row[key].encode("utf-8", "surrogatepass")) % shards
 
-    With ``merge``, rows sharing a key (in the input or already stored) are
-    folded with it first, so repeated facts accumulate instead of overwriting.
+
+@dataclasses.dataclass(frozen=True)
+class LanceWriteConfig:
+    """Where and how rows of one table land in Lance, in the shape of Beam's ``ml.rag`` write configs.
+
+    ``create_write_transform()`` gives the PTransform. How the table is written
+    (append-only or keyed merge) is read from ``lance_store.write_disposition``.
     """
 
-    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None,
-                 merge: Callable[[dict, dict], dict] | None = None) -> None:
+    table: str
+    home: str
+    storage_options: dict[str, str] = dataclasses.field(default_factory=dict)
+    batch_rows: int = WRITE_CHUNK_ROWS
+    append_shards: int = APPEND_SHARDS
+
+    def create_write_transform(self) -> beam.PTransform:
+        return WriteToLance(self)
+
+
+class WriteToLance(beam.PTransform):
+    """Land rows of one table into Lance; emits (table, rows landed).
+
+    Append-only tables are written by ``append_shards`` writers in parallel,
+    each writing new data files for its share of the keys, then committed once:
+    a key lives in one shard, so no two writers insert it. Keyed tables go
+    through one writer (Lance does not serialise two merge-inserts of the same
+    new key), which folds repeated facts with the stored row first.
+    """
+
+    def __init__(self, config: LanceWriteConfig) -> None:
         super().__init__()
-        self.table = table
-        self.home = home
-        self.storage_options = dict(storage_options or {})
-        self.merge = merge
+        self.config = config
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        from memtape.connectors.lance_store import Store, write_disposition
+        from memtape.schemas import key_of
+
+        cfg = self.config
+        if write_disposition(cfg.table).append:
+            Store(cfg.home, cfg.storage_options).table(cfg.table)  # made here, not by several writers at once
+            return (
+                rows
+                | "KeyByShard" >> beam.Map(lambda row, key=key_of(cfg.table), n=cfg.append_shards: (_shard_of(row, key, n), row))
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteFragments" >> beam.ParDo(_AppendShardFn(cfg))
+                | "AllShards" >> beam.combiners.ToList()
+                | "CommitOnce" >> beam.ParDo(_CommitAppendFn(cfg))
+            )
         return (
             rows
-            | "KeyByTable" >> beam.WithKeys(lambda _row, t=self.table: t)
+            | "KeyByTable" >> beam.WithKeys(lambda _row, t=cfg.table: t)
             | "OneWriter" >> beam.GroupByKey()
-            | "MergeInsert" >> beam.ParDo(_MergeInsertFn(self.home, self.storage_options, self.merge))
+            | "MergeInsert" >> beam.ParDo(_MergeInsertFn(cfg))
         )

@@ -24,6 +24,22 @@ from memtape.errors import UnknownTenant, UserError
 from memtape.schemas import TABLES, conform, key_of
 
 INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Disposition:
+    """How rows land in one table: ``append`` (insert-only: a stored key never changes, so writers need not read
+    each other's rows) or keyed merge, where ``fold`` (if any) folds a new row into the stored row of its key."""
+
+    append: bool
+    fold: Callable[[dict, dict], dict] | None = None
+
+
+def write_disposition(table: str) -> Disposition:
+    """The one place every writer asks how ``table`` is written (insert-only set here, folds in ``pipelines.merging``)."""
+    from memtape.pipelines.merging import MERGES
+
+    return Disposition(append=table in INSERT_ONLY, fold=MERGES.get(table))
 _KEY_CHUNK = 1_000
 IN_LIST_CHUNK = 500
 VERSION_TTL_S = 0.05
@@ -147,9 +163,9 @@ class Store:
         data = rows if isinstance(rows, pa.Table) else conform(name, rows)
         if data.num_rows == 0:
             return Merged(0, 0)
-        data = _last_per_key(data.cast(TABLES[name]), key_of(name))
+        data = last_per_key(data.cast(TABLES[name]), key_of(name))
         builder = self.table(name).merge_insert(key_of(name)).when_not_matched_insert_all()
-        if name not in INSERT_ONLY:
+        if not write_disposition(name).append:
             builder = builder.when_matched_update_all()
         try:
             result = builder.execute(data)
@@ -208,7 +224,7 @@ def in_filter(column: str, values: list[str]) -> str:
     return "(" + " OR ".join(in_lists(column, values)) + ")" if values else "false"
 
 
-def _last_per_key(data: pa.Table, key: str) -> pa.Table:
+def last_per_key(data: pa.Table, key: str) -> pa.Table:
     """Keep one row per key (the last offered): Lance would insert both copies of a new key."""
     keys = data.column(key).to_pylist()
     last = {k: i for i, k in enumerate(keys)}

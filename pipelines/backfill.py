@@ -21,7 +21,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from memtape.config import load_config
 from memtape.connectors.base import connector_for
 from memtape.connectors.beam_io import DEAD, NEW_ROWS_PREFIX, RAW, ReadKafkaRanges, ReadSources
-from memtape.connectors.kafka_io import client_options, parse_kafka_uri
+from memtape.connectors.kafka import client_options, parse_kafka_uri
 from memtape.connectors.lance_store import INSERT_ONLY, Store
 from memtape.errors import UserError
 from memtape.pipelines.cursors import advance_cursors, load_cursors

@@ -71,7 +71,7 @@ class RawLander:
 def run_stream(store: Store, settings: StreamSettings, options: Any, should_stop: Callable[[], bool] = lambda: False,
                progress: Callable[[StreamStats], None] | None = None) -> StreamStats:
     """Consume the raw topics in a consumer group and land everything, until stopped or ``max_seconds``."""
-    from memtape.connectors.kafka_io import RawEventConsumer
+    from memtape.connectors.kafka import RawEventConsumer
 
     stats = StreamStats()
     lander = RawLander(Store(store.home, store.storage_options), settings.group, stats)  # its own handle: another thread

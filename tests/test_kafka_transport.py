@@ -14,9 +14,9 @@ from kafka import KafkaProducer, TopicPartition
 from memtape.connectors.base import connectors
 from memtape.connectors.kafka_broker import EmbeddedBroker
 from memtape.connectors.kafka_codec import encode_event
-from memtape.connectors.kafka_io import (
+from memtape.connectors.kafka import (
     Consumed, Publisher, RawEventConsumer, SourceRecords, data_end_offsets, dead_letter_topic, describe_topics,
-    publish_records, raw_topic, read_range, _consumer,
+    publish_records, raw_topic, read_range, new_consumer,
 )
 from memtape.schemas.records import DeadLetter, RawEvent
 from fixtures_broker import restart_broker
@@ -130,7 +130,7 @@ def test_bounded_read_stops_on_the_data_with_exact_counts(kafka_broker):
         publisher.publish(records)  # many small batches: Tansu's ListOffsets would say last batch base + 1
     topic = raw_topic("im", prefix)
     tp = TopicPartition(topic, 0)
-    consumer = _consumer(kafka_broker, {})
+    consumer = new_consumer(kafka_broker, {})
     assert data_end_offsets(consumer, [tp]) == {tp: 1000}
     consumer.close()
     offsets = [c.offset for c in read_range(f"kafka://{topic}?from=100&to=350", kafka_broker)]

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 
 from memtape.cli import cli
 from memtape.connectors.base import read_source
-from memtape.connectors.kafka_io import SourceRecords, publish_records, raw_topic
+from memtape.connectors.kafka import SourceRecords, publish_records, raw_topic
 from memtape.connectors.lance_store import Store
 from memtape.pipelines.backfill import run_backfill
 from memtape.schemas.records import RawEvent

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memtape.connectors.kafka_io import publish_records
+from memtape.connectors.kafka import publish_records
 from memtape.connectors.lance_store import Store
 from memtape.schemas.records import RawEvent
 

@@ -119,7 +119,7 @@ def test_a_kafka_replay_after_delete_lands_only_what_was_read_after_it(kafka_bro
     from click.testing import CliRunner
 
     from memtape.cli import cli
-    from memtape.connectors.kafka_io import RawEventConsumer, publish_records, raw_topic
+    from memtape.connectors.kafka import RawEventConsumer, publish_records, raw_topic
     from memtape.pipelines.stream import RawLander
     from memtape.pipelines.stream_batches import StreamStats
 

@@ -118,3 +118,51 @@ def test_tenant_scoped_sql_sees_only_that_tenant(tmp_path):
     assert scoped.to_pylist() == [{"tenant": "alice", "n": 4}]
     with pytest.raises(UserError, match="does not exist"):  # a table named only through dynamic SQL is never registered
         sql("SELECT count(*) FROM query('SELECT * FROM raw_' || 'events')", store, tenant="alice")
+
+
+def _raw_rows(ids: range) -> list[dict]:
+    return [RawEvent("t1", "im", "jsonl", f"s{i}", f"line {i}", datetime(2024, 1, 1, tzinfo=CET)).to_row() for i in ids]
+
+
+def _land_raw(home: str, rows: list[dict]) -> None:
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from memtape.connectors.beam_io import LanceWriteConfig
+
+    with beam.Pipeline() as p:
+        landed = p | beam.Create(rows) | LanceWriteConfig("raw_events", home, batch_rows=7).create_write_transform()
+        assert_that(landed, equal_to([("raw_events", len(rows))]))
+
+
+def test_append_only_sink_lands_each_key_once_in_one_version_per_run(tmp_path):
+    home = str(tmp_path / "home")
+    store = Store(home)
+    first = _raw_rows(range(40))
+    _land_raw(home, first + first[:3])  # a key offered twice in one run lands once
+    after_first = store.table("raw_events").version
+    _land_raw(home, _raw_rows(range(30, 60)))  # 10 keys already stored, 20 new
+    stored = store.read("raw_events", columns=["event_id", "text"]).to_pylist()
+    assert sorted(r["event_id"] for r in stored) == sorted(r["event_id"] for r in _raw_rows(range(60)))
+    assert {r["text"] for r in stored} == {f"line {i}" for i in range(60)}
+    assert store.table("raw_events").version == after_first + 1  # every shard's files committed together
+
+
+def test_append_only_run_that_dies_before_its_commit_leaves_the_table_unchanged(tmp_path, monkeypatch):
+    import lance
+
+    home = str(tmp_path / "home")
+    store = Store(home)
+    _land_raw(home, _raw_rows(range(5)))
+    version = store.table("raw_events").version
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(lance.LanceDataset, "commit", refuse)
+    with pytest.raises(Exception, match="killed before the commit"):
+        _land_raw(home, _raw_rows(range(50)))
+    assert store.table("raw_events").version == version and store.count("raw_events") == 5
+    monkeypatch.undo()
+    _land_raw(home, _raw_rows(range(50)))  # the rerun lands the rest once
+    assert store.count("raw_events") == 50

@@ -44,7 +44,7 @@ def command(tenant: str, source_ids: tuple[str, ...], source_uri: str | None, ev
 def _topics_holding(bootstrap_servers: str, kinds: list[str], deleted_time) -> list[dict]:
     """The raw topics of the deleted events' kinds that exist, with the time their retention lets those records go."""
     from memtape.config import load_config
-    from memtape.connectors.kafka_io import client_options, raw_topic, topic_retention
+    from memtape.connectors.kafka import client_options, raw_topic, topic_retention
 
     kafka = load_config().kafka
     topics = [raw_topic(kind, kafka.topic_prefix) for kind in kinds]

@@ -1,7 +1,7 @@
 """``memtape publish URI...``: stream source connectors into their Kafka topics.
 
 It parses options, builds kafka-python settings from ``[kafka]`` config and
-calls ``memtape.connectors.kafka_io.Publisher``; it parses no source itself.
+calls ``memtape.connectors.kafka.Publisher``; it parses no source itself.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def command(uris: tuple[str, ...], bootstrap_servers: str | None, tenant: str | 
 
     from memtape.config import load_config
     from memtape.connectors.base import connector_for
-    from memtape.connectors.kafka_io import Publisher, SourceRecords, client_options
+    from memtape.connectors.kafka import Publisher, SourceRecords, client_options
 
     try:
         cfg = load_config(config_path)

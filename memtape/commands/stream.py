@@ -35,7 +35,7 @@ def command(bootstrap_servers: str, group: str, topic_prefix: str | None, max_se
     position is stored with the data, so a restart resumes exactly where the store ends.
     """
     from memtape.config import load_config
-    from memtape.connectors.kafka_io import client_options
+    from memtape.connectors.kafka import client_options
     from memtape.pipelines.runner import pipeline_options
     from memtape.pipelines.stream import StreamSettings, run_stream
 

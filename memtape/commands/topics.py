@@ -1,6 +1,6 @@
 """``memtape topics``: list topics, partitions, end offsets and consumer-group lag.
 
-It calls ``memtape.connectors.kafka_io.describe_topics`` and prints a table;
+It calls ``memtape.connectors.kafka.describe_topics`` and prints a table;
 it never writes to the broker.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def command(bootstrap_servers: str | None, config_path: str | None, fmt: str) ->
     on Tansu (its ListOffsets answer is not).
     """
     from memtape.config import load_config
-    from memtape.connectors.kafka_io import client_options, describe_topics
+    from memtape.connectors.kafka import client_options, describe_topics
 
     try:
         cfg = load_config(config_path)
