@@ -174,7 +174,7 @@ class _AppendShardFn(beam.DoFn):
     def process(self, keyed: tuple[int, Iterable[dict]]) -> Iterator[tuple[int, list[str]]]:
         from lance.fragment import write_fragments
 
-        from memtape.connectors.lance_store import in_lists, last_per_key
+        from memtape.connectors.lance_store import WRITE_ERRORS, cannot_write, in_lists, last_per_key
         from memtape.schemas import TABLES, conform, key_of
 
         table, key = self.config.table, key_of(self.config.table)
@@ -190,8 +190,11 @@ class _AppendShardFn(beam.DoFn):
                 written.update(dataset.to_table(columns=[key], filter=where).column(key).to_pylist())
             fresh = data.filter(pc.invert(pc.is_in(data.column(key), pa.array(list(written), pa.string()))))
             if fresh.num_rows:
-                fragments += [json.dumps(f.to_json()) for f in write_fragments(fresh, dataset.uri, schema=TABLES[table],
-                                                                  storage_options=self.store.storage_options or None)]
+                try:
+                    written_files = write_fragments(fresh, dataset.uri, schema=TABLES[table], storage_options=self.store.storage_options or None)
+                except WRITE_ERRORS as exc:
+                    raise cannot_write(self.store.home, table, exc) from exc
+                fragments += [json.dumps(f.to_json()) for f in written_files]
                 written.update(fresh.column(key).to_pylist())
                 beam.metrics.Metrics.counter("memtape", f"{NEW_ROWS_PREFIX}{table}").inc(fresh.num_rows)
         beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
@@ -213,11 +216,16 @@ class _CommitAppendFn(beam.DoFn):
         import lance
         from lance.fragment import FragmentMetadata
 
+        from memtape.connectors.lance_store import WRITE_ERRORS, cannot_write
+
         fragments = [FragmentMetadata.from_json(f) for _, shard in shards for f in shard]
         if fragments:
             dataset = self.store.dataset(self.config.table)
-            lance.LanceDataset.commit(dataset.uri, lance.LanceOperation.Append(fragments), read_version=dataset.version,
-                                      storage_options=self.store.storage_options or None)
+            try:
+                lance.LanceDataset.commit(dataset.uri, lance.LanceOperation.Append(fragments), read_version=dataset.version,
+                                          storage_options=self.store.storage_options or None)
+            except WRITE_ERRORS as exc:
+                raise cannot_write(self.store.home, self.config.table, exc) from exc
         yield self.config.table, sum(landed for landed, _ in shards)
 
 

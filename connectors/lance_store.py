@@ -170,8 +170,8 @@ class Store:
         try:
             result = builder.execute(data)
             self._versions.pop(name, None)  # this process reads its own writes at once
-        except (OSError, RuntimeError) as exc:  # disk full, read-only or vanished store: stop in one line
-            raise UserError(f"{self.home}: cannot write table {name} ({str(exc).splitlines()[0]})") from exc
+        except WRITE_ERRORS as exc:
+            raise cannot_write(self.home, name, exc) from exc
         return Merged(data.num_rows, result.num_inserted_rows)
 
     def fold_with_stored(self, name: str, rows: list[dict], merge: Callable[[dict, dict], dict]) -> list[dict]:
@@ -204,6 +204,14 @@ class Store:
             size = None if _is_uri(self.home) else _local_size(Path(self.home) / f"{name}.lance")
             out.append(TableInfo(name, tbl.count_rows(), size, tbl.version))
         return out
+
+
+WRITE_ERRORS = (OSError, RuntimeError)  # what Lance raises when the disk is full, or the store read-only or gone
+
+
+def cannot_write(home: str, name: str, exc: BaseException) -> UserError:
+    """The one-line error of a failed write to table ``name``."""
+    return UserError(f"{home}: cannot write table {name} ({str(exc).splitlines()[0]})")
 
 
 _NO_STORE = "no memtape store at {home}: nothing has been backfilled there (check --home or MEMTAPE_HOME)"

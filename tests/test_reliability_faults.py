@@ -24,7 +24,7 @@ from memtape.connectors.lance_store import Store
 from memtape.pipelines.backfill import run_backfill
 
 MEMTAPE = str(Path(sys.executable).with_name("memtape"))
-FULL_AT_BYTES = 256 * 1024  # the new source's raw rows need about 800 KB
+FULL_AT_BYTES = 48 * 1024  # each file of the new source's raw rows (one per sink shard) needs about 100 KB
 BIG_ROWS = 3000
 SECRET_BODY = "okapi-saffron-9183 meet me behind the lab"
 SECRET_VALUE = "743.25"
