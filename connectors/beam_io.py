@@ -118,7 +118,7 @@ class ReadKafkaRanges(beam.PTransform):
 
 
 class _ReadTableFn(beam.DoFn):
-    def __init__(self, home: str, storage_options: dict[str, str], where: str) -> None:
+    def __init__(self, home: str, storage_options: dict[str, str], where: Any) -> None:
         self.home = home
         self.storage_options = storage_options
         self.where = where
@@ -134,9 +134,9 @@ class _ReadTableFn(beam.DoFn):
 
 
 class ReadFromLance(beam.PTransform):
-    """Rows of one table matching a Lance filter, streamed batch by batch."""
+    """Rows of one table matching a filter (a pyarrow expression; every row when None), streamed batch by batch."""
 
-    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None, where: str | None = None) -> None:
+    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None, where: Any = None) -> None:
         super().__init__()
         self.table = table
         self.home = home

@@ -1,10 +1,10 @@
-"""``recall``: the best context for a query within a token budget, with provenance, for one tenant.
+"""``recall()``: the best context for a query within a token budget, with provenance, for one tenant.
 
-Retrieval is diffusion, then convergence: ``recall_candidates`` spreads from the
+Retrieval is diffusion, then convergence: ``candidates`` spreads from the
 query over vector, BM25 and the memory graph; this module weighs the
-memories by forgetting strength, ``recall_lines`` splits the best ones into
+memories by forgetting strength, ``lines`` splits the best ones into
 lines traced to single raw events and scores those (questions about *when*
-favour lines that state a time), and ``recall_pack`` converges on the set that
+favour lines that state a time), and ``pack`` converges on the set that
 covers the query best under the budget. Each returned item carries its raw
 event ids, sources and event time so an answer can cite where it came from.
 Every read is scoped to one tenant; recall writes nothing except, when
@@ -22,10 +22,10 @@ from typing import Any
 
 from memtape.connectors.lance_store import Store
 from memtape.forgetting import ForgettingPolicy, ranking_weight, reinforce
-from memtape.recall_candidates import GRAPHS, Scope, candidates
-from memtape.recall_lines import LINES, score_lines
-from memtape.recall_pack import Packable, arrange, count_tokens, pack, render
-from memtape.recall_working import WORKING, working_row
+from memtape.recall.candidates import GRAPHS, Scope, candidates
+from memtape.recall.lines import LINES, score_lines
+from memtape.recall.pack import Packable, arrange, count_tokens, pack, render
+from memtape.recall.working import WORKING, working_row
 
 DEFAULT_BUDGET = 1000
 EXPAND_MEMORIES = 40  # the best memories whose lines compete for the budget
@@ -37,7 +37,8 @@ SERIES_MATCH = 0.999  # a line belongs to the asked series when it matches the q
 OLDER_READING_SHARE = 0.3  # older readings of that series keep this share of their score
 ORDERS = ("relevance", "time")
 LATEST_QUESTION = re.compile(r"\b(latest|most recent(ly)?|current(ly)?|newest|last (reading|value|result|measurement|visit|dose))\b", re.I)
-SERIES_QUESTION = re.compile(r"\b(over time|history|histories|trend|trends|progression|all (the |of )?(readings|values|results|measurements))\b", re.I)
+SERIES_QUESTION = re.compile(
+    r"\b(over time|history|histories|trend|trends|progression|all (the |of )?(readings|values|results|measurements))\b", re.I)
 WHEN_QUESTION = re.compile(r"^\s*(when\b|what (day|date|time|year|month|week)\b|how long\b|since when\b|which (day|year|month)\b)", re.I)
 STATES_TIME = re.compile(
     r"\b(yesterday|today|tonight|tomorrow|last|next|ago|this (morning|week|month|year)|weekend|week|month|year|"
@@ -302,7 +303,8 @@ def recall(
         ))
     if reinforce_recalled and policy.enabled:
         # Written after the answer, off the caller's path; the process waits for it before exiting.
-        _REINFORCER.submit(_reinforce, store, tenant, sorted({i.memory_id for i in items if i.memory_id and policy.applies_to(i.source_kind)}), policy, now)
+        recalled = sorted({i.memory_id for i in items if i.memory_id and policy.applies_to(i.source_kind)})
+        _REINFORCER.submit(_reinforce, store, tenant, recalled, policy, now)
     context = render(chosen)
     reason = None if items else _why_empty(graph, scope, bool(packables))
     return RecallResult(query, tenant, budget, context, count_tokens(context), items, (time.perf_counter() - start) * 1000,
