@@ -212,14 +212,16 @@ def test_retriever_returns_cited_documents_and_plugs_into_langchain_when_install
     wait_for_reinforcement()  # the retriever recalls with forgetting on: let its write land before the store goes
 
 
-def test_recall_is_a_package_whose_api_is_the_recall_function_and_memtape_loads_no_store() -> None:
+def test_recall_is_a_package_whose_api_is_the_recall_function_and_it_loads_no_pipeline_code() -> None:
     import subprocess
     import sys
 
     code = ("import sys, types, memtape; assert 'lancedb' not in sys.modules; "
             "from memtape.recall import recall; import memtape.recall.candidates; "
             "assert isinstance(memtape.recall, types.ModuleType) and memtape.recall.__path__; "
-            "assert recall is memtape.recall.recall and recall.__module__ == 'memtape.recall.api'; print('ok')")
+            "assert recall is memtape.recall.recall and recall.__module__ == 'memtape.recall.api'; "
+            "import memtape.recall.working, memtape.recall.lines, memtape.recall.pack, memtape.recall.subjects; "
+            "assert not [m for m in sys.modules if m.startswith('memtape.pipelines')]; print('ok')")  # no maintain, no writer
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
 
