@@ -6,11 +6,12 @@ Raw and dead-letter rows are insert-only (raw data stays as first read);
 derived rows are replaced when recomputed. Lance does not serialise two
 writers inserting the same new keys, so callers keep one writer per table.
 Readers open a store with ``create=False``: a mistyped home is an error,
-never a new empty store. Rows are selected with pyarrow expressions built
-from values (``column_is``, ``any_of``), never with SQL text: a tenant named
-"O'Brien" or "a timestamp b" is a value like any other. ``sql_literal`` is
-the one place a value is quoted into SQL, for the command lines memtape
-prints for a person to run.
+never a new empty store. Rows are read, counted and deleted by pyarrow
+expressions built from values (``column_is``, ``any_of``), never by SQL text:
+a tenant named "O'Brien" or "a timestamp b" is a value like any other. Where
+an engine takes only SQL text (lancedb's searches, a query printed for a
+person to run), the text is built here, each value through ``sql_literal``,
+the one quoting function.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 
 from memtape.connectors.lance_store import Store, column_is, not_archived, search_filter
 from memtape.recall.subjects import People
@@ -146,7 +147,7 @@ def text_ranking(store: Store, query: str, scope: Scope, limit: int = CANDIDATES
     return search.to_arrow().column("memory_id").to_pylist()
 
 
-def lookup(store: Store, table: str, where: Any, columns: list[str], limit: int) -> list[dict]:
+def lookup(store: Store, table: str, where: pc.Expression, columns: list[str], limit: int) -> list[dict]:
     """Rows of ``table`` matching the expression ``where``, read straight from its Lance dataset.
 
     The dataset is reopened only when the table has a new version: a fresh

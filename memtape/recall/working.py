@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import numpy as np
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
