@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, column_is
 from memtape.forgetting import OFF
 from memtape.recall import recall
 from memtape.pipelines.maintain import maintain
@@ -125,7 +125,7 @@ def main() -> None:
             items.append(len(result.items))
         latencies.sort()
         print(json.dumps({
-            "memories": store.count("memories"), "tenant_memories": store.count("memories", "tenant = 'bench-0'"),
+            "memories": store.count("memories"), "tenant_memories": store.count("memories", column_is("tenant", "bench-0")),
             "raw_events": store.count("raw_events"), "queries": len(latencies), "budget": args.budget,
             "generate_s": round(generate_s, 1), "index_s": round(index_s, 1), "indexes": built,
             "first_query_ms": round(first.latency_ms, 1),

@@ -125,7 +125,7 @@ class ReadKafkaRanges(beam.PTransform):
 
 
 class _ReadTableFn(beam.DoFn):
-    def __init__(self, home: str, storage_options: dict[str, str], where: str | None) -> None:
+    def __init__(self, home: str, storage_options: dict[str, str], where: Any) -> None:
         self.home = home
         self.storage_options = storage_options
         self.where = where
@@ -141,9 +141,9 @@ class _ReadTableFn(beam.DoFn):
 
 
 class ReadFromLance(beam.PTransform):
-    """Rows of one table matching a Lance filter, streamed batch by batch."""
+    """Rows of one table matching a filter (a pyarrow expression; every row when None), streamed batch by batch."""
 
-    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None, where: str | None = None) -> None:
+    def __init__(self, table: str, home: str, storage_options: dict[str, str] | None = None, where: Any = None) -> None:
         super().__init__()
         self.table = table
         self.home = home
@@ -174,7 +174,7 @@ class _AppendShardFn(beam.DoFn):
     def process(self, keyed: tuple[int, Iterable[dict]]) -> Iterator[tuple[int, list[str]]]:
         from lance.fragment import write_fragments
 
-        from memtape.connectors.lance_store import WRITE_ERRORS, cannot_write, in_lists, last_per_key
+        from memtape.connectors.lance_store import WRITE_ERRORS, any_of, cannot_write, last_per_key
         from memtape.schemas import TABLES, conform, key_of
 
         table, key = self.config.table, key_of(self.config.table)
@@ -186,8 +186,8 @@ class _AppendShardFn(beam.DoFn):
             landed += len(chunk)
             data = last_per_key(conform(table, chunk).cast(TABLES[table]), key)
             keys = [k for k in data.column(key).to_pylist() if k not in written]
-            for where in in_lists(key, keys):
-                written.update(dataset.to_table(columns=[key], filter=where).column(key).to_pylist())
+            if keys:
+                written.update(dataset.to_table(columns=[key], filter=any_of(key, keys)).column(key).to_pylist())
             fresh = data.filter(pc.invert(pc.is_in(data.column(key), pa.array(list(written), pa.string()))))
             if fresh.num_rows:
                 try:

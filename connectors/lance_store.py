@@ -6,19 +6,25 @@ Raw and dead-letter rows are insert-only (raw data stays as first read);
 derived rows are replaced when recomputed. Lance does not serialise two
 writers inserting the same new keys, so callers keep one writer per table.
 Readers open a store with ``create=False``: a mistyped home is an error,
-never a new empty store.
+never a new empty store. Rows are read, counted and deleted by pyarrow
+expressions built from values (``column_is``, ``any_of``), never by SQL text:
+a tenant named "O'Brien" or "a timestamp b" is a value like any other. Where
+an engine takes only SQL text (lancedb's searches, a query printed for a
+person to run), the text is built here, each value through ``sql_literal``,
+the one quoting function.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import lancedb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from memtape.errors import UnknownTenant, UserError
 from memtape.schemas import TABLES, conform, key_of
@@ -40,8 +46,8 @@ def write_disposition(table: str) -> Disposition:
     from memtape.pipelines.merging import MERGES
 
     return Disposition(append=table in INSERT_ONLY, fold=MERGES.get(table))
-_KEY_CHUNK = 1_000
-IN_LIST_CHUNK = 500
+
+
 VERSION_TTL_S = 0.05
 
 
@@ -180,21 +186,27 @@ class Store:
         folded: dict[str, dict] = {}
         for row in rows:
             folded[row[key]] = merge(folded[row[key]], row) if row[key] in folded else row
-        for where in in_lists(key, list(folded), _KEY_CHUNK):
-            for stored in self.read(name, where=where).to_pylist():
+        if folded:
+            for stored in self.read(name, where=any_of(key, list(folded))).to_pylist():
                 folded[stored[key]] = merge(stored, folded[stored[key]])
         return list(folded.values())
 
-    def read(self, name: str, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Rows of ``name`` matching a Lance SQL filter, as Arrow."""
-        return self.dataset(name).to_table(filter=where, columns=columns)
+    def read(self, name: str, where: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows of ``name`` matching the expression ``where`` (every row when None), as Arrow."""
+        return self.dataset(name).to_table(filter=_checked(where), columns=columns)
 
-    def delete(self, name: str, where: str) -> None:
-        self.table(name).delete(where)
-        self._versions.pop(name, None)
+    def delete(self, name: str, where: pc.Expression) -> int:
+        """Delete the rows matching ``where``; return how many there were (nothing is written when none match)."""
+        dataset = self.dataset(name)
+        n = dataset.count_rows(filter=_checked(where))
+        if n:
+            dataset.delete(where)
+            self._versions.pop(name, None)
+        return n
 
-    def count(self, name: str, where: str | None = None) -> int:
-        return self.table(name).count_rows(where)
+    def count(self, name: str, where: pc.Expression | None = None) -> int:
+        """Rows of ``name`` matching ``where`` (every row when None)."""
+        return self.dataset(name).count_rows(filter=_checked(where))
 
     def info(self) -> list[TableInfo]:
         """Row count, bytes on disk (local stores) and Lance version of every table."""
@@ -217,19 +229,66 @@ def cannot_write(home: str, name: str, exc: BaseException) -> UserError:
 _NO_STORE = "no memtape store at {home}: nothing has been backfilled there (check --home or MEMTAPE_HOME)"
 
 
-def quote_literal(value: str) -> str:
-    """``value`` as a SQL string literal for Lance filters and DuckDB queries."""
+def column_is(column: str, value: Any) -> pc.Expression:
+    """The rows whose ``column`` equals ``value``."""
+    return pc.field(column) == pc.scalar(value)
+
+
+def any_of(column: str, values: Iterable[str]) -> pc.Expression:
+    """The rows whose string ``column`` is any of ``values`` (none for no values)."""
+    return pc.field(column).isin(pa.array(list(values), pa.string()))
+
+
+def not_archived() -> pc.Expression:
+    """Memories still in the recall index: ``archived`` unset or false (``forget`` sets it)."""
+    return pc.field("archived").is_null() | ~pc.field("archived")
+
+
+def _checked(where: pc.Expression | None) -> pc.Expression | None:
+    """``where`` itself; SQL text is refused, so no caller can build a filter by pasting values into it."""
+    if where is not None and not isinstance(where, pc.Expression):
+        raise TypeError(f"a store filter is a pyarrow expression built from values, not {type(where).__name__}: {where!r}")
+    return where
+
+
+def search_filter(tenant: str, *, live_only: bool = False, subjects: Sequence[str] | None = None,
+                  ends_from: datetime | None = None, starts_before: datetime | None = None,
+                  source_kind: str | None = None) -> str:
+    """The filter of a lancedb vector or full-text search, as the SQL text that search takes, built from values here.
+
+    lancedb's searches take SQL text or its own expression type, which cannot
+    say IS NULL or test a list, so this is the one filter memtape writes as
+    SQL for the engine; every value goes through ``sql_literal``.
+    ``live_only`` drops archived (forgotten) memories; ``subjects`` keeps rows
+    about any of them; a row without ``end_time`` or ``start_time`` passes
+    ``ends_from`` or ``starts_before``.
+    """
+    parts = [f"tenant = {sql_literal(tenant)}"]
+    if live_only:
+        parts.append("(archived IS NULL OR archived = false)")
+    if subjects is not None:
+        parts.append(f"array_has_any(subjects, [{', '.join(map(sql_literal, subjects)) or 'NULL'}])")
+    if ends_from is not None:
+        parts.append(f"(end_time IS NULL OR end_time >= {sql_literal(ends_from)})")
+    if starts_before is not None:
+        parts.append(f"(start_time IS NULL OR start_time < {sql_literal(starts_before)})")
+    if source_kind is not None:
+        parts.append(f"source_kind = {sql_literal(source_kind)}")
+    return " AND ".join(parts)
+
+
+def sql_literal(value: str | datetime) -> str:
+    """``value`` as a SQL literal: the one quoting function, for ``search_filter`` and SQL printed for a person to run.
+
+    A string goes between single quotes with each single quote doubled, the
+    SQL standard that both Lance and DuckDB read (a backslash is an ordinary
+    character in both); a time becomes a UTC ``TIMESTAMP`` literal (a naive
+    time is taken as UTC, as the tables store it).
+    """
+    if isinstance(value, datetime):
+        utc = value.astimezone(timezone.utc) if value.tzinfo else value
+        return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
     return "'" + value.replace("'", "''") + "'"
-
-
-def in_lists(column: str, values: list[str], chunk: int = IN_LIST_CHUNK) -> list[str]:
-    """``column IN (...)`` filters covering ``values``, at most ``chunk`` values each (long lists slow a filter down)."""
-    return [f"{column} IN ({', '.join(quote_literal(v) for v in values[k:k + chunk])})" for k in range(0, len(values), chunk)]
-
-
-def in_filter(column: str, values: list[str]) -> str:
-    """One filter for the rows whose ``column`` is any of ``values``: the chunked lists joined, ``false`` for none."""
-    return "(" + " OR ".join(in_lists(column, values)) + ")" if values else "false"
 
 
 def last_per_key(data: pa.Table, key: str) -> pa.Table:

@@ -18,7 +18,9 @@ import os
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
-from memtape.connectors.lance_store import Store, quote_literal
+import pyarrow.compute as pc
+
+from memtape.connectors.lance_store import Store, any_of, column_is, not_archived
 
 INITIAL_STRENGTH = 1.0
 SECONDS_PER_DAY = 86_400.0
@@ -72,11 +74,9 @@ def ranking_weight(policy: ForgettingPolicy, row: Mapping, now: datetime) -> flo
     return policy.floor + (1.0 - policy.floor) * r
 
 
-def _where(tenant: str, memory_ids: Iterable[str] | None = None) -> str:
-    where = f"tenant = {quote_literal(tenant)}"
-    if memory_ids is not None:
-        where += f" AND memory_id IN ({', '.join(quote_literal(m) for m in memory_ids)})"
-    return where
+def _where(tenant: str, memory_ids: Iterable[str] | None = None) -> pc.Expression:
+    where = column_is("tenant", tenant)
+    return where if memory_ids is None else where & any_of("memory_id", memory_ids)
 
 
 def reinforce(store: Store, tenant: str, memory_ids: list[str], policy: ForgettingPolicy, now: datetime | None = None) -> list[dict]:
@@ -102,7 +102,7 @@ def forget(store: Store, tenant: str, below: float, policy: ForgettingPolicy, no
     be rebuilt or restored; recall simply stops seeing it.
     """
     now = now or datetime.now(timezone.utc)
-    rows = store.read("memories", where=_where(tenant) + " AND (archived IS NULL OR archived = false)").to_pylist()
+    rows = store.read("memories", where=_where(tenant) & not_archived()).to_pylist()
     weak = [r for r in rows if policy.applies_to(r["source_kind"])
             and retention(r["strength"], r["last_recalled"], r["end_time"] or r["start_time"], now, policy.unit_days) < below]
     if weak and not dry_run:

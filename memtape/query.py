@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from memtape.connectors.lance_store import Store, quote_literal
+from memtape.connectors.lance_store import Store, column_is
 from memtape.errors import UserError
 from memtape.schemas import TABLES
 
@@ -78,7 +78,7 @@ def open_query(query: str, store: Store | None = None, tenant: str | None = None
                 con.register(name, store.dataset(name))
         else:
             for name in _named_tables(query):
-                con.register(name, store.read(name, where=f"tenant = {quote_literal(tenant)}"))
+                con.register(name, store.read(name, where=column_is("tenant", tenant)))
         for setting in _LOCKDOWN:
             con.execute(setting)
     except BaseException:

@@ -21,7 +21,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memtape.connectors.lance_store import Store, in_filter, in_lists, quote_literal
+from memtape.connectors.lance_store import Store, any_of, column_is
 from memtape.errors import UserError
 from memtape.pipelines.maintain import purge_table
 from memtape.pipelines.state import CHECKPOINT
@@ -39,19 +39,14 @@ class DeleteReport:
     source_kinds: list[str]  # kinds of the deleted events: their raw topics may still hold them
 
 
-def _delete_where(store: Store, table: str, tenant: str, clauses: list[str]) -> int:
-    removed = 0
-    for clause in clauses:
-        where = f"tenant = {quote_literal(tenant)} AND ({clause})"
-        n = store.count(table, where)
-        if n:
-            store.delete(table, where)
-            removed += n
-    return removed
+def _delete_where(store: Store, table: str, tenant: str, where: pc.Expression | None = None) -> int:
+    """Delete the tenant's rows of ``table`` matching ``where`` (all of them when None); return how many went."""
+    mine = column_is("tenant", tenant)
+    return store.delete(table, mine if where is None else mine & where)
 
 
 def _ids_touching(store: Store, table: str, key: str, list_column: str, tenant: str, doomed: set[str]) -> list[str]:
-    rows = store.read(table, where=f"tenant = {quote_literal(tenant)}", columns=[key, list_column])
+    rows = store.read(table, where=column_is("tenant", tenant), columns=[key, list_column])
     if rows.num_rows == 0:
         return []
     flat = pc.list_flatten(rows.column(list_column))
@@ -64,11 +59,11 @@ def _ids_touching(store: Store, table: str, key: str, list_column: str, tenant: 
 def select_events(store: Store, tenant: str, source_ids: list[str] | None = None, source_uri: str | None = None,
                   everything: bool = False) -> list[str]:
     """The event ids of ``tenant`` chosen by source ids, a source URI, or all of them."""
-    where = f"tenant = {quote_literal(tenant)}"
+    where = column_is("tenant", tenant)
     if source_ids:
-        where += f" AND {in_filter('source_id', source_ids)}"
+        where = where & any_of("source_id", source_ids)
     elif source_uri:
-        where += f" AND source_uri = {quote_literal(source_uri)}"
+        where = where & column_is("source_uri", source_uri)
     elif not everything:
         raise UserError("say what to delete: --source-id, --source or --all")
     return store.read("raw_events", where=where, columns=["event_id"]).column("event_id").to_pylist()
@@ -88,27 +83,24 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
     if everything:
         for name in TABLES:
             if name not in _KEPT_ON_DELETE:
-                deleted[name] = _delete_where(store, name, tenant, ["true"])
+                deleted[name] = _delete_where(store, name, tenant)
     elif doomed:
         ids = sorted(doomed)
         episodes = _ids_touching(store, "episodes", "episode_id", "member_ids", tenant, doomed)
         memories = _ids_touching(store, "memories", "memory_id", "raw_event_ids", tenant, doomed)
-        deleted["memories"] = _delete_where(store, "memories", tenant, in_lists("memory_id", memories))
-        deleted["triples"] = _delete_where(store, "triples", tenant,
-                                           in_lists("raw_event_id", ids) + in_lists("episode_id", episodes))
-        deleted["episodes"] = _delete_where(store, "episodes", tenant, in_lists("episode_id", episodes))
-        deleted["utterances"] = _delete_where(store, "utterances", tenant, in_lists("recording_event_id", ids))
+        deleted["memories"] = _delete_where(store, "memories", tenant, any_of("memory_id", memories))
+        deleted["triples"] = _delete_where(store, "triples", tenant, any_of("raw_event_id", ids) | any_of("episode_id", episodes))
+        deleted["episodes"] = _delete_where(store, "episodes", tenant, any_of("episode_id", episodes))
+        deleted["utterances"] = _delete_where(store, "utterances", tenant, any_of("recording_event_id", ids))
         deleted["entities"] = _prune_entities(store, tenant, doomed)
-        deleted["raw_events"] = _delete_where(store, "raw_events", tenant, in_lists("event_id", ids))
+        deleted["raw_events"] = _delete_where(store, "raw_events", tenant, any_of("event_id", ids))
     if not everything:
         uris = sorted({uri for uri, _ in touched if uri} | ({source_uri} if source_uri else set()))
         if source_uri:
-            deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant,
-                                                    [f"source_uri = {quote_literal(source_uri)}"])
-        deleted["cursors"] = _delete_where(store, "cursors", tenant, in_lists("source_uri", uris))
+            deleted["dead_letters"] = _delete_where(store, "dead_letters", tenant, column_is("source_uri", source_uri))
+        deleted["cursors"] = _delete_where(store, "cursors", tenant, any_of("source_uri", uris))
         if doomed:
-            deleted["pipeline_state"] = _delete_where(store, "pipeline_state", tenant,
-                                                      [f"kind <> {quote_literal(CHECKPOINT)}"])
+            deleted["pipeline_state"] = _delete_where(store, "pipeline_state", tenant, pc.field("kind") != CHECKPOINT)
     if everything or source_uri:
         bury(store, tenant, None if everything else source_uri, deleted_time)
     for name in TABLES:
@@ -118,17 +110,14 @@ def delete_events(store: Store, tenant: str, event_ids: list[str], source_uri: s
 
 def _sources_of(store: Store, tenant: str, event_ids: list[str]) -> set[tuple[str | None, str]]:
     """(source URI, source kind) of the chosen events."""
-    found: set[tuple[str | None, str]] = set()
-    for clause in in_lists("event_id", event_ids):
-        rows = store.read("raw_events", where=f"tenant = {quote_literal(tenant)} AND ({clause})",
-                          columns=["source_uri", "source_kind"])
-        found |= set(zip(rows.column("source_uri").to_pylist(), rows.column("source_kind").to_pylist()))
-    return found
+    rows = store.read("raw_events", where=column_is("tenant", tenant) & any_of("event_id", event_ids),
+                      columns=["source_uri", "source_kind"])
+    return set(zip(rows.column("source_uri").to_pylist(), rows.column("source_kind").to_pylist()))
 
 
 def _prune_entities(store: Store, tenant: str, doomed: set[str]) -> int:
     """Drop entities whose every supporting event is deleted; strip deleted ids from the rest."""
-    rows = store.read("entities", where=f"tenant = {quote_literal(tenant)}").to_pylist()
+    rows = store.read("entities", where=column_is("tenant", tenant)).to_pylist()
     gone, kept = [], []
     for row in rows:
         support = [i for i in (row["raw_event_ids"] or []) if i not in doomed]
@@ -139,4 +128,4 @@ def _prune_entities(store: Store, tenant: str, doomed: set[str]) -> int:
         else:
             gone.append(row["entity_id"])
     store.upsert("entities", kept)
-    return _delete_where(store, "entities", tenant, in_lists("entity_id", gone))
+    return _delete_where(store, "entities", tenant, any_of("entity_id", gone))

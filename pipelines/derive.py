@@ -12,15 +12,16 @@ import dataclasses
 from datetime import datetime
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from memtape.connectors.beam_io import NEW_ROWS_PREFIX, RAW, LanceWriteConfig, ReadFromLance
-from memtape.connectors.lance_store import Store, quote_literal
+from memtape.connectors.lance_store import Store, column_is
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.progress import CountProgress
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_where, commit_checkpoint, load_checkpoint,
                                      next_generation, prune_states)
 from memtape.schemas.records import utcnow
-from memtape.query import sql
 
 
 @dataclasses.dataclass
@@ -30,8 +31,9 @@ class DeriveResult:
     new: dict[str, int] = dataclasses.field(default_factory=dict)  # of ``landed``, rows whose key was not stored yet
 
 
-def _ts(value: datetime) -> str:
-    return f"timestamp '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+def _ingest_time(value: datetime) -> pa.Scalar:
+    """``value`` as a value of ``raw_events.ingest_time`` (a naive time is taken as UTC, as the table stores it)."""
+    return pa.scalar(value, pa.timestamp("us", "UTC"))
 
 
 def land_tables(outputs: dict[str, beam.PCollection], store: Store) -> None:
@@ -47,15 +49,15 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
     """Process the tenant's raw events ingested by ``ingest_path`` since the checkpoint."""
     checkpoint = load_checkpoint(store, tenant, f"{ingest_path}:{tenant}")
     prune_states(store, checkpoint)  # state rows of a run that died before its commit must not count after the next one
-    base = f"tenant = {quote_literal(tenant)} AND ingest_path = {quote_literal(ingest_path)}"
+    pending = column_is("tenant", tenant) & column_is("ingest_path", ingest_path)
     since = checkpoint.progress.get("ingest_watermark")
-    pending = base + (f" AND ingest_time > {_ts(datetime.fromisoformat(since))}" if since else "")
-    newest = sql(f"SELECT count(*) AS n, max(ingest_time) AS t FROM raw_events WHERE {pending.replace('timestamp ', 'TIMESTAMPTZ ')}",
-                 store).to_pylist()[0]
-    if newest["n"] == 0 and not close_open:
+    if since:
+        pending = pending & (pc.field("ingest_time") > _ingest_time(datetime.fromisoformat(since)))
+    times = store.read("raw_events", where=pending, columns=["ingest_time"]).column("ingest_time")
+    if len(times) == 0 and not close_open:
         return DeriveResult(0, {})
-    watermark = newest["t"] or (datetime.fromisoformat(since) if since else None)
-    selected = pending + (f" AND ingest_time <= {_ts(watermark)}" if watermark else "")
+    watermark = pc.max(times).as_py() or (datetime.fromisoformat(since) if since else None)
+    selected = pending & (pc.field("ingest_time") <= _ingest_time(watermark)) if watermark else pending
     generation = next_generation(checkpoint.generation)
     with beam.Pipeline(options=options) as p:
         raw = p | "PendingRaw" >> ReadFromLance("raw_events", store.home, store.storage_options, selected)
@@ -67,7 +69,7 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
                            {"ingest_watermark": watermark.isoformat() if watermark else since})
     commit_checkpoint(store, committed)
     prune_states(store, committed)
-    return DeriveResult(newest["n"], _landed(p.result), _landed(p.result, NEW_ROWS_PREFIX))
+    return DeriveResult(len(times), _landed(p.result), _landed(p.result, NEW_ROWS_PREFIX))
 
 
 def _landed(result: beam.runners.runner.PipelineResult, prefix: str = "landed_") -> dict[str, int]:

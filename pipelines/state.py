@@ -13,13 +13,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import operator
 import time
 from typing import Any, Collection
 
 import apache_beam as beam
+import pyarrow.compute as pc
 
 from memtape.connectors.beam_io import ReadFromLance
-from memtape.connectors.lance_store import Store, in_filter, in_lists, quote_literal
+from memtape.connectors.lance_store import Store, any_of, column_is
 from memtape.pipelines.memory import SEGMENTER_STATE
 from memtape.schemas.records import stable_id, utcnow
 
@@ -40,7 +42,7 @@ def next_generation(previous: int) -> int:
 
 
 def load_checkpoint(store: Store, tenant: str, name: str) -> Checkpoint:
-    rows = store.read("pipeline_state", where=f"state_id = {quote_literal(stable_id(tenant, CHECKPOINT, name))}").to_pylist()
+    rows = store.read("pipeline_state", where=column_is("state_id", stable_id(tenant, CHECKPOINT, name))).to_pylist()
     if not rows:
         return Checkpoint(name, tenant)
     return Checkpoint(name, tenant, rows[0]["generation"], json.loads(rows[0]["payload"]))
@@ -55,20 +57,18 @@ def commit_checkpoint(store: Store, checkpoint: Checkpoint) -> None:
         "updated_time": utcnow()}])
 
 
-def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None = None) -> str | None:
-    """The Lance filter for the state rows a run starts from: each checkpoint's rows up to its committed generation,
+def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None = None) -> pc.Expression | None:
+    """The filter for the state rows a run starts from: each checkpoint's rows up to its committed generation,
     of ``scopes`` only when given; None when there is nothing to read.
 
     State rows may belong to any tenant: a stream checkpoint covers a Kafka
     partition, which carries many tenants' conversations.
     """
-    committed = [f"(checkpoint = {quote_literal(c.name)} AND generation <= {c.generation})" for c in checkpoints if c.generation]
+    committed = [column_is("checkpoint", c.name) & (pc.field("generation") <= c.generation) for c in checkpoints if c.generation]
     if not committed or (scopes is not None and not scopes):
         return None
-    where = f"kind != {quote_literal(CHECKPOINT)} AND (" + " OR ".join(committed) + ")"
-    if scopes is not None:
-        where += f" AND {in_filter('scope', sorted(scopes))}"
-    return where
+    where = (pc.field("kind") != CHECKPOINT) & functools.reduce(operator.or_, committed)
+    return where if scopes is None else where & any_of("scope", sorted(scopes))
 
 
 def _newest(a: tuple[int, str], b: tuple[int, str]) -> tuple[int, str]:
@@ -82,7 +82,7 @@ class ReadCarriedState(beam.PTransform):
     state it touches and nothing large is pickled into its DoFns.
     """
 
-    def __init__(self, store: Store, where: str | None) -> None:
+    def __init__(self, store: Store, where: pc.Expression | None) -> None:
         super().__init__()
         self.home, self.storage_options, self.where = store.home, store.storage_options, where
 
@@ -103,7 +103,7 @@ def carried_conversations(store: Store, checkpoint: Checkpoint) -> dict[str, str
     where = carried_where([checkpoint])
     if where is None:
         return {}
-    rows = store.read("pipeline_state", where=f"{where} AND kind = {quote_literal(SEGMENTER_STATE)}", columns=["scope", "generation", "payload"])
+    rows = store.read("pipeline_state", where=where & column_is("kind", SEGMENTER_STATE), columns=["scope", "generation", "payload"])
     newest: dict[str, tuple[int, str]] = {}
     for scope, gen, payload in zip(*(rows.column(c).to_pylist() for c in ("scope", "generation", "payload"))):
         newest[scope] = _newest(newest.get(scope, (-1, "")), (gen, payload))
@@ -118,7 +118,7 @@ def prune_states(store: Store, checkpoint: Checkpoint) -> int:
     would otherwise make that run's state rows count for the scopes it does not
     rewrite.
     """
-    where = f"checkpoint = {quote_literal(checkpoint.name)} AND kind != {quote_literal(CHECKPOINT)}"
+    where = column_is("checkpoint", checkpoint.name) & (pc.field("kind") != CHECKPOINT)
     rows = store.read("pipeline_state", where=where, columns=["state_id", "kind", "scope", "generation"])
     if rows.num_rows == 0:
         return 0
@@ -128,6 +128,6 @@ def prune_states(store: Store, checkpoint: Checkpoint) -> int:
             keep[(kind, scope)] = (gen, sid)
     kept_ids = {sid for _, sid in keep.values()}
     doomed = [sid for sid in rows.column("state_id").to_pylist() if sid not in kept_ids]
-    for where in in_lists("state_id", doomed):
-        store.delete("pipeline_state", where)
+    if doomed:
+        store.delete("pipeline_state", any_of("state_id", doomed))
     return len(doomed)

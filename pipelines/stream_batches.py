@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import apache_beam as beam
 
 from memtape.connectors.beam_io import RAW, ReadFromLance
-from memtape.connectors.lance_store import Store, in_filter
+from memtape.connectors.lance_store import Store, any_of
 from memtape.pipelines.derive import land_tables
 from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
@@ -157,7 +157,7 @@ class MicroBatcher:
         scope_of = _scope_of(checkpoint_of)
         scopes = {scope_of(r): checkpoint_of[conversation_key(r)] for r in rows}
         target = StateTarget(checkpoints[0].name, generation, {**checkpoint_of, **scopes})
-        landed = in_filter("event_id", sorted({r["event_id"] for r in rows}))
+        landed = any_of("event_id", sorted({r["event_id"] for r in rows}))
         with beam.Pipeline(options=self.options) as p:
             raw = p | "Batch" >> ReadFromLance(RAW, self.store.home, self.store.storage_options, landed)
             carried = p | "Carried" >> ReadCarriedState(self.store, carried_where(checkpoints, {*checkpoint_of, *scopes}))
@@ -189,7 +189,7 @@ def _closed_by_a_dead_run(store: Store, open_units: dict[str, set[str]]) -> set[
     new message joins, gives the same episodes with the same ids.
     """
     by_conversation: dict[tuple[str, ...], str] = {tuple(key.split("\x1f", 1)): key for key in open_units}
-    where = in_filter("conversation_id", sorted({conversation for _, conversation in by_conversation}))
+    where = any_of("conversation_id", sorted({conversation for _, conversation in by_conversation}))
     closed: set[str] = set()
     for episode in store.read("episodes", where=where, columns=["tenant", "conversation_id", "member_ids"]).to_pylist():
         key = by_conversation.get((episode["tenant"], episode["conversation_id"] or ""))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from memtape.connectors.lance_store import Store, quote_literal
+from memtape.connectors.lance_store import Store, column_is
 from memtape.schemas.records import RawEvent, stable_id
 
 
@@ -32,7 +32,7 @@ class Tombstones:
     @classmethod
     def load(cls, store: Store, tenant: str | None = None) -> "Tombstones":
         """Every tombstone, or one tenant's."""
-        where = f"tenant = {quote_literal(tenant)}" if tenant is not None else None
+        where = column_is("tenant", tenant) if tenant is not None else None
         rows = store.read("tombstones", where=where, columns=["tenant", "source_uri", "deleted_time"]).to_pylist()
         return cls({(r["tenant"], r["source_uri"]): r["deleted_time"] for r in rows})
 

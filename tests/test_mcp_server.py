@@ -10,7 +10,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, column_is
 from test_recall_api import CHAT, make_memories
 
 MEMTAPE = str(Path(sys.executable).with_name("memtape"))
@@ -38,7 +38,7 @@ async def _session_calls(home: str, calls: list[tuple[str, dict]]) -> tuple[list
 
 
 def test_an_mcp_client_lists_the_tools_and_gets_a_cited_answer(home: str) -> None:
-    raw = Store(home).read("raw_events", where="tenant = 't1'").to_pylist()
+    raw = Store(home).read("raw_events", where=column_is("tenant", "t1")).to_pylist()
     biscuit_ids = {r["event_id"] for r in raw if "Biscuit" in r["text"]}
     tools, (recalled, counted, refused) = anyio.run(_session_calls, home, [
         ("recall", {"query": "What is the name of Ana's cat?", "budget": 80}),

@@ -5,10 +5,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, column_is
 from memtape.forgetting import OFF, ForgettingPolicy, forget, reinforce, retention
 from memtape.recall import recall
-from memtape.recall_pack import count_tokens
+from memtape.recall.pack import count_tokens
 from memtape.schemas.records import RawEvent, stable_id
 
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=timezone.utc)
@@ -135,7 +135,7 @@ def test_forgetting_decays_ranks_reinforces_and_archives_without_touching_raw_ev
     assert scores["photo"] > scores["renewal"]
 
     reinforce(store, "t", [rows[1]["memory_id"]], policy, now)
-    stronger = store.read("memories", where=f"memory_id = '{rows[1]['memory_id']}'").to_pylist()[0]
+    stronger = store.read("memories", where=column_is("memory_id", rows[1]["memory_id"])).to_pylist()[0]
     assert stronger["strength"] == 2.0 and stronger["last_recalled"] == now
 
     archived = forget(store, "t", 0.5, policy, now)
@@ -143,7 +143,7 @@ def test_forgetting_decays_ranks_reinforces_and_archives_without_touching_raw_ev
     after = recall("passport", "t", 500, store=store, forgetting=policy, now=now)
     recalled = {i.memory_id for i in after.items}
     assert rows[1]["memory_id"] in recalled and rows[0]["memory_id"] not in recalled
-    assert store.count("raw_events", "tenant = 't'") == 3
+    assert store.count("raw_events", column_is("tenant", "t")) == 3
 
 
 def test_recall_without_tenant_or_budget_is_refused(store: Store) -> None:
@@ -157,7 +157,7 @@ def test_recall_without_tenant_or_budget_is_refused(store: Store) -> None:
 
 def test_recall_reinforces_what_it_returned_without_rebuilding_the_graph(tmp_path) -> None:
     from memtape.recall import wait_for_reinforcement
-    from memtape.recall_candidates import GRAPHS
+    from memtape.recall.candidates import GRAPHS
 
     store = Store(str(tmp_path / "s"))
     rows = make_memories(store, "t", [{"text": "Piano lesson moved to Wednesday."}, {"text": "Bought new running shoes."}])
@@ -166,7 +166,7 @@ def test_recall_reinforces_what_it_returned_without_rebuilding_the_graph(tmp_pat
     wait_for_reinforcement()
     graph = GRAPHS.get(store, "t")
     assert [i.memory_id for i in first.items] == [rows[0]["memory_id"]]
-    written = store.read("memories", where="tenant = 't'").to_pylist()
+    written = store.read("memories", where=column_is("tenant", "t")).to_pylist()
     assert {r["memory_id"]: r["strength"] for r in written} == {rows[0]["memory_id"]: 2.0, rows[1]["memory_id"]: 1.0}
     assert graph.strength[rows[0]["memory_id"]][0] == 2.0
     recall("piano lesson", "t", 12, store=store, forgetting=policy, now=T0 + DAY)
@@ -212,13 +212,16 @@ def test_retriever_returns_cited_documents_and_plugs_into_langchain_when_install
     wait_for_reinforcement()  # the retriever recalls with forgetting on: let its write land before the store goes
 
 
-def test_package_exposes_recall_without_loading_the_store() -> None:
+def test_recall_is_a_package_whose_api_is_the_recall_function_and_it_loads_no_pipeline_code() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, memtape; assert 'lancedb' not in sys.modules; import memtape.recall as _; "
-            "from memtape import recall; from memtape.recall import recall as inner; "
-            "assert recall is inner is memtape.recall, recall; print('ok')")
+    code = ("import sys, types, memtape; assert 'lancedb' not in sys.modules; "
+            "from memtape.recall import recall; import memtape.recall.candidates; "
+            "assert isinstance(memtape.recall, types.ModuleType) and memtape.recall.__path__; "
+            "assert recall is memtape.recall.recall and recall.__module__ == 'memtape.recall.api'; "
+            "import memtape.recall.working, memtape.recall.lines, memtape.recall.pack, memtape.recall.subjects; "
+            "assert not [m for m in sys.modules if m.startswith('memtape.pipelines')]; print('ok')")  # no maintain, no writer
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
 

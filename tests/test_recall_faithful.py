@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, column_is
 from memtape.errors import UserError
 from memtape.forgetting import OFF
 from memtape.recall import recall
@@ -59,7 +59,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 def _raw_text(store: Store, event_id: str) -> str:
-    return store.read("raw_events", where=f"event_id = '{event_id}'", columns=["text"]).column("text")[0].as_py()
+    return store.read("raw_events", where=column_is("event_id", event_id), columns=["text"]).column("text")[0].as_py()
 
 
 def _plain(text: str) -> str:
@@ -127,7 +127,7 @@ def test_empty_query_is_a_clear_error(store: Store) -> None:
 
 
 def test_health_memory_names_its_patient_in_header_and_subjects_and_keeps_text_as_written(store: Store) -> None:
-    rows = store.read("memories", where="tenant = 'clinic'", columns=["header", "text", "subjects"]).to_pylist()
+    rows = store.read("memories", where=column_is("tenant", "clinic"), columns=["header", "text", "subjects"]).to_pylist()
     ana = [r for r in rows if "Ana Diaz <Patient/pa>" in (r["subjects"] or [])]
     assert ana and all(r["subjects"] == ["Ana Diaz <Patient/pa>"] for r in ana)
     assert all("about: Ana Diaz <Patient/pa>" in r["header"] for r in ana)

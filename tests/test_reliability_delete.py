@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from memtape.connectors.lance_store import Store
+from memtape.connectors.lance_store import Store, column_is
 from memtape.pipelines.backfill import run_backfill
 from memtape.pipelines.delete import delete_events, select_events
 from memtape.pipelines.maintain import maintain
@@ -64,7 +64,7 @@ def _marked_source(folder: Path, tag: str) -> Path:
 def _tenant_rows(store: Store, tenant: str) -> dict[str, int]:
     from memtape.schemas import TABLES
 
-    return {name: store.count(name, f"tenant = '{tenant}'") for name in TABLES}
+    return {name: store.count(name, column_is("tenant", tenant)) for name in TABLES}
 
 
 def test_delete_all_leaves_no_byte_of_the_tenant_even_after_maintain_and_another_tenants_write(tmp_path):
@@ -87,7 +87,7 @@ def test_delete_all_leaves_no_byte_of_the_tenant_even_after_maintain_and_another
 
     assert _files_containing(home, TENANT_MARK) == []
     assert {t: n for t, n in _tenant_rows(store, "gone").items() if n} == {"tombstones": 1}
-    assert store.count("raw_events", "tenant = 'kept'") == 4
+    assert store.count("raw_events", column_is("tenant", "kept")) == 4
     reply = json.loads(out.output)
     assert reply["tombstone"]["source_uri"] is None and reply["deleted"]["pipeline_state"] == before["pipeline_state"]
 

@@ -68,10 +68,10 @@ def dead_letters_command(tenant: str, home: str | None) -> str:
     """The ``memtape sql`` command line that lists the tenant's dead letters, newest first."""
     import shlex
 
-    from memtape.connectors.lance_store import quote_literal
+    from memtape.connectors.lance_store import sql_literal
 
     query = (f"SELECT created_time, source_uri, position, stage, error FROM dead_letters "
-             f"WHERE tenant = {quote_literal(tenant)} ORDER BY created_time DESC LIMIT 20")
+             f"WHERE tenant = {sql_literal(tenant)} ORDER BY created_time DESC LIMIT 20")
     # Double quotes read best around SQL's single quotes; shlex quoting when the shell would expand something inside.
     quoted = f'"{query}"' if not set(query) & set('"$`\\!') else shlex.quote(query)
     return f"memtape sql {quoted}" + (f" --home {shlex.quote(home)}" if home else "")

@@ -123,9 +123,9 @@ def command() -> None:
 @tenant_option
 def episodes(conversation: str, out: Path, home: str | None, tenant: str) -> None:
     """Surprise curve of one conversation with the threshold and episode boundaries marked."""
-    from memtape.connectors.lance_store import quote_literal
+    from memtape.connectors.lance_store import column_is
 
-    where = f"conversation_id = {quote_literal(conversation)} AND tenant = {quote_literal(tenant)}"
+    where = column_is("conversation_id", conversation) & column_is("tenant", tenant)
     store = open_store(home, create=False)
     rows = store.read("episodes", where=where).to_pylist()
     if not rows:

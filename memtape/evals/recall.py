@@ -93,12 +93,12 @@ def backfill(conv: Conversation, store: Any, workdir: Path) -> None:
 
 def raw_texts(store: Any, tenant: str, items: Sequence[Any]) -> dict[str, str]:
     """The raw text of every event the items cite (one tenant's)."""
-    from memtape.connectors.lance_store import in_filter, quote_literal
+    from memtape.connectors.lance_store import any_of, column_is
 
     ids = sorted({e for item in items for e in item.raw_event_ids})
     if not ids:
         return {}
-    rows = store.read("raw_events", where=f"tenant = {quote_literal(tenant)} AND {in_filter('event_id', ids)}",
+    rows = store.read("raw_events", where=column_is("tenant", tenant) & any_of("event_id", ids),
                       columns=["event_id", "text"]).to_pylist()
     return {r["event_id"]: r["text"] or "" for r in rows}
 
@@ -130,7 +130,7 @@ class Unit:
 
 
 def _render_turn(row: dict) -> str:
-    from memtape.recall_pack import DAY_FORMAT
+    from memtape.recall.pack import DAY_FORMAT
 
     day = row["event_time"].strftime(DAY_FORMAT) if row["event_time"] else ""
     return f"[{day}] {row['sender']}: {row['text']}"
@@ -138,7 +138,7 @@ def _render_turn(row: dict) -> str:
 
 def greedy_pack(ranking: Iterable[int], units: Sequence[Unit], budget: float) -> tuple[set[str], float]:
     """Units in rank order while they fit (a unit too long is skipped): (event ids, tokens used)."""
-    from memtape.recall_pack import count_tokens
+    from memtape.recall.pack import count_tokens
 
     used, got = 0.0, set()
     for i in ranking:
@@ -163,11 +163,11 @@ class Baselines:
     def __init__(self, store: Any, tenant: str) -> None:
         import numpy as np
 
-        from memtape.connectors.lance_store import quote_literal
+        from memtape.connectors.lance_store import column_is, search_filter
         from memtape.transforms.models import embedder
 
-        self.store, self.where = store, f"tenant = {quote_literal(tenant)}"
-        rows = store.read("raw_events", where=self.where, columns=["event_id", "sender", "event_time", "text"]).to_pylist()
+        self.store, self.where = store, search_filter(tenant)
+        rows = store.read("raw_events", where=column_is("tenant", tenant), columns=["event_id", "sender", "event_time", "text"]).to_pylist()
         rows.sort(key=lambda r: r["event_time"])
         self.turns = [Unit([r["event_id"]], _render_turn(r)) for r in rows]
         self.index = {r["event_id"]: i for i, r in enumerate(rows)}
@@ -244,7 +244,7 @@ class Tally:
 def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None = None,
              progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Backfill every conversation, ask every question with evidence, and score recall and the baselines."""
-    from memtape.connectors.lance_store import Store, quote_literal
+    from memtape.connectors.lance_store import Store, column_is
     from memtape.forgetting import OFF
     from memtape.recall import recall
 
@@ -255,7 +255,7 @@ def evaluate(path: Path, budget: int, home: str | None = None, limit: int | None
         baselines: dict[str, Tally] = {}
         questions = answerable = answered = items = faithful = 0
         for conv in conversations:
-            where = f"tenant = {quote_literal(conv.tenant)}"
+            where = column_is("tenant", conv.tenant)
             if home is None or store.count("memories", where) == 0:  # a --home already holding it is asked again as it is
                 progress(f"{conv.sample_id}: backfill")
                 backfill(conv, store, Path(tmp))

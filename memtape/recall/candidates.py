@@ -26,10 +26,11 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 
-from memtape.connectors.lance_store import Store, quote_literal
-from memtape.recall_subjects import People
-from memtape.recall_working import covered_ids
+from memtape.connectors.lance_store import Store, column_is, not_archived, search_filter
+from memtape.recall.subjects import People
+from memtape.recall.working import covered_ids
 
 RRF_K = 60  # Cormack et al.'s constant: rank 1 and rank 10 differ by ~13%, so no single list dominates
 CANDIDATES_PER_SEARCH = 100
@@ -67,17 +68,9 @@ class Scope:
     subjects: tuple[str, ...] | None = None
 
     def where(self) -> str:
-        """The Lance SQL filter for this scope; archived (forgotten) memories are never candidates."""
-        parts = [f"tenant = {quote_literal(self.tenant)}", "(archived IS NULL OR archived = false)"]
-        if self.subjects is not None:
-            parts.append(f"array_has_any(subjects, [{', '.join(quote_literal(s) for s in self.subjects) or 'NULL'}])")
-        if self.since is not None:
-            parts.append(f"(end_time IS NULL OR end_time >= {timestamp_literal(self.since)})")
-        if self.until is not None:
-            parts.append(f"(start_time IS NULL OR start_time < {timestamp_literal(self.until)})")
-        if self.source_kind is not None:
-            parts.append(f"source_kind = {quote_literal(self.source_kind)}")
-        return " AND ".join(parts)
+        """The search filter for this scope (``search_filter``); archived (forgotten) memories are never candidates."""
+        return search_filter(self.tenant, live_only=True, subjects=self.subjects, ends_from=self.since,
+                             starts_before=self.until, source_kind=self.source_kind)
 
     def admits(self, row: dict) -> bool:
         """The same test as ``where`` on a row already read (archived rows are never cached)."""
@@ -86,14 +79,6 @@ class Scope:
                 and (self.until is None or row["start_time"] is None or row["start_time"] < self.until)
                 and (self.source_kind is None or row["source_kind"] == self.source_kind)
                 and (self.subjects is None or not set(self.subjects).isdisjoint(row.get("subjects") or ())))
-
-
-def timestamp_literal(when: datetime) -> str:
-    """``when`` as a Lance SQL timestamp literal in UTC."""
-    from datetime import timezone
-
-    utc = when.astimezone(timezone.utc) if when.tzinfo else when
-    return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
 def has_text_index(store: Store) -> bool:
@@ -123,7 +108,7 @@ def _prefilter(store: Store, scope: Scope) -> bool:
         if len(_TENANT_SHARE) > 10_000:
             _TENANT_SHARE.clear()
         total = table.count_rows()
-        share = _TENANT_SHARE[key] = table.count_rows(f"tenant = {quote_literal(scope.tenant)}") / total if total else 0.0
+        share = _TENANT_SHARE[key] = store.count("memories", column_is("tenant", scope.tenant)) / total if total else 0.0
     return share < POSTFILTER_MIN_SHARE
 
 
@@ -162,8 +147,8 @@ def text_ranking(store: Store, query: str, scope: Scope, limit: int = CANDIDATES
     return search.to_arrow().column("memory_id").to_pylist()
 
 
-def lookup(store: Store, table: str, where: str, columns: list[str], limit: int) -> list[dict]:
-    """Rows of ``table`` matching ``where``, read straight from its Lance dataset.
+def lookup(store: Store, table: str, where: pc.Expression, columns: list[str], limit: int) -> list[dict]:
+    """Rows of ``table`` matching the expression ``where``, read straight from its Lance dataset.
 
     The dataset is reopened only when the table has a new version: a fresh
     one reloads its manifest and index metadata (several times the cost of the
@@ -255,8 +240,8 @@ def build_graph(store: Store, tenant: str) -> MemoryGraph:
 
     from memtape.transforms.entities import normalise
 
-    where = f"tenant = {quote_literal(tenant)}"
-    memories = store.read("memories", where=where + " AND (archived IS NULL OR archived = false)", columns=ROW_COLUMNS)
+    where = column_is("tenant", tenant)
+    memories = store.read("memories", where=where & not_archived(), columns=ROW_COLUMNS)
     entities = store.read("entities", where=where, columns=["entity_id", "canonical_name", "aliases", "raw_event_ids"])
     triples = store.read("triples", where=where, columns=["triple_id", "subject_entity_id", "object_entity_id", "raw_event_id"])
     memory_ids = memories.column("memory_id").to_pylist()

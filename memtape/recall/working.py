@@ -17,9 +17,11 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from memtape.connectors.lance_store import Store, in_lists, quote_literal
-from memtape.recall_lines import Line, static_embeddings_cached
+from memtape.connectors.lance_store import Store, any_of, column_is
+from memtape.recall.lines import Line, static_embeddings_cached
 from memtape.schemas.records import speaker_label, subjects_of
 from memtape.transforms.tokens import match_terms
 
@@ -53,20 +55,21 @@ class WorkingMemory:
 
     def refresh(self, store: Store, tenant: str, covered: set[str]) -> list[dict]:
         """The tenant's uncovered events with text, newest last, after reading what landed since the last call."""
-        from memtape.recall_candidates import lookup, timestamp_literal
+        from memtape.recall.candidates import lookup
 
         state = self._tenant(store, tenant)
         with state.lock:
-            where = f"tenant = {quote_literal(tenant)}"
+            where = column_is("tenant", tenant)
             if state.read_until is not None and time.monotonic() - state.read_at < REFRESH_EVERY_S:
                 rows = []
             elif state.read_until is None:  # first call: ids first, text only for the few no memory cites
                 ids = lookup(store, "raw_events", where, ["event_id", "ingest_time"], 1 << 62)
                 fresh = [r["event_id"] for r in ids if r["event_id"] not in covered]
-                rows = [row for w in in_lists("event_id", fresh) for row in lookup(store, "raw_events", f"{where} AND {w}", COLUMNS, 1 << 62)]
+                rows = lookup(store, "raw_events", where & any_of("event_id", fresh), COLUMNS, 1 << 62) if fresh else []
                 state.read_until = max((r["ingest_time"] for r in ids), default=None) or datetime.min.replace(tzinfo=timezone.utc)
             else:
-                rows = lookup(store, "raw_events", f"{where} AND ingest_time >= {timestamp_literal(state.read_until)}", COLUMNS, 1 << 62)
+                since = pa.scalar(state.read_until, pa.timestamp("us", "UTC"))
+                rows = lookup(store, "raw_events", where & (pc.field("ingest_time") >= since), COLUMNS, 1 << 62)
             if state.read_until is not None and (rows or not state.events):
                 state.read_at = time.monotonic()
             for row in sorted(rows, key=lambda r: r["ingest_time"]):

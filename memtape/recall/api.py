@@ -1,10 +1,10 @@
-"""``recall``: the best context for a query within a token budget, with provenance, for one tenant.
+"""``recall()``: the best context for a query within a token budget, with provenance, for one tenant.
 
-Retrieval is diffusion, then convergence: ``recall_candidates`` spreads from the
+Retrieval is diffusion, then convergence: ``candidates`` spreads from the
 query over vector, BM25 and the memory graph; this module weighs the
-memories by forgetting strength, ``recall_lines`` splits the best ones into
+memories by forgetting strength, ``lines`` splits the best ones into
 lines traced to single raw events and scores those (questions about *when*
-favour lines that state a time), and ``recall_pack`` converges on the set that
+favour lines that state a time), and ``pack`` converges on the set that
 covers the query best under the budget. Each returned item carries its raw
 event ids, sources and event time so an answer can cite where it came from.
 Every read is scoped to one tenant; recall writes nothing except, when
@@ -22,10 +22,10 @@ from typing import Any
 
 from memtape.connectors.lance_store import Store
 from memtape.forgetting import ForgettingPolicy, ranking_weight, reinforce
-from memtape.recall_candidates import GRAPHS, Scope, candidates
-from memtape.recall_lines import LINES, score_lines
-from memtape.recall_pack import Packable, arrange, count_tokens, pack, render
-from memtape.recall_working import WORKING, working_row
+from memtape.recall.candidates import GRAPHS, Scope, candidates
+from memtape.recall.lines import LINES, score_lines
+from memtape.recall.pack import Packable, arrange, count_tokens, pack, render
+from memtape.recall.working import WORKING, working_row
 
 DEFAULT_BUDGET = 1000
 EXPAND_MEMORIES = 40  # the best memories whose lines compete for the budget

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memtape.connectors.lance_store import Store, in_lists, quote_literal
+from memtape.connectors.lance_store import Store, any_of
 from memtape.schemas.records import MEMORY_GAP, memory_pieces, speaker_label
 from memtape.transforms.tokens import match_terms, sentence_spans, words
 
@@ -153,18 +153,17 @@ LINES = LineCache()
 
 
 def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
-    from memtape.recall_candidates import lookup
+    from memtape.recall.candidates import lookup
 
     ids = sorted({e for r in rows for e in r["raw_event_ids"] or ()})
-    dense = {d["memory_id"]: d["piece_embeddings"] or [] for where in in_lists("memory_id", [r["memory_id"] for r in rows])
-             for d in lookup(store, "memories", where, ["memory_id", "piece_embeddings"], len(rows))}
+    listed = any_of("memory_id", [r["memory_id"] for r in rows])
+    dense = {d["memory_id"]: d["piece_embeddings"] or [] for d in lookup(store, "memories", listed, ["memory_id", "piece_embeddings"], len(rows))}
     events: dict[str, dict] = {}
     if ids:
         # The tenant is checked on the rows read, not in the filter: its index matches most of a large
         # tenant's table and costs more than the id lookup itself.
-        where = f"event_id IN ({', '.join(quote_literal(e) for e in ids)})"
         columns = ["tenant", "event_id", "sender", "text", "event_time", "source", "source_id"]
-        events = {e["event_id"]: e for e in lookup(store, "raw_events", where, columns, len(ids)) if e["tenant"] == tenant}
+        events = {e["event_id"]: e for e in lookup(store, "raw_events", any_of("event_id", ids), columns, len(ids)) if e["tenant"] == tenant}
     out: list[list[Line]] = []
     for row in rows:
         members = sorted((events[e] for e in row["raw_event_ids"] or () if e in events),
