@@ -2,8 +2,9 @@
 
 It is the only module that writes tables. Writes are keyed ``merge_insert``
 on each table's stable id, so landing the same rows twice changes nothing.
-Raw and dead-letter rows are insert-only (raw data stays as first read);
-derived rows are replaced when recomputed. Lance does not serialise two
+What a stored key does with a new row is the table's ``disposition`` in
+``memtape.schemas``: raw and dead-letter rows are insert-only (raw data stays
+as first read); derived rows are replaced when recomputed. Lance does not serialise two
 writers inserting the same new keys, so callers keep one writer per table.
 Readers open a store with ``create=False``: a mistyped home is an error,
 never a new empty store.
@@ -21,9 +22,8 @@ import lancedb
 import pyarrow as pa
 
 from memtape.errors import UnknownTenant, UserError
-from memtape.schemas import TABLES, conform, key_of
+from memtape.schemas import TABLES, Disposition, conform, disposition, key_of
 
-INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
 _KEY_CHUNK = 1_000
 IN_LIST_CHUNK = 500
 VERSION_TTL_S = 0.05
@@ -149,7 +149,7 @@ class Store:
             return Merged(0, 0)
         data = _last_per_key(data.cast(TABLES[name]), key_of(name))
         builder = self.table(name).merge_insert(key_of(name)).when_not_matched_insert_all()
-        if name not in INSERT_ONLY:
+        if disposition(name) is not Disposition.INSERT:
             builder = builder.when_matched_update_all()
         try:
             result = builder.execute(data)

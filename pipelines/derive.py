@@ -16,7 +16,7 @@ import apache_beam as beam
 from memtape.connectors.beam_io import NEW_ROWS_PREFIX, RAW, ReadFromLance, WriteToLance
 from memtape.connectors.lance_store import Store, quote_literal
 from memtape.pipelines.memory import BuildMemories, StateTarget
-from memtape.pipelines.merging import MERGES
+from memtape.pipelines.merging import fold_of
 from memtape.pipelines.progress import CountProgress
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_where, commit_checkpoint, load_checkpoint,
                                      next_generation, prune_states)
@@ -40,7 +40,7 @@ def land_tables(outputs: dict[str, beam.PCollection], store: Store) -> None:
     for table, rows in outputs.items():
         if table != RAW:  # raw events are counted as records where they are read
             rows = rows | f"Progress_{table}" >> CountProgress(table)
-        rows | f"Land_{table}" >> WriteToLance(table, store.home, store.storage_options, MERGES.get(table))
+        rows | f"Land_{table}" >> WriteToLance(table, store.home, store.storage_options, fold_of(table))
 
 
 def derive(store: Store, tenant: str, options: beam.options.pipeline_options.PipelineOptions,

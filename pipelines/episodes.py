@@ -13,14 +13,13 @@ import json
 from datetime import datetime
 from typing import Any, Iterable
 
+from memtape.schemas.records import UNIT_FIELDS, ConversationKey, Unit, unit_of
 from memtape.transforms.dedupe import event_order
 from memtape.transforms.segment import EpisodeSegmenter
 
-UNIT_FIELDS = ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "text", "attrs")
-
 
 def conversation_key(row: dict) -> str:
-    return f"{row['tenant']}\x1f{row.get('conversation_id') or ''}"
+    return ConversationKey.of(row).encode()
 
 
 def _encode(unit: dict) -> dict:
@@ -47,11 +46,11 @@ class ConversationAssembler:
         self.open_units: dict[str, dict] = {u["event_id"]: _decode(u) for u in state.get("units", [])}
         self.open_dropped: list[dict] = [_decode(u) for u in state.get("dropped", [])]
 
-    def feed(self, kept: Iterable[dict], dropped: Iterable[dict]) -> list[dict]:
+    def feed(self, kept: Iterable[Unit], dropped: Iterable[dict]) -> list[dict]:
         """Add units (any order; sorted here by event time) and return bundles of the episodes they closed."""
         ordered = sorted(kept, key=event_order)
         for unit in ordered:
-            self.open_units[unit["event_id"]] = {k: unit.get(k) for k in UNIT_FIELDS}
+            self.open_units[unit["event_id"]] = unit_of(unit)
         self.open_dropped.extend(dropped)
         return self._bundles(self.segmenter.feed(ordered))
 

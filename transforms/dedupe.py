@@ -25,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 
 from memtape import _textcore
-from memtape.schemas.records import STRUCTURED_KINDS, content_hash, content_hashes
+from memtape.schemas.records import STRUCTURED_KINDS, Unit, content_hash, content_hashes, unit_of
 from memtape.transforms.tokens import WORD_RE, content_words, count_tokens, has_content_words, sentence_spans, unwrap, words
 
 NUM_PERM = 126
@@ -545,10 +545,8 @@ class Deduper:
             yield self.process(row)
 
     @staticmethod
-    def _kept(row: dict, text: str, stripped: dict[str, int], duplicate_of: str | None) -> dict:
-        unit = {k: row.get(k) for k in ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "attrs")}
-        unit.update(text=text, stripped=stripped, duplicate_of=duplicate_of)
-        return unit
+    def _kept(row: dict, text: str, stripped: dict[str, int], duplicate_of: str | None) -> Unit:
+        return {**unit_of(row), "text": text, "stripped": stripped, "duplicate_of": duplicate_of}
 
     @staticmethod
     def _dropped(row: dict, reason: str, duplicate_of: str | None = None) -> dict:
