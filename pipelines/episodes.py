@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any, Iterable
 
-from memtape.schemas.records import UNIT_FIELDS, ConversationKey, Unit, unit_of
+from memtape.schemas.records import UNIT_FIELDS, ConversationKey, EpisodeBundle, Unit, unit_of
 from memtape.transforms.dedupe import event_order
 from memtape.transforms.segment import EpisodeSegmenter
 
@@ -46,7 +46,7 @@ class ConversationAssembler:
         self.open_units: dict[str, dict] = {u["event_id"]: _decode(u) for u in state.get("units", [])}
         self.open_dropped: list[dict] = [_decode(u) for u in state.get("dropped", [])]
 
-    def feed(self, kept: Iterable[Unit], dropped: Iterable[dict]) -> list[dict]:
+    def feed(self, kept: Iterable[Unit], dropped: Iterable[dict]) -> list[EpisodeBundle]:
         """Add units (any order; sorted here by event time) and return bundles of the episodes they closed."""
         ordered = sorted(kept, key=event_order)
         for unit in ordered:
@@ -54,10 +54,10 @@ class ConversationAssembler:
         self.open_dropped.extend(dropped)
         return self._bundles(self.segmenter.feed(ordered))
 
-    def close_idle(self, now: datetime) -> list[dict]:
+    def close_idle(self, now: datetime) -> list[EpisodeBundle]:
         return self._bundles(self.segmenter.close_idle(now))
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[EpisodeBundle]:
         """Close the open episode; dropped units with no kept neighbour still get an episode of their own."""
         bundles = self._bundles(self.segmenter.flush())
         if self.open_dropped:
@@ -69,7 +69,7 @@ class ConversationAssembler:
                            "units": [_encode(u) for u in self.open_units.values()],
                            "dropped": [_encode(u) for u in self.open_dropped]})
 
-    def _bundles(self, episodes: list[dict]) -> list[dict]:
+    def _bundles(self, episodes: list[dict]) -> list[EpisodeBundle]:
         bundles = []
         for i, episode in enumerate(episodes):
             units = [self.open_units.pop(eid) for eid in episode["member_ids"] if eid in self.open_units]
@@ -82,7 +82,7 @@ class ConversationAssembler:
             bundles.append({"episode": episode, "units": units, "dropped": inside})
         return bundles
 
-    def _dropped_only_bundle(self) -> dict:
+    def _dropped_only_bundle(self) -> EpisodeBundle:
         from memtape.schemas.records import stable_id
 
         dropped, self.open_dropped = sorted(self.open_dropped, key=event_order), []

@@ -19,7 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from memtape.schemas.records import stable_id
+from memtape.schemas.records import EpisodeBundle, stable_id
 from memtape.transforms.entities import EntityResolver, ExtractedEpisode, MentionLog, split_address
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, lemma, spacy_model
 from memtape.transforms.structured_triples import structured_triples
@@ -434,7 +434,7 @@ def _needs_parse(unit: dict[str, Any]) -> bool:
     return bool(unit.get("text")) and unit.get("source_kind") not in STRUCTURED_KINDS
 
 
-def episode_triples(bundle: dict[str, Any], docs: Iterable[Any | None], resolver: EntityResolver | MentionLog) -> list[dict[str, Any]]:
+def episode_triples(bundle: EpisodeBundle, docs: Iterable[Any | None], resolver: EntityResolver | MentionLog) -> list[dict[str, Any]]:
     """``triples`` rows of one episode bundle given each unit's parse (None where it was not parsed)."""
     episode = bundle["episode"]
     mentions = Mentions()
@@ -475,7 +475,7 @@ class _ExtractFn(beam.DoFn):
     def setup(self) -> None:
         self._nlp = spacy_model(self._model_name, disable=NLP_DISABLE)
 
-    def process(self, bundles: list[dict[str, Any]]) -> Iterator[ExtractedEpisode]:
+    def process(self, bundles: list[EpisodeBundle]) -> Iterator[ExtractedEpisode]:
         texts = [u["text"] for b in bundles for u in b["units"] if _needs_parse(u)]
         parsed = iter(self._nlp.pipe(texts, batch_size=self._batch_size))
         for bundle in bundles:
