@@ -249,8 +249,8 @@ class Mention:
     """One ``EntityResolver`` call an extractor made, with the event order of the unit it came from."""
 
     order: tuple[Any, ...]  # ``event_order`` of its unit, then its place among the episode's mentions
-    method: str  # speaker | person | concept | resource | mention
-    args: tuple[Any, ...]
+    method: str  # one of RECORDED_CALLS
+    args: tuple[Any, ...]  # in the resolver method's order
 
 
 class MentionLog:
@@ -261,44 +261,42 @@ class MentionLog:
         self._order = {u["event_id"]: event_order(u) for u in units}
         self.mentions: list[Mention] = []
 
-    def _record(self, method: str, raw_event_id: str | None, *args: Any) -> int:
+    def _record(self, method: str, raw_event_id: str | None, args: tuple[Any, ...]) -> int:
+        """Keep the call (``args`` in the resolver method's own order) and return its index."""
         position = len(self.mentions)
         order = self._order.get(raw_event_id or "", (False, 0.0, raw_event_id or ""))
-        self.mentions.append(Mention((*order, position), method, (*args, raw_event_id)))
+        self.mentions.append(Mention((*order, position), method, args))
         return position
 
     def person(self, name: str | None, address: str | None, raw_event_id: str | None = None, entity_type: str = PERSON) -> int:
-        return self._record("person", raw_event_id, name, address, entity_type)
+        return self._record("person", raw_event_id, (name, address, raw_event_id, entity_type))
 
     def speaker(self, sender: str | None, raw_event_id: str | None = None) -> int:
-        return self._record("speaker", raw_event_id, sender)
+        return self._record("speaker", raw_event_id, (sender, raw_event_id))
 
     def concept(self, system: str | None, code: str | None, display: str | None, entity_type: str, raw_event_id: str | None = None) -> int:
-        return self._record("concept", raw_event_id, system, code, display, entity_type)
+        return self._record("concept", raw_event_id, (system, code, display, entity_type, raw_event_id))
 
     def resource(self, resource_type: str, resource_id: str, name: str | None, raw_event_id: str | None = None) -> int:
-        return self._record("resource", raw_event_id, resource_type, resource_id, name)
+        return self._record("resource", raw_event_id, (resource_type, resource_id, name, raw_event_id))
 
     def mention(self, text: str | None, label: str | None, raw_event_id: str | None = None) -> int:
-        return self._record("mention", raw_event_id, text, label)
+        return self._record("mention", raw_event_id, (text, label, raw_event_id))
 
     @staticmethod
     def first_of(refs: list[int]) -> list[int]:
         return list(refs)
 
 
+RECORDED_CALLS = frozenset({"person", "speaker", "concept", "resource", "mention"})
+
+
 def _replay(resolver: EntityResolver, mention: Mention) -> str | None:
-    """The id the resolver gives a recorded call (person's entity type moves after the raw event id it was recorded before)."""
-    if mention.method == "person":
-        name, address, entity_type, raw_event_id = mention.args
-        return resolver.person(name, address, raw_event_id, entity_type)
-    if mention.method == "speaker":
-        return resolver.speaker(*mention.args)
-    if mention.method == "concept":
-        return resolver.concept(*mention.args)
-    if mention.method == "resource":
-        return resolver.resource(*mention.args)
-    return resolver.mention(*mention.args)
+    """The id the resolver gives a recorded call."""
+    if mention.method not in RECORDED_CALLS:
+        raise ValueError(f"not an EntityResolver call: {mention.method!r}")
+    method: Callable[..., str | None] = getattr(resolver, mention.method)
+    return method(*mention.args)
 
 
 class ExtractedEpisode(TypedDict):
