@@ -26,12 +26,19 @@ class Disposition(str, enum.Enum):
     REPLACE = "replace"  # the new row replaces the stored one: it was recomputed from the same inputs
 
 
+_DISPOSITIONS: dict[str, Disposition] = {}
+
+
 def _schema(name: str, key: str, disposition: Disposition, fields: list[pa.Field]) -> pa.Schema:
-    """Attach the table name, its merge key, its write disposition and the schema version as metadata."""
+    """Attach the table name, its merge key and the schema version as metadata, and record its write disposition.
+
+    The disposition stays out of the Arrow metadata: lancedb refuses to open a
+    stored table whose schema metadata differs from the one it is given.
+    """
+    _DISPOSITIONS[name] = disposition
     return pa.schema(
         fields,
-        metadata={"memtape.table": name, "memtape.key": key, "memtape.disposition": disposition.value,
-                  "memtape.schema_version": SCHEMA_VERSION},
+        metadata={"memtape.table": name, "memtape.key": key, "memtape.schema_version": SCHEMA_VERSION},
     )
 
 
@@ -255,7 +262,7 @@ def key_of(table: str) -> str:
 
 def disposition(table: str) -> Disposition:
     """How ``table`` takes a row whose key is already stored: kept, folded or replaced."""
-    return Disposition(TABLES[table].metadata[b"memtape.disposition"].decode())
+    return _DISPOSITIONS[table]
 
 
 def conform(table: str, rows: list[dict]) -> pa.Table:
