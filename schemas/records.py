@@ -4,7 +4,7 @@ Connectors yield ``RawEvent`` and ``DeadLetter`` values; ``to_row`` turns each
 into a dict that matches its Arrow schema in ``memtape.schemas``. Ids are
 content-derived so re-reading a source yields the same keys. The shapes that
 cross stages inside the pipeline (``Unit``, ``DroppedUnit``, ``EpisodeBundle``,
-``StateRow``) are ``TypedDict``s: dicts at run time, so Beam's coders, Arrow's
+``ExtractedEpisode``, ``StateRow``) are ``TypedDict``s: dicts at run time, so Beam's coders, Arrow's
 ``from_pylist`` and every ``row["field"]`` read keep working, while mypy checks
 the keys at the stage boundaries. ``ConversationKey`` is a small frozen value
 with one encoding, because it has behaviour (encode, decode) and travels as a
@@ -173,6 +173,26 @@ class StateRow(TypedDict):
     generation: int
     payload: str
     updated_time: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Mention:
+    """One entity resolver call an extractor made, with the event order of the unit it came from."""
+
+    order: tuple[Any, ...]  # ``event_order`` of its unit, then its place among the episode's mentions
+    method: str  # an EntityResolver method (transforms.entities.RECORDED_CALLS)
+    args: tuple[Any, ...]  # in the resolver method's order
+
+
+class ExtractedEpisode(TypedDict):
+    """What extraction hands to resolution for one episode: its triples, whose entity id fields hold indices
+    into ``mentions`` (or None), and the mentions themselves."""
+
+    tenant: str
+    conversation_id: str | None
+    episode_id: str
+    mentions: list[Mention]
+    triples: list[dict[str, Any]]
 
 
 def unit_of(row: dict[str, Any]) -> Unit:

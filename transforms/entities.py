@@ -23,11 +23,11 @@ import re
 import unicodedata
 from collections import OrderedDict
 from email.utils import parseaddr
-from typing import Any, Callable, Iterable, Iterator, TypedDict
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 
-from memtape.schemas.records import stable_id
+from memtape.schemas.records import ExtractedEpisode, Mention, stable_id
 from memtape.transforms.dedupe import event_order
 
 LEADING_DETERMINERS = ("the ", "a ", "an ")
@@ -244,15 +244,6 @@ class EntityResolver:
 # ---------------------------------------------------------------- mentions recorded by extractors, resolved in one stage
 
 
-@dataclasses.dataclass(frozen=True)
-class Mention:
-    """One ``EntityResolver`` call an extractor made, with the event order of the unit it came from."""
-
-    order: tuple[Any, ...]  # ``event_order`` of its unit, then its place among the episode's mentions
-    method: str  # one of RECORDED_CALLS
-    args: tuple[Any, ...]  # in the resolver method's order
-
-
 class MentionLog:
     """Stands in for an ``EntityResolver`` while extracting: records each call and returns its index, a reference
     ``ResolveEntities`` replaces with the entity id once it knows what came before."""
@@ -297,17 +288,6 @@ def _replay(resolver: EntityResolver, mention: Mention) -> str | None:
         raise ValueError(f"not an EntityResolver call: {mention.method!r}")
     method: Callable[..., str | None] = getattr(resolver, mention.method)
     return method(*mention.args)
-
-
-class ExtractedEpisode(TypedDict):
-    """What extraction hands to resolution for one episode: its triples, whose entity id fields hold indices
-    into ``mentions`` (or None), and the mentions themselves."""
-
-    tenant: str
-    conversation_id: str | None
-    episode_id: str
-    mentions: list[Mention]
-    triples: list[dict[str, Any]]
 
 
 def resolve(resolver: EntityResolver, episodes: list[ExtractedEpisode]) -> Iterator[dict[str, Any]]:

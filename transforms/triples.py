@@ -19,8 +19,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from memtape.schemas.records import EpisodeBundle, stable_id
-from memtape.transforms.entities import EntityResolver, ExtractedEpisode, MentionLog, split_address
+from memtape.schemas.records import EpisodeBundle, ExtractedEpisode, stable_id
+from memtape.transforms.entities import EntityResolver, MentionLog, split_address
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, lemma, spacy_model
 from memtape.transforms.structured_triples import structured_triples
 
