@@ -4,7 +4,7 @@ It is the only module that writes tables. Writes are keyed ``merge_insert``
 on each table's stable id, so landing the same rows twice changes nothing.
 What a stored key does with a new row is the table's ``disposition`` in
 ``memtape.schemas``: raw and dead-letter rows are insert-only (raw data stays
-as first read); derived rows are replaced when recomputed. Lance does not serialise two
+as first read); derived rows are replaced, or folded, when recomputed. Lance does not serialise two
 writers inserting the same new keys, so callers keep one writer per table.
 Readers open a store with ``create=False``: a mistyped home is an error,
 never a new empty store.

@@ -56,7 +56,7 @@ def checkpoint_name(group: str, topic: str, partition: int) -> str:
 
 
 def _scope_of(checkpoint_of_conversation: dict[str, str]) -> Callable[[dict], str]:
-    """Dedupe scope of a row: its tenant within the partition that carries its conversation."""
+    """Dedupe and entity-resolution scope of a row: its tenant within the partition that carries its conversation."""
     def scope(row: dict) -> str:
         return ConversationKey(row["tenant"], checkpoint_of_conversation.get(conversation_key(row), "")).encode()
 
