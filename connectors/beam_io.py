@@ -236,10 +236,11 @@ class _MergeInsertFn(beam.DoFn):
         self.config = config
 
     def setup(self) -> None:
-        from memtape.connectors.lance_store import Store, write_disposition
+        from memtape.connectors.lance_store import Store
+        from memtape.pipelines.merging import fold_of
 
         self.store = Store(self.config.home, self.config.storage_options)
-        self.fold = write_disposition(self.config.table).fold
+        self.fold = fold_of(self.config.table)
 
     def process(self, keyed: tuple[str, Iterable[dict]]) -> Iterator[tuple[str, int]]:
         table, rows = keyed
@@ -275,7 +276,7 @@ class LanceWriteConfig:
     """Where and how rows of one table land in Lance, in the shape of Beam's ``ml.rag`` write configs.
 
     ``create_write_transform()`` gives the PTransform. How the table is written
-    (append-only or keyed merge) is read from ``lance_store.write_disposition``.
+    (insert-only, merge or replace) is the table's ``disposition`` in ``memtape.schemas``.
     """
 
     table: str
@@ -303,11 +304,11 @@ class WriteToLance(beam.PTransform):
         self.config = config
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        from memtape.connectors.lance_store import Store, write_disposition
-        from memtape.schemas import key_of
+        from memtape.connectors.lance_store import Store
+        from memtape.schemas import Disposition, disposition, key_of
 
         cfg = self.config
-        if write_disposition(cfg.table).append:
+        if disposition(cfg.table) is Disposition.INSERT:
             Store(cfg.home, cfg.storage_options).table(cfg.table)  # made here, not by several writers at once
             return (
                 rows

@@ -2,8 +2,9 @@
 
 It is the only module that writes tables. Writes are keyed ``merge_insert``
 on each table's stable id, so landing the same rows twice changes nothing.
-Raw and dead-letter rows are insert-only (raw data stays as first read);
-derived rows are replaced when recomputed. Lance does not serialise two
+What a stored key does with a new row is the table's ``disposition`` in
+``memtape.schemas``: raw and dead-letter rows are insert-only (raw data stays
+as first read); derived rows are replaced, or folded, when recomputed. Lance does not serialise two
 writers inserting the same new keys, so callers keep one writer per table.
 Readers open a store with ``create=False``: a mistyped home is an error,
 never a new empty store. Rows are read, counted and deleted by pyarrow
@@ -27,26 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from memtape.errors import UnknownTenant, UserError
-from memtape.schemas import TABLES, conform, key_of
-
-INSERT_ONLY = frozenset({"raw_events", "dead_letters"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Disposition:
-    """How rows land in one table: ``append`` (insert-only: a stored key never changes, so writers need not read
-    each other's rows) or keyed merge, where ``fold`` (if any) folds a new row into the stored row of its key."""
-
-    append: bool
-    fold: Callable[[dict, dict], dict] | None = None
-
-
-def write_disposition(table: str) -> Disposition:
-    """The one place every writer asks how ``table`` is written (insert-only set here, folds in ``pipelines.merging``)."""
-    from memtape.pipelines.merging import MERGES
-
-    return Disposition(append=table in INSERT_ONLY, fold=MERGES.get(table))
-
+from memtape.schemas import TABLES, Disposition, conform, disposition, key_of
 
 VERSION_TTL_S = 0.05
 
@@ -171,7 +153,7 @@ class Store:
             return Merged(0, 0)
         data = last_per_key(data.cast(TABLES[name]), key_of(name))
         builder = self.table(name).merge_insert(key_of(name)).when_not_matched_insert_all()
-        if not write_disposition(name).append:
+        if disposition(name) is not Disposition.INSERT:
             builder = builder.when_matched_update_all()
         try:
             result = builder.execute(data)

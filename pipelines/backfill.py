@@ -22,7 +22,7 @@ from memtape.config import load_config
 from memtape.connectors.base import connector_for
 from memtape.connectors.beam_io import DEAD, NEW_ROWS_PREFIX, RAW, ReadKafkaRanges, ReadSources
 from memtape.connectors.kafka import client_options, parse_kafka_uri
-from memtape.connectors.lance_store import INSERT_ONLY, Store
+from memtape.connectors.lance_store import Store
 from memtape.errors import UserError
 from memtape.pipelines.cursors import advance_cursors, load_cursors
 from memtape.pipelines import progress
@@ -31,6 +31,7 @@ from memtape.pipelines.maintain import build_indexes
 from memtape.pipelines.progress import RECORDS, CountProgress
 from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
 from memtape.pipelines.tombstones import Tombstones
+from memtape.schemas import Disposition, disposition
 
 INDEXED_FOR_RECALL = ("memories", "raw_events")
 
@@ -49,12 +50,12 @@ class BackfillResult:
     @property
     def already_stored(self) -> dict[str, int]:
         """Rows of insert-only tables re-offered and left as stored (a re-run's raw events, dead letters seen before)."""
-        return {t: n for t, n in self._matched().items() if t in INSERT_ONLY}
+        return {t: n for t, n in self._matched().items() if disposition(t) is Disposition.INSERT}
 
     @property
     def updated(self) -> dict[str, int]:
         """Rows of derived tables whose key was stored, rewritten (a repeated fact gains support)."""
-        return {t: n for t, n in self._matched().items() if t not in INSERT_ONLY}
+        return {t: n for t, n in self._matched().items() if disposition(t) is not Disposition.INSERT}
 
     def _matched(self) -> dict[str, int]:
         return {t: n - self.new.get(t, 0) for t, n in self.landed.items() if n > self.new.get(t, 0)}

@@ -13,14 +13,13 @@ import json
 from datetime import datetime
 from typing import Any, Iterable
 
+from memtape.schemas.records import UNIT_FIELDS, ConversationKey, EpisodeBundle, Unit, unit_of
 from memtape.transforms.dedupe import event_order
 from memtape.transforms.segment import EpisodeSegmenter
 
-UNIT_FIELDS = ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "text", "attrs")
-
 
 def conversation_key(row: dict) -> str:
-    return f"{row['tenant']}\x1f{row.get('conversation_id') or ''}"
+    return ConversationKey.of(row).encode()
 
 
 def _encode(unit: dict) -> dict:
@@ -47,18 +46,18 @@ class ConversationAssembler:
         self.open_units: dict[str, dict] = {u["event_id"]: _decode(u) for u in state.get("units", [])}
         self.open_dropped: list[dict] = [_decode(u) for u in state.get("dropped", [])]
 
-    def feed(self, kept: Iterable[dict], dropped: Iterable[dict]) -> list[dict]:
+    def feed(self, kept: Iterable[Unit], dropped: Iterable[dict]) -> list[EpisodeBundle]:
         """Add units (any order; sorted here by event time) and return bundles of the episodes they closed."""
         ordered = sorted(kept, key=event_order)
         for unit in ordered:
-            self.open_units[unit["event_id"]] = {k: unit.get(k) for k in UNIT_FIELDS}
+            self.open_units[unit["event_id"]] = unit_of(unit)
         self.open_dropped.extend(dropped)
         return self._bundles(self.segmenter.feed(ordered))
 
-    def close_idle(self, now: datetime) -> list[dict]:
+    def close_idle(self, now: datetime) -> list[EpisodeBundle]:
         return self._bundles(self.segmenter.close_idle(now))
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[EpisodeBundle]:
         """Close the open episode; dropped units with no kept neighbour still get an episode of their own."""
         bundles = self._bundles(self.segmenter.flush())
         if self.open_dropped:
@@ -70,7 +69,7 @@ class ConversationAssembler:
                            "units": [_encode(u) for u in self.open_units.values()],
                            "dropped": [_encode(u) for u in self.open_dropped]})
 
-    def _bundles(self, episodes: list[dict]) -> list[dict]:
+    def _bundles(self, episodes: list[dict]) -> list[EpisodeBundle]:
         bundles = []
         for i, episode in enumerate(episodes):
             units = [self.open_units.pop(eid) for eid in episode["member_ids"] if eid in self.open_units]
@@ -83,7 +82,7 @@ class ConversationAssembler:
             bundles.append({"episode": episode, "units": units, "dropped": inside})
         return bundles
 
-    def _dropped_only_bundle(self) -> dict:
+    def _dropped_only_bundle(self) -> EpisodeBundle:
         from memtape.schemas.records import stable_id
 
         dropped, self.open_dropped = sorted(self.open_dropped, key=event_order), []

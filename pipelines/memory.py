@@ -1,10 +1,10 @@
 """The one pipeline definition: raw_events rows in, every derived table out.
 
 ``BuildMemories`` wires the stages in order: transcribe recordings, dedupe,
-segment each conversation into episodes, extract triples and entities,
-compress episodes into memories, embed them. It returns a PCollection per
-table, plus the carried state (dedupe sketches per scope, open episodes per
-conversation) for the next run. Backfill and the streaming job both use it;
+segment each conversation into episodes, extract triples, resolve their
+entities, compress episodes into memories, embed them. It returns a
+PCollection per table, plus the carried state (dedupe sketches and entity
+mappings per scope, open episodes per conversation) for the next run. Backfill and the streaming job both use it;
 neither runs a stage outside it. No I/O happens here: the caller lands the outputs.
 """
 from __future__ import annotations
@@ -16,17 +16,20 @@ from typing import Any, Callable, Iterable, Iterator
 import apache_beam as beam
 
 from memtape.pipelines.episodes import ConversationAssembler, conversation_key
-from memtape.schemas.records import stable_id, utcnow
+from memtape.schemas.records import ConversationKey, EpisodeBundle, StateRow, Unit, stable_id, utcnow
 from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
 from memtape.transforms.transcribe import (
     DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, closes_recording, needs_transcription,
 )
-from memtape.transforms.triples import ENTITIES_TAG, TRIPLES_TAG, ExtractTriples
+from memtape.transforms.entities import ENTITIES, ResolveEntities
+from memtape.transforms.entities import STATE as ENTITY_STATE_TAG
+from memtape.transforms.triples import ExtractTriples
 
 DEDUPE_STATE = "dedupe"
 SEGMENTER_STATE = "segmenter"
+ENTITIES_STATE = "entities"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +40,15 @@ class StateTarget:
     generation: int
     checkpoint_of: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def row(self, tenant: str, kind: str, scope: str, payload: str) -> dict:
+    def row(self, tenant: str, kind: str, scope: str, payload: str) -> StateRow:
         checkpoint = self.checkpoint_of.get(scope, self.default)
-        return {"tenant": tenant, "state_id": stable_id(tenant, kind, scope, checkpoint, self.generation),
-                "kind": kind, "scope": scope, "checkpoint": checkpoint, "generation": self.generation,
-                "payload": payload, "updated_time": utcnow()}
+        return StateRow(tenant=tenant, state_id=stable_id(tenant, kind, scope, checkpoint, self.generation),
+                        kind=kind, scope=scope, checkpoint=checkpoint, generation=self.generation,
+                        payload=payload, updated_time=utcnow())
+
+    def rows_of(self, kind: str) -> Callable[[str, str], StateRow]:
+        """``(scope, payload)`` -> the state row of ``kind``; the scope (a tenant-first key) names the tenant."""
+        return lambda scope, payload: self.row(ConversationKey.decode(scope).tenant, kind, scope, payload)
 
 
 class _AssembleFn(beam.DoFn):
@@ -64,7 +71,7 @@ class _AssembleFn(beam.DoFn):
         if kept or dropped or visited or finished:  # the carried state of a conversation not touched stays as it is
             yield from self._assemble(key, kept, dropped, bool(finished), next(iter(grouped["state"]), None))
 
-    def _assemble(self, key: str, kept: list[dict], dropped: list[dict], finished: bool, carried: str | None) -> Iterator[Any]:
+    def _assemble(self, key: str, kept: list[Unit], dropped: list[dict], finished: bool, carried: str | None) -> Iterator[Any]:
         assembler = ConversationAssembler(self._embeddings, carried)
         bundles = assembler.feed(kept, dropped)
         if self._close_open or key in self._flush_keys or finished:
@@ -72,8 +79,8 @@ class _AssembleFn(beam.DoFn):
         elif self._now is not None:
             bundles += assembler.close_idle(self._now)
         yield from bundles
-        tenant = key.split("\x1f", 1)[0]
-        yield beam.pvalue.TaggedOutput(STATE, self._target.row(tenant, SEGMENTER_STATE, key, assembler.state_json()))
+        yield beam.pvalue.TaggedOutput(STATE, self._target.row(ConversationKey.decode(key).tenant, SEGMENTER_STATE, key,
+                                                               assembler.state_json()))
 
 
 def _by_fact(triple: dict) -> dict:
@@ -82,7 +89,7 @@ def _by_fact(triple: dict) -> dict:
             "support_count": 1, "last_seen": triple.get("event_time")}
 
 
-def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[dict]:
+def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[EpisodeBundle]:
     _episode_id, grouped = element
     for bundle in grouped["bundle"]:
         yield {**bundle, "triples": grouped["triples"]}
@@ -122,6 +129,7 @@ class BuildMemories(beam.PTransform):
 
         dedupe_state = carried | "CarriedDedupe" >> beam.FlatMap(lambda s: [(s[1], s[2])] if s[0] == DEDUPE_STATE else [])
         segmenter_state = carried | "CarriedSegmenter" >> beam.FlatMap(lambda s: [(s[1], s[2])] if s[0] == SEGMENTER_STATE else [])
+        entity_state = carried | "CarriedEntities" >> beam.FlatMap(lambda s: [(s[1], s[2])] if s[0] == ENTITIES_STATE else [])
         deduped = {"rows": units, "state": dedupe_state} | "Dedupe" >> Dedupe(self.scope_of)
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
         finished = (raw | "RecordingsThatEnd" >> beam.Filter(closes_recording)
@@ -138,7 +146,8 @@ class BuildMemories(beam.PTransform):
         bundles = assembled["bundles"]
 
         extracted = bundles | "ExtractTriples" >> ExtractTriples()
-        triples = extracted[TRIPLES_TAG] | "KeyTriplesByFact" >> beam.Map(_by_fact)
+        resolved = {"episodes": extracted, "state": entity_state} | "ResolveEntities" >> ResolveEntities(self.scope_of)
+        triples = resolved["triples"] | "KeyTriplesByFact" >> beam.Map(_by_fact)
         with_triples = (
             {"bundle": bundles | "KeyBundle" >> beam.Map(lambda b: (b["episode"]["episode_id"], b)),
              "triples": triples | "KeyTriple" >> beam.Map(lambda t: (t["episode_id"], t))}
@@ -148,14 +157,14 @@ class BuildMemories(beam.PTransform):
         compressed = with_triples | "Compress" >> CompressEpisodes()
         memories = compressed["memories"] | "Embed" >> EmbedMemories()
 
-        dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(
-            lambda scope, payload, target=self.target: target.row(scope.split("\x1f", 1)[0], DEDUPE_STATE, scope, payload))
+        dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(self.target.rows_of(DEDUPE_STATE))
+        entity_rows = resolved[ENTITY_STATE_TAG] | "EntityStateRows" >> beam.MapTuple(self.target.rows_of(ENTITIES_STATE))
         return {
             "utterances": heard["utterances"],
             "dead_letters": heard[DEAD_LETTERS_TAG],
             "episodes": compressed[EPISODES_TAG],
             "triples": triples,
-            "entities": extracted[ENTITIES_TAG],
+            "entities": resolved[ENTITIES],
             "memories": memories,
-            "pipeline_state": (dedupe_rows, assembled[STATE]) | "StateRows" >> beam.Flatten(),
+            "pipeline_state": (dedupe_rows, entity_rows, assembled[STATE]) | "StateRows" >> beam.Flatten(),
         }

@@ -1,12 +1,17 @@
-"""How a newly derived row combines with the row of the same key already stored.
+"""How a newly derived row combines with the row of the same key already stored, for tables that merge.
 
 Re-running a backfill must not change rows, and a fact repeated over time
 must raise its support instead of adding copies; these folds are idempotent
 (unions and maxima) so landing the same rows twice leaves them as they were.
+Which tables fold is their ``disposition`` in ``memtape.schemas``; this
+module only says how.
 """
 from __future__ import annotations
 
 from typing import Callable
+
+from memtape.schemas import Disposition, disposition
+from memtape.transforms.entities import better_name, better_type
 
 Merge = Callable[[dict, dict], dict]
 
@@ -36,9 +41,10 @@ def merge_triple(old: dict, new: dict) -> dict:
 
 
 def merge_entity(old: dict, new: dict) -> dict:
-    """Aliases, identifiers and supporting events accumulate; the first canonical name stays."""
-    return {**new, "canonical_name": old.get("canonical_name") or new.get("canonical_name"),
-            "entity_type": old.get("entity_type") or new.get("entity_type"),
+    """Aliases, identifiers and supporting events accumulate; the name and type improve as the resolver's do
+    (a display name over an address, a labelled type over none), so a later run's row folds in as one run's would."""
+    return {**new, "canonical_name": better_name(old["canonical_name"], new["canonical_name"]),
+            "entity_type": better_type(old.get("entity_type"), new.get("entity_type")),
             "aliases": _union(old.get("aliases"), new.get("aliases")),
             "identifiers": _union(old.get("identifiers"), new.get("identifiers")),
             "raw_event_ids": _union(old.get("raw_event_ids"), new.get("raw_event_ids"))}
@@ -51,3 +57,8 @@ def merge_memory(old: dict, new: dict) -> dict:
 
 
 MERGES: dict[str, Merge] = {"triples": merge_triple, "entities": merge_entity, "memories": merge_memory}
+
+
+def fold_of(table: str) -> Merge | None:
+    """The fold a writer applies to ``table`` (None unless its disposition is ``merge``)."""
+    return MERGES[table] if disposition(table) is Disposition.MERGE else None

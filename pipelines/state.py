@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from memtape.connectors.beam_io import ReadFromLance
 from memtape.connectors.lance_store import Store, any_of, column_is
 from memtape.pipelines.memory import SEGMENTER_STATE
-from memtape.schemas.records import stable_id, utcnow
+from memtape.schemas.records import StateRow, stable_id, utcnow
 
 CHECKPOINT = "checkpoint"
 
@@ -50,11 +50,10 @@ def load_checkpoint(store: Store, tenant: str, name: str) -> Checkpoint:
 
 def commit_checkpoint(store: Store, checkpoint: Checkpoint) -> None:
     """The one write that makes a run's landed rows and state the new starting point."""
-    store.upsert("pipeline_state", [{
-        "tenant": checkpoint.tenant, "state_id": stable_id(checkpoint.tenant, CHECKPOINT, checkpoint.name),
-        "kind": CHECKPOINT, "scope": checkpoint.name, "checkpoint": checkpoint.name,
-        "generation": checkpoint.generation, "payload": json.dumps(checkpoint.progress, default=str),
-        "updated_time": utcnow()}])
+    row = StateRow(tenant=checkpoint.tenant, state_id=stable_id(checkpoint.tenant, CHECKPOINT, checkpoint.name),
+                   kind=CHECKPOINT, scope=checkpoint.name, checkpoint=checkpoint.name, generation=checkpoint.generation,
+                   payload=json.dumps(checkpoint.progress, default=str), updated_time=utcnow())
+    store.upsert("pipeline_state", [dict(row)])
 
 
 def carried_where(checkpoints: list[Checkpoint], scopes: Collection[str] | None = None) -> pc.Expression | None:

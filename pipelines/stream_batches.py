@@ -24,6 +24,7 @@ from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_conversations, carried_where,
                                      commit_checkpoint, load_checkpoint, next_generation, prune_states)
+from memtape.schemas.records import ConversationKey
 
 STREAM_TENANT = "_stream"  # checkpoint rows of the stream job belong to no one tenant
 DEFAULT_IDLE_TIMEOUT_S = 300.0
@@ -55,9 +56,9 @@ def checkpoint_name(group: str, topic: str, partition: int) -> str:
 
 
 def _scope_of(checkpoint_of_conversation: dict[str, str]) -> Callable[[dict], str]:
-    """Dedupe scope of a row: its tenant within the partition that carries its conversation."""
+    """Dedupe and entity-resolution scope of a row: its tenant within the partition that carries its conversation."""
     def scope(row: dict) -> str:
-        return f"{row['tenant']}\x1f{checkpoint_of_conversation.get(conversation_key(row), '')}"
+        return ConversationKey(row["tenant"], checkpoint_of_conversation.get(conversation_key(row), "")).encode()
 
     return scope
 
@@ -155,7 +156,8 @@ class MicroBatcher:
         conversation key involved to its partition checkpoint."""
         generation = next_generation(max(c.generation for c in checkpoints))
         scope_of = _scope_of(checkpoint_of)
-        scopes = {scope_of(r): checkpoint_of[conversation_key(r)] for r in rows}
+        # every conversation involved, idle ones too: their closing episodes resolve entities in their partition's scope
+        scopes = {scope_of(dataclasses.asdict(ConversationKey.decode(key))): name for key, name in checkpoint_of.items()}
         target = StateTarget(checkpoints[0].name, generation, {**checkpoint_of, **scopes})
         landed = any_of("event_id", sorted({r["event_id"] for r in rows}))
         with beam.Pipeline(options=self.options) as p:
@@ -188,7 +190,7 @@ def _closed_by_a_dead_run(store: Store, open_units: dict[str, set[str]]) -> set[
     leave a raw event in two episodes. Closing it again at once, before any
     new message joins, gives the same episodes with the same ids.
     """
-    by_conversation: dict[tuple[str, ...], str] = {tuple(key.split("\x1f", 1)): key for key in open_units}
+    by_conversation = {dataclasses.astuple(ConversationKey.decode(key)): key for key in open_units}
     where = any_of("conversation_id", sorted({conversation for _, conversation in by_conversation}))
     closed: set[str] = set()
     for episode in store.read("episodes", where=where, columns=["tenant", "conversation_id", "member_ids"]).to_pylist():

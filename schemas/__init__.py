@@ -1,10 +1,14 @@
-"""Arrow schemas of every memtape table, versioned in one place.
+"""Arrow schemas of every memtape table, versioned in one place, each with its write disposition.
 
 Every writer validates against these schemas before landing rows, and every
 derived table carries provenance columns back to ``raw_events.event_id``.
+How a table takes rows whose key is already stored (``disposition``) is
+declared here beside its columns, and every writer reads it from here.
 This module only describes shapes: it must not read or write data.
 """
 from __future__ import annotations
+
+import enum
 
 import pyarrow as pa
 
@@ -14,8 +18,24 @@ _TS = pa.timestamp("us", tz="UTC")
 _IDS = pa.list_(pa.string())
 
 
-def _schema(name: str, key: str, fields: list[pa.Field]) -> pa.Schema:
-    """Attach the table name, its merge key and the schema version as metadata."""
+class Disposition(str, enum.Enum):
+    """What landing a row does when a row with its key is already stored (every write is keyed on the table's id)."""
+
+    INSERT = "insert"  # the stored row stays: raw data is kept as first read, a replay adds nothing
+    MERGE = "merge"  # the two rows are folded into one (``pipelines.merging``): repeated facts gain support
+    REPLACE = "replace"  # the new row replaces the stored one: it was recomputed from the same inputs
+
+
+_DISPOSITIONS: dict[str, Disposition] = {}
+
+
+def _schema(name: str, key: str, disposition: Disposition, fields: list[pa.Field]) -> pa.Schema:
+    """Attach the table name, its merge key and the schema version as metadata, and record its write disposition.
+
+    The disposition stays out of the Arrow metadata: lancedb refuses to open a
+    stored table whose schema metadata differs from the one it is given.
+    """
+    _DISPOSITIONS[name] = disposition
     return pa.schema(
         fields,
         metadata={"memtape.table": name, "memtape.key": key, "memtape.schema_version": SCHEMA_VERSION},
@@ -25,6 +45,7 @@ def _schema(name: str, key: str, fields: list[pa.Field]) -> pa.Schema:
 RAW_EVENTS = _schema(
     "raw_events",
     "event_id",
+    Disposition.INSERT,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("event_id", pa.string(), nullable=False),
@@ -50,6 +71,7 @@ RAW_EVENTS = _schema(
 UTTERANCES = _schema(
     "utterances",
     "utterance_id",
+    Disposition.REPLACE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("utterance_id", pa.string(), nullable=False),
@@ -81,6 +103,7 @@ UTTERANCES = _schema(
 EPISODES = _schema(
     "episodes",
     "episode_id",
+    Disposition.REPLACE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("episode_id", pa.string(), nullable=False),
@@ -100,6 +123,7 @@ EPISODES = _schema(
 TRIPLES = _schema(
     "triples",
     "triple_id",
+    Disposition.MERGE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("triple_id", pa.string(), nullable=False),
@@ -126,6 +150,7 @@ TRIPLES = _schema(
 ENTITIES = _schema(
     "entities",
     "entity_id",
+    Disposition.MERGE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("entity_id", pa.string(), nullable=False),
@@ -140,6 +165,7 @@ ENTITIES = _schema(
 MEMORIES = _schema(
     "memories",
     "memory_id",
+    Disposition.MERGE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("memory_id", pa.string(), nullable=False),
@@ -167,6 +193,7 @@ MEMORIES = _schema(
 DEAD_LETTERS = _schema(
     "dead_letters",
     "dead_letter_id",
+    Disposition.INSERT,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("dead_letter_id", pa.string(), nullable=False),
@@ -183,6 +210,7 @@ DEAD_LETTERS = _schema(
 CURSORS = _schema(
     "cursors",
     "cursor_id",
+    Disposition.REPLACE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("cursor_id", pa.string(), nullable=False),  # tenant + source URI
@@ -195,10 +223,11 @@ CURSORS = _schema(
 PIPELINE_STATE = _schema(
     "pipeline_state",
     "state_id",
+    Disposition.REPLACE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("state_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # checkpoint | dedupe | segmenter
+        pa.field("kind", pa.string(), nullable=False),  # checkpoint | dedupe | segmenter | entities
         pa.field("scope", pa.string(), nullable=False),  # tenant or conversation key; the checkpoint's own name
         pa.field("checkpoint", pa.string(), nullable=False),  # the job whose progress this state belongs to
         pa.field("generation", pa.int64(), nullable=False),  # state is valid once its checkpoint reaches it
@@ -210,6 +239,7 @@ PIPELINE_STATE = _schema(
 TOMBSTONES = _schema(
     "tombstones",
     "tombstone_id",
+    Disposition.REPLACE,
     [
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("tombstone_id", pa.string(), nullable=False),  # tenant + source URI ("" for the whole tenant)
@@ -228,6 +258,11 @@ TABLES: dict[str, pa.Schema] = {
 def key_of(table: str) -> str:
     """The stable id column that ``merge_insert`` matches on for ``table``."""
     return TABLES[table].metadata[b"memtape.key"].decode()
+
+
+def disposition(table: str) -> Disposition:
+    """How ``table`` takes a row whose key is already stored: kept, folded or replaced."""
+    return _DISPOSITIONS[table]
 
 
 def conform(table: str, rows: list[dict]) -> pa.Table:

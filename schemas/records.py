@@ -2,7 +2,13 @@
 
 Connectors yield ``RawEvent`` and ``DeadLetter`` values; ``to_row`` turns each
 into a dict that matches its Arrow schema in ``memtape.schemas``. Ids are
-content-derived so re-reading a source yields the same keys.
+content-derived so re-reading a source yields the same keys. The shapes that
+cross stages inside the pipeline (``Unit``, ``DroppedUnit``, ``EpisodeBundle``,
+``ExtractedEpisode``, ``StateRow``) are ``TypedDict``s: dicts at run time, so Beam's coders, Arrow's
+``from_pylist`` and every ``row["field"]`` read keep working, while mypy checks
+the keys at the stage boundaries. ``ConversationKey`` is a small frozen value
+with one encoding, because it has behaviour (encode, decode) and travels as a
+Beam key, which must be a deterministically encoded string.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import hashlib
 import json
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, NotRequired, TypedDict
 
 from memtape import _textcore
 
@@ -113,6 +119,108 @@ def subjects_of(units: list[dict]) -> list[str]:
             continue
         out.extend(p for p in [unit.get("sender"), *(unit.get("recipients") or [])] if p)
     return list(dict.fromkeys(out))
+
+
+KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in a tenant name or conversation id by accident
+UNIT_FIELDS = ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "text", "attrs")
+
+
+class Unit(TypedDict):
+    """One message, utterance or record as the stages after dedupe see it (``UNIT_FIELDS``, then what dedupe adds)."""
+
+    tenant: str
+    event_id: str
+    source_kind: str | None
+    conversation_id: str | None
+    sender: str | None
+    recipients: list[str] | None
+    event_time: datetime | None
+    text: str | None
+    attrs: str | dict[str, Any] | None  # JSON text as in raw_events, or parsed
+    stripped: NotRequired[dict[str, int]]  # characters dedupe cut, by reason
+    duplicate_of: NotRequired[str | None]
+
+
+class DroppedUnit(TypedDict):
+    """A raw event dedupe left out, with the reason; it still belongs to an episode."""
+
+    tenant: str
+    event_id: str
+    conversation_id: str | None
+    event_time: datetime | None
+    reason: str
+    duplicate_of: str | None
+
+
+class EpisodeBundle(TypedDict):
+    """A closed episode with its kept units in order and the dropped units inside it; what extraction and
+    compression consume (compression also gets the episode's ``triples``)."""
+
+    episode: dict[str, Any]  # an ``episodes`` row
+    units: list[Unit]
+    dropped: list[DroppedUnit]
+    triples: NotRequired[list[dict[str, Any]]]
+
+
+class StateRow(TypedDict):
+    """A ``pipeline_state`` row: one kind of carried state for one scope, valid once its checkpoint reaches ``generation``."""
+
+    tenant: str
+    state_id: str
+    kind: str
+    scope: str
+    checkpoint: str
+    generation: int
+    payload: str
+    updated_time: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Mention:
+    """One entity resolver call an extractor made, with the event order of the unit it came from."""
+
+    order: tuple[Any, ...]  # ``event_order`` of its unit, then its place among the episode's mentions
+    method: str  # an EntityResolver method (transforms.entities.RECORDED_CALLS)
+    args: tuple[Any, ...]  # in the resolver method's order
+
+
+class ExtractedEpisode(TypedDict):
+    """What extraction hands to resolution for one episode: its triples, whose entity id fields hold indices
+    into ``mentions`` (or None), and the mentions themselves."""
+
+    tenant: str
+    conversation_id: str | None
+    episode_id: str
+    mentions: list[Mention]
+    triples: list[dict[str, Any]]
+
+
+def unit_of(row: dict[str, Any]) -> Unit:
+    """The unit fields of a ``raw_events`` row (or of a unit), missing ones None."""
+    return Unit(tenant=row["tenant"], event_id=row["event_id"], source_kind=row.get("source_kind"),
+                conversation_id=row.get("conversation_id"), sender=row.get("sender"), recipients=row.get("recipients"),
+                event_time=row.get("event_time"), text=row.get("text"), attrs=row.get("attrs"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationKey:
+    """Tenant and conversation: the key that groups a conversation's units, encoded as one string for Beam and state scopes."""
+
+    tenant: str
+    conversation_id: str = ""
+
+    @classmethod
+    def of(cls, row: dict[str, Any] | Unit | DroppedUnit) -> ConversationKey:
+        return cls(row["tenant"], row.get("conversation_id") or "")
+
+    def encode(self) -> str:
+        return f"{self.tenant}{KEY_SEPARATOR}{self.conversation_id}"
+
+    @classmethod
+    def decode(cls, key: str) -> ConversationKey:
+        """The key ``encode`` wrote; a key with no separator is a bare tenant."""
+        tenant, _, conversation = key.partition(KEY_SEPARATOR)
+        return cls(tenant, conversation)
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,5 @@
-"""ExtractTriples over episode bundles: parsed chat text and FHIR attrs come out as tagged triples and entities."""
+"""ExtractTriples then ResolveEntities over episode bundles: parsed chat text and FHIR attrs come out as triples with
+entity ids, and entities."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from memtape.schemas import conform
-from memtape.transforms.triples import ENTITIES_TAG, TRIPLES_TAG, ExtractTriples
+from memtape.transforms.entities import ENTITIES, ResolveEntities
+from memtape.transforms.triples import ExtractTriples
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -21,7 +23,8 @@ def _bundle() -> dict:
         {"event_id": "u2", "tenant": "t", "sender": "Eve", "event_time": T0, "text": "The patient does not take aspirin.",
          "source_kind": "im", "attrs": None},
         {
-            "event_id": "u3", "tenant": "t", "sender": None, "event_time": T0, "text": "Condition: Appendicitis", "source_kind": "health",
+            "event_id": "u3", "tenant": "t", "sender": None, "event_time": T0, "text": "Condition: Appendicitis",
+            "source_kind": "health",
             "attrs": json.dumps({"resource_type": "Condition", "resource_id": "c1", "patient_id": "p1", "patient_name": "Ann Lee",
                                  "codes": [{"system": "http://snomed.info/sct", "code": "74400008", "display": "Appendicitis"}],
                                  "onset": "1953-11-29T01:23:28+00:00"}),
@@ -32,7 +35,8 @@ def _bundle() -> dict:
 
 def test_extract_triples_emits_tagged_rows_that_conform():
     with TestPipeline() as p:
-        out = p | beam.Create([_bundle()]) | ExtractTriples()
+        extracted = p | beam.Create([_bundle()]) | ExtractTriples()
+        out = {"episodes": extracted, "state": p | "NoState" >> beam.Create([])} | ResolveEntities()
 
         def check_triples(rows):
             conform("triples", rows)
@@ -40,11 +44,13 @@ def test_extract_triples_emits_tagged_rows_that_conform():
             assert {("Dana", "move", "the meeting", False), ("Dana", "move to", "Friday", False),
                     ("The patient", "take", "aspirin", True), ("Ann Lee", "has_condition", "Appendicitis", False)} <= got, got
             assert all(r["episode_id"] == "ep1" for r in rows)
+            dana = next(r for r in rows if r["subject"] == "Dana")
+            assert isinstance(dana["subject_entity_id"], str) and len(dana["subject_entity_id"]) == 32
 
         def check_entities(rows):
             conform("entities", rows)
             names = {r["canonical_name"] for r in rows}
             assert {"Dana", "Eve", "Ann Lee", "Appendicitis"} <= names, names
 
-        assert_that(out[TRIPLES_TAG], check_triples, label="triples")
-        assert_that(out[ENTITIES_TAG], check_entities, label="entities")
+        assert_that(out["triples"], check_triples, label="triples")
+        assert_that(out[ENTITIES], check_entities, label="entities")

@@ -4,7 +4,8 @@ A FHIR unit's ``attrs`` (resource_type, patient_name, codes, value, onset ...)
 gives facts such as (patient, has_condition, Appendicitis) at the onset time; an
 email unit's headers give (Alice, emailed, Bob) per recipient and (Alice,
 emailed_about, subject). Every participant and code goes through the
-``EntityResolver`` so the rows carry entity ids. This module builds rows only;
+``EntityResolver`` (or a ``MentionLog``, whose references the entity stage
+resolves) so the rows carry entity ids. This module builds rows only;
 it never reads the source files or the store.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from memtape.schemas.records import stable_id
-from memtape.transforms.entities import EntityResolver, split_address
+from memtape.transforms.entities import EntityRef, EntityResolver, MentionLog, split_address
 
 STRUCTURED_CONFIDENCE = 1.0
 # FHIR resource type -> predicate linking the patient to the resource's coded concept.
@@ -56,7 +57,7 @@ def _attrs(unit: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(unit: dict, episode_id: str | None, subject: str, predicate: str, obj: str, when: Any,
-         subject_id: str | None, object_id: str | None, negated: bool = False) -> dict[str, Any]:
+         subject_id: EntityRef, object_id: EntityRef, negated: bool = False) -> dict[str, Any]:
     tenant, raw_event_id = unit["tenant"], unit["event_id"]
     return {
         "tenant": tenant,
@@ -93,7 +94,7 @@ def _fhir_object(resource_type: str, attrs: dict[str, Any]) -> str | None:
     return display
 
 
-def fhir_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: str | None = None) -> list[dict[str, Any]]:
+def fhir_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
     """(patient, predicate, concept) for one FHIR resource, timed at onset (or the unit's time), plus recovery."""
     attrs = _attrs(unit)
     resource_type = attrs.get("resource_type") or ""
@@ -105,10 +106,8 @@ def fhir_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: str
         return []
     raw_id = unit["event_id"]
     subject_id = resolver.resource(PATIENT, patient_id, attrs.get("patient_name"), raw_id) if patient_id else resolver.person(patient, None, raw_id)
-    object_id = None
-    for code in attrs.get("codes") or []:
-        cid = resolver.concept(code.get("system"), code.get("code"), code.get("display"), resource_type, raw_id)
-        object_id = object_id or cid
+    object_id = resolver.first_of([resolver.concept(code.get("system"), code.get("code"), code.get("display"), resource_type, raw_id)
+                                   for code in attrs.get("codes") or []])
     when = parse_time(attrs.get("onset")) or parse_time(unit.get("event_time"))
     negated = attrs.get("status") in NEGATING_STATUSES
     rows = [_row(unit, episode_id, patient, predicate, obj, when, subject_id, object_id, negated)]
@@ -126,7 +125,7 @@ def _addresses(value: Any) -> Iterable[tuple[str | None, str | None]]:
     return [split_address(v) for v in value]
 
 
-def email_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: str | None = None) -> list[dict[str, Any]]:
+def email_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
     """(sender, emailed, recipient) per To address, (sender, cc_emailed, ...) per Cc, (sender, emailed_about, subject)."""
     attrs = _attrs(unit)
     raw_id = unit["event_id"]
@@ -149,7 +148,7 @@ def email_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: st
     return rows
 
 
-def structured_triples(unit: dict[str, Any], resolver: EntityResolver, episode_id: str | None = None) -> list[dict[str, Any]]:
+def structured_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
     """Triples from a unit's structured attrs: FHIR resources and email headers; [] for anything else."""
     attrs = _attrs(unit)
     if "resource_type" in attrs:

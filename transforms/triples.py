@@ -7,7 +7,9 @@ returns ``Extraction`` values that keep negation and modality as attributes.
 ``triple_rows`` turns them into ``triples`` rows with provenance, resolving
 pronouns to speakers or named mentions of the same episode where that is clear.
 ``ExtractTriples`` runs both over episode bundles with one batched spaCy model
-per worker. This module reads parses and writes rows; it never touches the store.
+per worker; the entity mentions it records are resolved to ids by the next
+stage, ``transforms.entities.ResolveEntities``. This module reads parses and
+writes rows; it never touches the store.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from memtape.schemas.records import stable_id
-from memtape.transforms.entities import EntityResolver, split_address
+from memtape.schemas.records import EpisodeBundle, ExtractedEpisode, stable_id
+from memtape.transforms.entities import EntityResolver, MentionLog, split_address
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, lemma, spacy_model
 from memtape.transforms.structured_triples import structured_triples
 
@@ -43,8 +45,6 @@ STRUCTURED_KINDS = frozenset({"health"})
 NLP_BATCH_SIZE = 64
 NLP_DISABLE = ("lemmatizer",)  # tagger, parser, attribute_ruler and ner are read; lemmas only for a few tokens
 MAX_EPISODES_PER_BATCH = 32
-TRIPLES_TAG = "triples"
-ENTITIES_TAG = "entities"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,7 +381,7 @@ def triple_rows(
     episode_id: str | None = None,
     sender: str | None = None,
     mentions: Mentions | None = None,
-    resolver: EntityResolver | None = None,
+    resolver: EntityResolver | MentionLog | None = None,
 ) -> list[dict[str, Any]]:
     """``triples`` rows for one parsed unit text, character offsets relative to that text.
 
@@ -434,7 +434,7 @@ def _needs_parse(unit: dict[str, Any]) -> bool:
     return bool(unit.get("text")) and unit.get("source_kind") not in STRUCTURED_KINDS
 
 
-def episode_triples(bundle: dict[str, Any], docs: Iterable[Any | None], resolver: EntityResolver) -> list[dict[str, Any]]:
+def episode_triples(bundle: EpisodeBundle, docs: Iterable[Any | None], resolver: EntityResolver | MentionLog) -> list[dict[str, Any]]:
     """``triples`` rows of one episode bundle given each unit's parse (None where it was not parsed)."""
     episode = bundle["episode"]
     mentions = Mentions()
@@ -466,7 +466,7 @@ def _speaker_name(sender: str | None) -> str | None:
 
 
 class _ExtractFn(beam.DoFn):
-    """Parses a batch of episode bundles with one ``nlp.pipe`` call and emits tagged triples and entities."""
+    """Parses a batch of episode bundles with one ``nlp.pipe`` call and emits each episode's triples and mentions."""
 
     def __init__(self, model: str, batch_size: int) -> None:
         self._model_name = model
@@ -474,27 +474,21 @@ class _ExtractFn(beam.DoFn):
 
     def setup(self) -> None:
         self._nlp = spacy_model(self._model_name, disable=NLP_DISABLE)
-        self._resolvers: dict[str, EntityResolver] = {}
 
-    def process(self, bundles: list[dict[str, Any]]) -> Iterator[Any]:
+    def process(self, bundles: list[EpisodeBundle]) -> Iterator[ExtractedEpisode]:
         texts = [u["text"] for b in bundles for u in b["units"] if _needs_parse(u)]
         parsed = iter(self._nlp.pipe(texts, batch_size=self._batch_size))
         for bundle in bundles:
             docs = [next(parsed) if _needs_parse(u) else None for u in bundle["units"]]
-            tenant = bundle["episode"]["tenant"]
-            resolver = self._resolvers.setdefault(tenant, EntityResolver(tenant))
-            for row in episode_triples(bundle, docs, resolver):
-                yield beam.pvalue.TaggedOutput(TRIPLES_TAG, row)
-            for row in resolver.rows(touched_only=True):
-                yield beam.pvalue.TaggedOutput(ENTITIES_TAG, row)
+            episode, log = bundle["episode"], MentionLog(bundle["units"])
+            triples = episode_triples(bundle, docs, log)
+            yield ExtractedEpisode(tenant=episode["tenant"], conversation_id=episode.get("conversation_id"),
+                                   episode_id=episode["episode_id"], mentions=log.mentions, triples=triples)
 
 
 class ExtractTriples(beam.PTransform):
-    """Episode bundles -> tagged ``triples`` and ``entities`` rows (``result.triples``, ``result.entities``).
-
-    Entity rows are re-emitted with their grown alias lists whenever an episode
-    touches them; keep the last row per ``entity_id``.
-    """
+    """Episode bundles -> one ``ExtractedEpisode`` each: its ``triples`` rows and the entity mentions they refer to,
+    which ``transforms.entities.ResolveEntities`` turns into entity ids and ``entities`` rows."""
 
     def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE,
                  max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:
@@ -507,5 +501,5 @@ class ExtractTriples(beam.PTransform):
         return (
             bundles
             | "BatchEpisodes" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
-            | "ParseAndExtract" >> beam.ParDo(_ExtractFn(self._model, self._batch_size)).with_outputs(TRIPLES_TAG, ENTITIES_TAG)
+            | "ParseAndExtract" >> beam.ParDo(_ExtractFn(self._model, self._batch_size))
         )

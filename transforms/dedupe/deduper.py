@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any, Callable, Iterable, Iterator
 
-from memtape.schemas.records import STRUCTURED_KINDS, content_hash
+from memtape.schemas.records import STRUCTURED_KINDS, Unit, content_hash, unit_of
 from memtape.transforms.dedupe.rules import (
     is_auto_reply, low_entropy_reason, short_hash, short_hashes, split_quoted, strip_signature, tail_lines, unseen_sentences,
 )
@@ -110,10 +110,8 @@ class Deduper:
             yield self.process(row)
 
     @staticmethod
-    def _kept(row: dict, text: str, stripped: dict[str, int], duplicate_of: str | None) -> dict:
-        unit = {k: row.get(k) for k in ("tenant", "event_id", "source_kind", "conversation_id", "sender", "recipients", "event_time", "attrs")}
-        unit.update(text=text, stripped=stripped, duplicate_of=duplicate_of)
-        return unit
+    def _kept(row: dict, text: str, stripped: dict[str, int], duplicate_of: str | None) -> Unit:
+        return {**unit_of(row), "text": text, "stripped": stripped, "duplicate_of": duplicate_of}
 
     @staticmethod
     def _dropped(row: dict, reason: str, duplicate_of: str | None = None) -> dict:
