@@ -63,7 +63,7 @@ def _specs(dofn: Any) -> tuple[set, set]:
 
 def memoise_introspection(enabled: bool = True) -> None:
     """Route Beam's signature and DoFn-spec lookups through the caches (``False``: Beam's own functions again)."""
-    core.get_function_args_defaults = _args_defaults if enabled else _SHIPPED_ARGS_DEFAULTS
+    core.get_function_args_defaults = _args_defaults if enabled else _SHIPPED_ARGS_DEFAULTS  # type: ignore[assignment]
     userstate.get_dofn_specs = _specs if enabled else _SHIPPED_DOFN_SPECS  # type: ignore[assignment]
 
 
