@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_stream import (  # noqa: E402
-    PREFIX, SHARED, WARMUP_MESSAGES, Ledger, interleaved, irc_conversations, machine, rekeyed, start_stream, summary,
-    _stopped_output,
+from stream_common import (  # noqa: E402
+    PREFIX, WARMUP_MESSAGES, Ledger, add_publishing_arguments, interleaved, irc_conversations, machine, rekeyed,
+    start_stream, stopped_output, summary,
 )
 
 from memtape.connectors.kafka_broker import EmbeddedBroker  # noqa: E402
@@ -95,14 +95,8 @@ class RecallPoller(threading.Thread):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=20.0, help="messages published per second")
-    parser.add_argument("--seconds", type=float, default=120.0, help="how long to publish")
-    parser.add_argument("--idle-timeout", type=float, default=300.0, help="the stream job's --idle-timeout (its default)")
-    parser.add_argument("--batch-wait", type=float, default=1.0, help="the stream job's --batch-wait (its default)")
-    parser.add_argument("--concurrent", type=int, default=10, help="conversations open at once")
-    parser.add_argument("--conversation-messages", type=int, default=40, help="messages per conversation")
-    parser.add_argument("--drain", type=float, default=30.0, help="seconds to keep polling after publishing")
-    parser.add_argument("--data", type=Path, default=SHARED)
+    add_publishing_arguments(parser, rate=20.0, seconds=120.0, idle_timeout=300.0, concurrent=10, drain=30.0,
+                             drain_help="seconds to keep polling after publishing")
     args = parser.parse_args()
     runs = irc_conversations(args.data, args.conversation_messages)
     phrases: dict[str, str] = {}
@@ -119,7 +113,6 @@ def main() -> None:
             EmbeddedBroker(log_path=Path(work) / "tansu.log") as broker, \
             Publisher(broker.bootstrap_servers, prefix=PREFIX) as publisher:
         home, stream_log = Path(work) / "home", Path(work) / "stream.log"
-        args.processes = 1
         stream = start_stream(home, broker.bootstrap_servers, args, stream_log)
         ledger = Ledger()
         poller = RecallPoller(home, ledger, phrases, tenant_of)
@@ -137,7 +130,7 @@ def main() -> None:
         finally:
             poller.stop.set()
             stream.terminate()
-            _stopped_output(stream)
+            stopped_output(stream)
     latency = [poller.found.get(i, math.inf) - t for i, t in ledger.published.items()]
     fresh = summary(latency)
     calls = sorted(poller.call_ms)

@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench_stream import GROUP, PREFIX, SHARED, Ledger, interleaved, irc_conversations, machine, rekeyed
+from stream_common import GROUP, PREFIX, SHARED, Ledger, interleaved, irc_conversations, machine, rekeyed
 
 from memtape.connectors.kafka_broker import EmbeddedBroker
 from memtape.connectors.kafka import Publisher

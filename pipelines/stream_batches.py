@@ -19,6 +19,7 @@ import apache_beam as beam
 
 from memtape.connectors.beam_io import RAW, ReadFromLance
 from memtape.connectors.lance_store import Store, any_of
+from memtape.pipelines.beam_introspection import memoise_introspection, with_reused_views
 from memtape.pipelines.derive import land_tables
 from memtape.pipelines.episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
@@ -75,12 +76,15 @@ class MicroBatcher:
     The batcher keeps in memory which conversations of its partitions have an
     open episode, so a micro-batch reads and ships the carried state of only
     the conversations it touches: the cost of a batch follows its size, not
-    the history of the stream.
+    the history of the stream. Every micro-batch is a Beam run of the same
+    graph, so Beam's introspection of it is memoised for the process
+    (``beam_introspection``): that was most of a small batch's cost.
     """
 
     def __init__(self, store: Store, options: Any, idle_timeout_s: float, stats: StreamStats) -> None:
+        memoise_introspection()
         self.store = store
-        self.options = options
+        self.options = with_reused_views(options)
         self.idle_timeout_s = idle_timeout_s
         self.stats = stats
         self._open: dict[str, _OpenConversation] = {}  # conversation key -> where and since when it is open

@@ -1,0 +1,94 @@
+"""A streaming micro-batch's fixed cost: Beam's introspection memoised, with the same answers and the same rows."""
+from __future__ import annotations
+
+import copy
+import gc
+import inspect
+import weakref
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import core, userstate
+from apache_beam.transforms.userstate import BagStateSpec
+
+from memtape.connectors.beam_io import RAW
+from memtape.connectors.lance_store import Store
+from memtape.pipelines.beam_introspection import memoise_introspection, with_reused_views
+from memtape.pipelines.runner import pipeline_options
+from memtape.pipelines.stream_batches import Landed, MicroBatcher, StreamStats
+from memtape.schemas.records import RawEvent
+
+CHECKPOINT = "stream:g:memtape.raw.im:0"
+
+
+class _RunningTotal(beam.DoFn):
+    """A stateful DoFn: its state spec is found only through the introspection being memoised."""
+
+    SEEN = BagStateSpec("seen", VarIntCoder())
+
+    def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
+        key, value = element
+        seen.add(value)
+        yield key, sum(seen.read())
+
+
+def _shipped_and_memoised(question, subject):
+    memoise_introspection(False)
+    try:
+        shipped = question(subject)
+    finally:
+        memoise_introspection()
+    return shipped, question(subject), question(subject)
+
+
+def test_memoised_introspection_answers_what_beam_answers():
+    plain = lambda x, y=3: x + y  # noqa: E731
+    for fn in (plain, _RunningTotal().process, beam.Map(plain).fn.process):
+        shipped, first, cached = _shipped_and_memoised(core.get_function_args_defaults, fn)
+        assert shipped == first == cached
+    specs = _shipped_and_memoised(userstate.get_dofn_specs, _RunningTotal())
+    assert specs[0] == specs[1] == specs[2] and [s.name for s in specs[2][0]] == ["seen"]
+    assert _shipped_and_memoised(userstate.is_stateful_dofn, beam.Map(plain).fn) == (False, False, False)
+
+
+def test_a_function_memoised_for_one_run_is_not_kept_after_it():
+    memoise_introspection()
+    fn = lambda row, bonus=1: row  # noqa: E731
+    assert core.get_function_args_defaults(fn) == (["row", "bonus"], [1])
+    gone = weakref.ref(fn)
+    del fn
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_stateful_pipeline_runs_with_memoised_introspection_and_reused_views():
+    memoise_introspection()
+    options = with_reused_views(pipeline_options())
+    assert options.view_as(StandardOptions) is options.view_as(StandardOptions)
+    assert copy.deepcopy(options).view_as(StandardOptions).runner.endswith("DirectRunner")
+    with beam.Pipeline(options=options) as p:
+        totals = p | beam.Create([("a", 1), ("a", 2), ("b", 5)]) | beam.ParDo(_RunningTotal())
+        assert_that(totals, equal_to([("a", 1), ("a", 3), ("b", 5)]))
+
+
+def test_a_one_row_micro_batch_asks_beam_for_few_signatures(tmp_path, monkeypatch):
+    """Before the memo a one-row micro-batch took about 32,800 ``inspect.signature`` calls (most of its fixed cost)."""
+    store = Store(str(tmp_path / "home"))
+    batcher = MicroBatcher(store, pipeline_options(), idle_timeout_s=3600.0, stats=StreamStats())
+    shipped_signature, calls = inspect.signature, []
+    monkeypatch.setattr(inspect, "signature", lambda *a, **k: calls.append(1) or shipped_signature(*a, **k))
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    for offset in range(2):
+        calls.clear()
+        event = RawEvent("acme", "im", "jsonl", f"m{offset}", f"Dana moved the budget review to Friday ({offset}).",
+                         start + timedelta(seconds=offset), conversation_id="standup", sender="dana")
+        event.ingest_path = "stream"
+        store.upsert(RAW, [event.to_row()])
+        batcher.step([Landed(CHECKPOINT, offset, event.to_row())], {CHECKPOINT})
+    assert batcher.stats.batches == 2 and batcher.stats.events == 2
+    assert len(calls) < 2_000
+    state = store.read("pipeline_state", columns=["kind", "scope"]).to_pylist()
+    assert {"kind": "segmenter", "scope": "acme\x1fstandup"} in state  # the conversation's open episode is carried
