@@ -23,7 +23,6 @@ from memtape.cli import cli
 from memtape.commands.backfill import dead_letters_command
 from memtape.connectors.lance_store import Store, column_is
 from memtape.forgetting import OFF
-from memtape.pipelines.backfill import run_backfill
 from memtape.pipelines.delete import delete_events, select_events
 from memtape.query import sql
 from memtape.recall import recall
@@ -52,16 +51,17 @@ def _sql_cli(query: str, home: str, tenant: str | None = None) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """A store where each of ``BACKFILLED`` has backfilled the same small chat through the real pipeline."""
+    """A store where each of ``BACKFILLED`` has backfilled the same small chat with ``memtape backfill``."""
     folder = tmp_path_factory.mktemp("tenant-names")
     source = folder / "chat.jsonl"
     source.write_text("".join(json.dumps({"id": i, "time": (T0 + k * timedelta(minutes=1)).isoformat(), "sender": who,
                                           "conversation": "house", "text": text}) + "\n"
                               for k, (i, who, text) in enumerate(CHAT)), encoding="utf-8")
-    store = Store(str(folder / "store"))
-    for tenant in BACKFILLED:
-        run_backfill([f"jsonl:{source}"], tenant, store, close_open=True)
-    return store
+    home = str(folder / "store")
+    for tenant in BACKFILLED:  # the command as a person runs it: the chat is long idle, so its episode closes
+        out = CliRunner().invoke(cli, ["backfill", f"jsonl:{source}", "--tenant", tenant, "--home", home])
+        assert out.exit_code == 0, out.output
+    return Store(home, create=False)
 
 
 def test_a_backfilled_tenant_of_any_name_gets_memories_sees_only_its_rows_and_delete_removes_exactly_them(backfilled: Store) -> None:
