@@ -179,23 +179,23 @@ class _AppendShardFn(beam.DoFn):
 
         table, key = self.config.table, key_of(self.config.table)
         dataset = self.store.dataset(table)
-        written: set[str] = set()  # a key met again in a later chunk of this shard is stored already
+        present: set[str] = set()  # keys stored before this run, or written by this shard in an earlier chunk
         landed = 0
         fragments: list[str] = []
         for chunk in _chunks(keyed[1], self.config.batch_rows):
             landed += len(chunk)
             data = last_per_key(conform(table, chunk).cast(TABLES[table]), key)
-            keys = [k for k in data.column(key).to_pylist() if k not in written]
+            keys = [k for k in data.column(key).to_pylist() if k not in present]
             if keys:
-                written.update(dataset.to_table(columns=[key], filter=any_of(key, keys)).column(key).to_pylist())
-            fresh = data.filter(pc.invert(pc.is_in(data.column(key), pa.array(list(written), pa.string()))))
+                present.update(dataset.to_table(columns=[key], filter=any_of(key, keys)).column(key).to_pylist())
+            fresh = data.filter(pc.invert(pc.is_in(data.column(key), pa.array(list(present), pa.string()))))
             if fresh.num_rows:
                 try:
                     written_files = write_fragments(fresh, dataset.uri, schema=TABLES[table], storage_options=self.store.storage_options or None)
                 except WRITE_ERRORS as exc:
                     raise cannot_write(self.store.home, table, exc) from exc
                 fragments += [json.dumps(f.to_json()) for f in written_files]
-                written.update(fresh.column(key).to_pylist())
+                present.update(fresh.column(key).to_pylist())
                 beam.metrics.Metrics.counter("memtape", f"{NEW_ROWS_PREFIX}{table}").inc(fresh.num_rows)
         beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
         yield landed, fragments
