@@ -17,7 +17,7 @@ import hashlib
 import json
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any, Iterable, NotRequired, TypedDict
+from typing import Any, Iterable, Mapping, NotRequired, TypedDict
 
 from memtape import _textcore
 
@@ -195,7 +195,7 @@ class ExtractedEpisode(TypedDict):
     triples: list[dict[str, Any]]
 
 
-def unit_of(row: dict[str, Any]) -> Unit:
+def unit_of(row: Mapping[str, Any]) -> Unit:
     """The unit fields of a ``raw_events`` row (or of a unit), missing ones None."""
     return Unit(tenant=row["tenant"], event_id=row["event_id"], source_kind=row.get("source_kind"),
                 conversation_id=row.get("conversation_id"), sender=row.get("sender"), recipients=row.get("recipients"),

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections import OrderedDict
 from email.utils import parseaddr
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import apache_beam as beam
 
@@ -218,7 +218,7 @@ class EntityResolver:
         return self._upsert(key, text, label, raw_event_id)
 
     @staticmethod
-    def first_of(ids: list[str | None]) -> str | None:
+    def first_of(ids: list[Any]) -> str | None:
         """The first of several candidate ids that names an entity (a FHIR resource's codes: its first known concept)."""
         return next((i for i in ids if i), None)
 
@@ -248,7 +248,7 @@ class MentionLog:
     """Stands in for an ``EntityResolver`` while extracting: records each call and returns its index, a reference
     ``ResolveEntities`` replaces with the entity id once it knows what came before."""
 
-    def __init__(self, units: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, units: Iterable[Mapping[str, Any]]) -> None:
         self._order = {u["event_id"]: event_order(u) for u in units}
         self.mentions: list[Mention] = []
 
@@ -275,7 +275,7 @@ class MentionLog:
         return self._record("mention", raw_event_id, (text, label, raw_event_id))
 
     @staticmethod
-    def first_of(refs: list[int]) -> list[int]:
+    def first_of(refs: list[Any]) -> list[int]:
         return list(refs)
 
 

@@ -11,7 +11,7 @@ it never reads the source files or the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from email.utils import getaddresses
 from typing import Any
@@ -49,14 +49,14 @@ def parse_time(value: Any) -> datetime | None:
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
-def _attrs(unit: dict[str, Any]) -> dict[str, Any]:
+def _attrs(unit: Mapping[str, Any]) -> dict[str, Any]:
     attrs = unit.get("attrs")
     if isinstance(attrs, str):
         return json.loads(attrs) if attrs else {}
     return dict(attrs or {})
 
 
-def _row(unit: dict, episode_id: str | None, subject: str, predicate: str, obj: str, when: Any,
+def _row(unit: Mapping[str, Any], episode_id: str | None, subject: str, predicate: str, obj: str, when: Any,
          subject_id: EntityRef, object_id: EntityRef, negated: bool = False) -> dict[str, Any]:
     tenant, raw_event_id = unit["tenant"], unit["event_id"]
     return {
@@ -94,7 +94,7 @@ def _fhir_object(resource_type: str, attrs: dict[str, Any]) -> str | None:
     return display
 
 
-def fhir_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
+def fhir_triples(unit: Mapping[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
     """(patient, predicate, concept) for one FHIR resource, timed at onset (or the unit's time), plus recovery."""
     attrs = _attrs(unit)
     resource_type = attrs.get("resource_type") or ""
@@ -125,7 +125,7 @@ def _addresses(value: Any) -> Iterable[tuple[str | None, str | None]]:
     return [split_address(v) for v in value]
 
 
-def email_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
+def email_triples(unit: Mapping[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
     """(sender, emailed, recipient) per To address, (sender, cc_emailed, ...) per Cc, (sender, emailed_about, subject)."""
     attrs = _attrs(unit)
     raw_id = unit["event_id"]
@@ -148,7 +148,7 @@ def email_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, e
     return rows
 
 
-def structured_triples(unit: dict[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
+def structured_triples(unit: Mapping[str, Any], resolver: EntityResolver | MentionLog, episode_id: str | None = None) -> list[dict[str, Any]]:
     """Triples from a unit's structured attrs: FHIR resources and email headers; [] for anything else."""
     attrs = _attrs(unit)
     if "resource_type" in attrs:

@@ -115,7 +115,7 @@ def compress_episodes(rows: list[dict], episodes: list[list[dict]], budget_ratio
     from memtape.transforms.compress import build_memory
     from memtape.transforms.dedupe import Deduper
 
-    kept: dict[str, dict] = {}
+    kept: dict[str, Any] = {}
     dropped: dict[str, dict] = {}
     for unit, gone in Deduper().process_batch(rows):
         if unit is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from memtape.schemas.records import STRUCTURED_KINDS, Unit, content_hash, unit_of
 from memtape.transforms.dedupe.rules import (
@@ -50,7 +50,7 @@ class Deduper:
         self.state = state or DedupeState()
         self._scope_of = scope_of or tenant_of
 
-    def process(self, row: dict) -> tuple[dict | None, dict | None]:
+    def process(self, row: dict) -> tuple[Unit | None, dict | None]:
         """(kept unit, None) or (None, dropped unit) for one raw_events row."""
         text = (row.get("text") or "").replace("\r\n", "\n")
         if row.get("source_kind") in STRUCTURED_KINDS:  # a reading equal to another one is still a new fact
@@ -104,7 +104,7 @@ class Deduper:
         cleaned = unwrap("\n\n".join(part for part in (signed.strip(), quoted.strip()) if part))
         return re.sub(r"\n{3,}", "\n\n", cleaned).strip(), stripped
 
-    def process_batch(self, rows: Iterable[dict]) -> Iterator[tuple[dict | None, dict | None]]:
+    def process_batch(self, rows: Iterable[dict]) -> Iterator[tuple[Unit | None, dict | None]]:
         """Process rows in event-time order (ties by event_id), so replays give the same result."""
         for row in sorted(rows, key=event_order):
             yield self.process(row)
@@ -125,7 +125,7 @@ class Deduper:
         }
 
 
-def event_order(row: dict) -> tuple:
+def event_order(row: Mapping[str, Any]) -> tuple:
     """Sort key: event time (untimed rows first), then event_id, so every replay orders alike."""
     t = row.get("event_time")
     return (t is not None, t.timestamp() if t is not None else 0.0, row["event_id"])
