@@ -40,7 +40,7 @@ from memtape.connectors.base import read_source
 from memtape.connectors.kafka_broker import EmbeddedBroker
 from memtape.connectors.kafka_io import Publisher
 from memtape.connectors.lance_store import Store
-from memtape.pipelines.episodes import conversation_key
+from memtape.transforms.segment_episodes import conversation_key
 from memtape.schemas.records import RawEvent
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

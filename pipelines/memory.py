@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import apache_beam as beam
 
-from memtape.pipelines.episodes import ConversationAssembler, conversation_key
 from memtape.schemas.records import stable_id, utcnow
 from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
+from memtape.transforms.segment_episodes import SegmentConversations, conversation_key
 from memtape.transforms.transcribe import (
     DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, closes_recording, needs_transcription,
 )
@@ -42,38 +42,6 @@ class StateTarget:
         return {"tenant": tenant, "state_id": stable_id(tenant, kind, scope, checkpoint, self.generation),
                 "kind": kind, "scope": scope, "checkpoint": checkpoint, "generation": self.generation,
                 "payload": payload, "updated_time": utcnow()}
-
-
-class _AssembleFn(beam.DoFn):
-    """Segments one conversation (its kept and dropped units) from its carried state; emits bundles and the new state."""
-
-    def __init__(self, close_open: bool, now: datetime | None, flush_keys: frozenset[str], target: StateTarget) -> None:
-        self._close_open = close_open
-        self._now = now
-        self._flush_keys = flush_keys
-        self._target = target
-
-    def setup(self) -> None:
-        from memtape.transforms.static_embed import static_embeddings
-
-        self._embeddings = static_embeddings()
-
-    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
-        key, grouped = element
-        kept, dropped, visited, finished = (list(grouped[tag]) for tag in ("kept", "dropped", "visit", "finished"))
-        if kept or dropped or visited or finished:  # the carried state of a conversation not touched stays as it is
-            yield from self._assemble(key, kept, dropped, bool(finished), next(iter(grouped["state"]), None))
-
-    def _assemble(self, key: str, kept: list[dict], dropped: list[dict], finished: bool, carried: str | None) -> Iterator[Any]:
-        assembler = ConversationAssembler(self._embeddings, carried)
-        bundles = assembler.feed(kept, dropped)
-        if self._close_open or key in self._flush_keys or finished:
-            bundles += assembler.flush()
-        elif self._now is not None:
-            bundles += assembler.close_idle(self._now)
-        yield from bundles
-        tenant = key.split("\x1f", 1)[0]
-        yield beam.pvalue.TaggedOutput(STATE, self._target.row(tenant, SEGMENTER_STATE, key, assembler.state_json()))
 
 
 def _by_fact(triple: dict) -> dict:
@@ -126,16 +94,13 @@ class BuildMemories(beam.PTransform):
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
         finished = (raw | "RecordingsThatEnd" >> beam.Filter(closes_recording)
                     | "FinishedRecordings" >> beam.Map(lambda r: (conversation_key(r), None)))
-        by_conversation = (
+        segmented = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),
-             "visit": visits, "finished": finished, "state": segmenter_state}
-            | "ByConversation" >> beam.CoGroupByKey()
+             "close": (visits, finished) | "ConversationsToClose" >> beam.Flatten(), "state": segmenter_state}
+            | "Segment" >> SegmentConversations(self.close_open, self.now)
         )
-        assembled = by_conversation | "Segment" >> beam.ParDo(
-            _AssembleFn(self.close_open, self.now, self.flush_keys, self.target)
-        ).with_outputs(STATE, main="bundles")
-        bundles = assembled["bundles"]
+        bundles = segmented["bundles"]
 
         extracted = bundles | "ExtractTriples" >> ExtractTriples()
         triples = extracted[TRIPLES_TAG] | "KeyTriplesByFact" >> beam.Map(_by_fact)
@@ -150,6 +115,8 @@ class BuildMemories(beam.PTransform):
 
         dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(
             lambda scope, payload, target=self.target: target.row(scope.split("\x1f", 1)[0], DEDUPE_STATE, scope, payload))
+        segmenter_rows = segmented["state"] | "SegmenterStateRows" >> beam.MapTuple(
+            lambda key, payload, target=self.target: target.row(key.split("\x1f", 1)[0], SEGMENTER_STATE, key, payload))
         return {
             "utterances": heard["utterances"],
             "dead_letters": heard[DEAD_LETTERS_TAG],
@@ -157,5 +124,5 @@ class BuildMemories(beam.PTransform):
             "triples": triples,
             "entities": extracted[ENTITIES_TAG],
             "memories": memories,
-            "pipeline_state": (dedupe_rows, assembled[STATE]) | "StateRows" >> beam.Flatten(),
+            "pipeline_state": (dedupe_rows, segmenter_rows) | "StateRows" >> beam.Flatten(),
         }
