@@ -41,7 +41,7 @@ class ModelConfig:
     whisper: str = "base"  # a faster-whisper model name or directory; "base" uses the packaged model
     device: str = "auto"
     # the segmenter's surprise predictor: "static" token vectors, "minilm" sentence vectors, or a local causal LM directory
-    surprise: str = "static"
+    surprise: str = "minilm"
 
 
 @dataclasses.dataclass

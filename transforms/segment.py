@@ -37,7 +37,7 @@ from memtape.schemas.records import stable_id
 from memtape.transforms.static_embed import StaticEmbeddings
 from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 
-GAMMA = 1.0  # a boundary needs surprise this many trailing standard deviations above the trailing mean
+GAMMA = 1.3  # a boundary needs surprise this many trailing standard deviations above the trailing mean
 WINDOW = 50  # span, in units, of the exponentially weighted trailing window of each unit-level signal
 BOUNDARY_WINDOW = 200  # span of the trailing window that scales the mixed boundary surprise: steadier
 UNIT_WEIGHT = 0.5  # weight of the unit's own surprise beside the lookahead cohesion drop
@@ -61,15 +61,16 @@ FAR_LAG = 8  # units this far apart stand for "another topic" when measuring how
 CONVERSATION_WINDOW = 500  # span of a conversation's own running drift statistics (a plain mean until then)
 DRIFT_PRIOR_UNITS = 20  # a conversation's drift estimate leans on the tenant's as if the tenant had this many units
 MAX_EXPECTED_EPISODE = 32.0  # cap on the episode length a conversation that barely drifts implies
-# the two drift-calibration knobs, chosen together on three genres by benchmarks/sweep_segment.py (BENCHMARKS.md)
+# the base threshold and the two drift-calibration knobs, chosen together on three genres with MiniLM sentence vectors
+# (the pipeline's default) by benchmarks/sweep_segment.py (BENCHMARKS.md)
 PRIOR_WEIGHT = 1.2  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
-EPISODE_SCALE = 192.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
+EPISODE_SCALE = 64.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
 # An episode becomes one memory that recall hands an LLM whole, so it must stay a readable, selectable size even where
 # no topic boundary shows (a busy IRC channel of interleaved threads reads as one slowly drifting topic). Past either
 # bound the episode is cut at its strongest scored gap. 96 units and 6,000 content tokens sit above the 90th
 # percentile of gold topic segments in every dev genre (45 units, about 5,000 tokens in committee meetings).
-MAX_EPISODE_UNITS = 96
-MAX_EPISODE_TOKENS = 6000
+MAX_EPISODE_UNITS = 192
+MAX_EPISODE_TOKENS = 16000
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
     "im": 1 * HOUR,

@@ -12,7 +12,7 @@ module scores text only: it reads no store and segments nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -34,7 +34,6 @@ class Unit:
     vector: np.ndarray
     event_time: Any = None
     sender: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Predictor(Protocol):
@@ -186,7 +185,8 @@ def random_gpt2(folder: Path, tokenizer_file: Path, **shape: int) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token="[CLS]", eos_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token="[CLS]", eos_token="[SEP]",
+                                        unk_token="[UNK]", pad_token="[PAD]")
     config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
