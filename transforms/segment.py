@@ -325,10 +325,12 @@ class EpisodeSegmenter:
         """Close an over-long episode at its highest-scoring gap, so the forced cut still falls where the topic turns most.
 
         Every member's ``surprise`` holds its gap's score once scored; the latest members still
-        await their lookahead and are not candidates.
+        await their lookahead and are not candidates, nor is the first quarter, so the cut
+        never leaves a sliver of an episode behind.
         """
         pending = sum(1 for e in self.recent[-len(self.members):] if e["score"] is None)
-        gaps = range(1, max(2, len(self.members) - pending))
+        last = max(2, len(self.members) - pending)
+        gaps = range(min(max(1, len(self.members) // 4), last - 1), last)
         cut = max(gaps, key=lambda i: (self.members[i]["surprise"], i))
         return [self._close_before(cut, "length", float(self.members[cut]["surprise"]))]
 
