@@ -41,7 +41,7 @@ from memtape.connectors.lance_store import Store
 from memtape.connectors.sources._common import input_files
 from memtape.evals.recall import load_locomo
 from memtape.pipelines.backfill import run_backfill
-from memtape.pipelines.episodes import ConversationAssembler, conversation_key
+from memtape.transforms.segment_episodes import ConversationAssembler, conversation_key
 from memtape.pipelines.runner import DEFAULT_RUNNER
 from memtape.schemas.records import RawEvent, utcnow
 from memtape.transforms.compress import build_memory

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from memtape.connectors.base import read_source
-from memtape.pipelines.episodes import conversation_key
+from memtape.transforms.segment_episodes import conversation_key
 from memtape.schemas.records import RawEvent
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

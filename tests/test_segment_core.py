@@ -239,3 +239,24 @@ def test_a_state_saved_before_drift_was_measured_still_resumes(emb):
     rows += resumed.feed(units[25:]) + resumed.flush()
     assert [m for r in rows for m in r["member_ids"]] == [u["event_id"] for u in units]
     assert resumed.near.n == len(units) - 25  # it measures the conversation afresh from there
+
+
+@pytest.mark.parametrize("split", [None, 100])
+def test_an_episode_without_a_topic_boundary_is_cut_at_its_strongest_gap_once_too_long(emb, split):
+    units = _units(repeats=8)  # 144 units; no surprise cut fits, as on a busy channel that seems to dwell
+    config = SegmenterConfig(episode_scale=1e-3, max_episode_units=40)
+    seg = EpisodeSegmenter(emb, config)
+    rows = seg.feed(units[:split]) if split else seg.feed(units)
+    if split:
+        seg = EpisodeSegmenter(emb, config, state=json.loads(json.dumps(seg.state())))
+        rows += seg.feed(units[split:])
+    rows += seg.flush()
+    assert [m for r in rows for m in r["member_ids"]] == [u["event_id"] for u in units]
+    assert all(len(r["member_ids"]) <= 40 for r in rows)
+    assert {r["boundary_signal"] for r in rows[:-1]} == {"length"} and rows[-1]["boundary_signal"] == "end"
+    for row in rows[:-1]:  # each cut sits at the strongest scored gap past the first quarter of the episode it closed
+        assert len(row["member_ids"]) >= 41 // 4
+        assert row["boundary_score"] >= max(row["surprise"][41 // 4:], default=float("-inf"))
+    tokens = SegmenterConfig(episode_scale=1e-3, max_episode_tokens=200)
+    capped = EpisodeSegmenter(emb, tokens)
+    assert len(capped.feed(units) + capped.flush()) > 3  # the token bound cuts too

@@ -37,7 +37,7 @@ from memtape.schemas.records import stable_id
 from memtape.transforms.static_embed import StaticEmbeddings
 from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 
-GAMMA = 1.0  # a boundary needs surprise this many trailing standard deviations above the trailing mean
+GAMMA = 1.3  # a boundary needs surprise this many trailing standard deviations above the trailing mean
 WINDOW = 50  # span, in units, of the exponentially weighted trailing window of each unit-level signal
 BOUNDARY_WINDOW = 200  # span of the trailing window that scales the mixed boundary surprise: steadier
 UNIT_WEIGHT = 0.5  # weight of the unit's own surprise beside the lookahead cohesion drop
@@ -61,9 +61,16 @@ FAR_LAG = 8  # units this far apart stand for "another topic" when measuring how
 CONVERSATION_WINDOW = 500  # span of a conversation's own running drift statistics (a plain mean until then)
 DRIFT_PRIOR_UNITS = 20  # a conversation's drift estimate leans on the tenant's as if the tenant had this many units
 MAX_EXPECTED_EPISODE = 32.0  # cap on the episode length a conversation that barely drifts implies
-# the two drift-calibration knobs, chosen together on three genres by benchmarks/sweep_segment.py (BENCHMARKS.md)
+# the base threshold and the two drift-calibration knobs, chosen together on three genres with MiniLM sentence vectors
+# (the pipeline's default) by benchmarks/sweep_segment.py (BENCHMARKS.md)
 PRIOR_WEIGHT = 1.2  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
-EPISODE_SCALE = 192.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
+EPISODE_SCALE = 64.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
+# An episode becomes one memory that recall hands an LLM whole, so it must stay a readable, selectable size even where
+# no topic boundary shows (a busy IRC channel of interleaved threads reads as one slowly drifting topic). Past either
+# bound the episode is cut at its strongest scored gap. 96 units and 6,000 content tokens sit above the 90th
+# percentile of gold topic segments in every dev genre (45 units, about 5,000 tokens in committee meetings).
+MAX_EPISODE_UNITS = 192
+MAX_EPISODE_TOKENS = 16000
 HOUR = 3600.0
 MAX_GAP_S: Mapping[str, float] = {  # a silence longer than this always starts a new episode
     "im": 1 * HOUR,
@@ -87,6 +94,8 @@ class SegmenterConfig:
     refine: str = "conductance"
     episode_scale: float = EPISODE_SCALE
     prior_weight: float = PRIOR_WEIGHT
+    max_episode_units: int = MAX_EPISODE_UNITS
+    max_episode_tokens: int = MAX_EPISODE_TOKENS
     max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
 
     def gap_for(self, source_kind: str | None) -> float:
@@ -301,12 +310,31 @@ class EpisodeSegmenter:
         self.recent = (self.recent + [{"unit": unit, "surprise": score, "first": not self.members,
                                        "cohesion": None, "score": None, "decided": not self.members}])[-RECENT_UNITS:]
         self.members.append({"event_id": unit.event_id, "event_time": when.isoformat() if when else None,
-                             "surprise": score})
+                             "surprise": score, "tokens": len(token_ids)})
         self.model.learn(unit)
         if when is not None:
             self.last_time = when
         closed.extend(self._advance(final=False))
+        if self._too_long():
+            closed.extend(self._cut_strongest())
         return closed
+
+    def _too_long(self) -> bool:
+        return (len(self.members) > self.config.max_episode_units
+                or sum(m.get("tokens", 0) for m in self.members) > self.config.max_episode_tokens)
+
+    def _cut_strongest(self) -> list[dict[str, Any]]:
+        """Close an over-long episode at its highest-scoring gap, so the forced cut still falls where the topic turns most.
+
+        Every member's ``surprise`` holds its gap's score once scored; the latest members still
+        await their lookahead and are not candidates, nor is the first quarter, so the cut
+        never leaves a sliver of an episode behind.
+        """
+        pending = sum(1 for e in self.recent[-len(self.members):] if e["score"] is None)
+        last = max(2, len(self.members) - pending)
+        gaps = range(min(max(1, len(self.members) // 4), last - 1), last)
+        cut = max(gaps, key=lambda i: (self.members[i]["surprise"], i))
+        return [self._close_before(cut, "length", float(self.members[cut]["surprise"]))]
 
     def _vector(self, raw: Mapping[str, Any], token_ids: np.ndarray) -> np.ndarray:
         """The unit's sentence embedding when the caller already has one, else its static-token vector."""

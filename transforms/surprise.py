@@ -12,7 +12,7 @@ module scores text only: it reads no store and segments nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -34,7 +34,6 @@ class Unit:
     vector: np.ndarray
     event_time: Any = None
     sender: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Predictor(Protocol):

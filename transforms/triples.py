@@ -14,7 +14,7 @@ writes rows; it never touches the store.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -429,7 +429,7 @@ def triple_rows(
 # ---------------------------------------------------------------- episodes and the Beam stage
 
 
-def _needs_parse(unit: dict[str, Any]) -> bool:
+def _needs_parse(unit: Mapping[str, Any]) -> bool:
     """Free text is parsed; FHIR resources are structured through and through and skip the parser."""
     return bool(unit.get("text")) and unit.get("source_kind") not in STRUCTURED_KINDS
 

@@ -21,7 +21,7 @@ from memtape.commands._common import home_option, open_store, tenant_option
 from memtape.errors import UserError
 
 SIGNAL_COLOURS = {"surprise": "tab:red", "time_gap": "tab:blue", "structure": "tab:green",
-                  "idle": "tab:gray", "end": "tab:gray"}
+                  "length": "tab:orange", "idle": "tab:gray", "end": "tab:gray"}
 FIGURE_HEIGHT = 4.0
 MIN_WIDTH, MAX_WIDTH = 12.0, 24.0  # inches: wider for long conversations, never wider than a screen
 UNITS_PER_INCH = 60  # beyond this density the curve and the boundary lines blur together

@@ -197,10 +197,15 @@ def evaluate(dialogues: Sequence[dict[str, Any]], embeddings: str = "static") ->
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help="Dialogues JSON: a list of {utterances: [str], segments: [run lengths]}.")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
-@click.option("--embeddings", type=click.Choice(["static", "minilm"]), default="static", show_default=True,
-              help="Unit vectors: static MiniLM token embeddings, or full MiniLM sentence embeddings (timed apart).")
-def command(data: Path, fmt: str, embeddings: str) -> None:
+@click.option("--embeddings", type=click.Choice(["static", "minilm"]), default=None,
+              help="Unit vectors: static MiniLM token embeddings, or full MiniLM sentence embeddings (timed apart) "
+                   "[default: the pipeline's, [models] surprise; static when that names a causal LM].")
+def command(data: Path, fmt: str, embeddings: str | None) -> None:
     """Score episode segmentation (Pk, WindowDiff) against gold segments, beside TextTiling, fixed-10 and no cuts."""
+    if embeddings is None:
+        from memtape.transforms.segment_episodes import MINILM, configured_surprise
+
+        embeddings = MINILM if configured_surprise() == MINILM else "static"
     result = evaluate(load_dialogues(data), embeddings)
     if fmt == "json":
         click.echo(json.dumps(result))
