@@ -77,8 +77,10 @@ class ReusedViewsOptions(PipelineOptions):
         return views[cls]
 
 
-def with_reused_views(options: PipelineOptions) -> ReusedViewsOptions:
-    """The same options (every flag and value set on ``options``) as ``ReusedViewsOptions``."""
+def with_reused_views(options: PipelineOptions | None) -> ReusedViewsOptions:
+    """The same options (every flag and value set on ``options``; Beam's defaults for None) as ``ReusedViewsOptions``."""
     if isinstance(options, ReusedViewsOptions):
         return options
+    if options is None:
+        return ReusedViewsOptions()
     return ReusedViewsOptions.from_dictionary(options.get_all_options(drop_default=True, retain_unknown_options=True))
