@@ -1,8 +1,8 @@
 """The one pipeline definition: raw_events rows in, every derived table out.
 
 ``BuildMemories`` wires the stages in order: transcribe recordings, dedupe,
-segment each conversation into episodes, extract triples and entities,
-compress episodes into memories, embed them. It returns a PCollection per
+segment each conversation into episodes, compress episodes into memories,
+extract triples and entities from the sentences the memories kept, embed the memories. It returns a PCollection per
 table, plus the carried state (dedupe sketches per scope, open episodes per
 conversation) for the next run. Backfill and the streaming job both use it;
 neither runs a stage outside it. No I/O happens here: the caller lands the outputs.
@@ -17,7 +17,7 @@ import apache_beam as beam
 
 from memtape.pipelines.episodes import ConversationAssembler, conversation_key
 from memtape.schemas.records import stable_id, utcnow
-from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
+from memtape.transforms.compress import EPISODES_TAG, SELECTED_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
 from memtape.transforms.transcribe import (
@@ -82,10 +82,10 @@ def _by_fact(triple: dict) -> dict:
             "support_count": 1, "last_seen": triple.get("event_time")}
 
 
-def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[dict]:
+def _attach_triple_ids(element: tuple[str, dict[str, list]]) -> Iterator[dict]:
     _episode_id, grouped = element
-    for bundle in grouped["bundle"]:
-        yield {**bundle, "triples": grouped["triples"]}
+    for memory in grouped["memory"]:
+        yield {**memory, "triple_ids": sorted({t["triple_id"] for t in grouped["triples"]})}
 
 
 class BuildMemories(beam.PTransform):
@@ -137,16 +137,16 @@ class BuildMemories(beam.PTransform):
         ).with_outputs(STATE, main="bundles")
         bundles = assembled["bundles"]
 
-        extracted = bundles | "ExtractTriples" >> ExtractTriples()
+        compressed = bundles | "Compress" >> CompressEpisodes()
+        extracted = compressed[SELECTED_TAG] | "ExtractTriples" >> ExtractTriples()
         triples = extracted[TRIPLES_TAG] | "KeyTriplesByFact" >> beam.Map(_by_fact)
-        with_triples = (
-            {"bundle": bundles | "KeyBundle" >> beam.Map(lambda b: (b["episode"]["episode_id"], b)),
+        memories = (
+            {"memory": compressed["memories"] | "KeyMemory" >> beam.Map(lambda m: (m["episode_id"], m)),
              "triples": triples | "KeyTriple" >> beam.Map(lambda t: (t["episode_id"], t))}
             | "JoinTriples" >> beam.CoGroupByKey()
-            | "AttachTriples" >> beam.FlatMap(_attach_triples)
+            | "AttachTripleIds" >> beam.FlatMap(_attach_triple_ids)
+            | "Embed" >> EmbedMemories()
         )
-        compressed = with_triples | "Compress" >> CompressEpisodes()
-        memories = compressed["memories"] | "Embed" >> EmbedMemories()
 
         dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(
             lambda scope, payload, target=self.target: target.row(scope.split("\x1f", 1)[0], DEDUPE_STATE, scope, payload))

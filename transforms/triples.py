@@ -7,7 +7,10 @@ returns ``Extraction`` values that keep negation and modality as attributes.
 ``triple_rows`` turns them into ``triples`` rows with provenance, resolving
 pronouns to speakers or named mentions of the same episode where that is clear.
 ``ExtractTriples`` runs both over episode bundles with one batched spaCy model
-per worker. This module reads parses and writes rows; it never touches the store.
+per worker; a bundle that names the spans its memory kept (``spans``, from
+``transforms.compress``) has only those parsed, since the parse is the
+costliest step per word and a left-out sentence is not recalled anyway.
+This module reads parses and writes rows; it never touches the store.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ NOMINAL_POS = frozenset({"NOUN", "PROPN", "PRON", "NUM", "X", "ADJ", "DET", "SYM
 CLAUSE_DEPS = frozenset({"relcl", "appos", "acl", "advcl"})
 NEGATIONS = frozenset({"not", "n't", "never", "no", "nt"})
 RELATIVE_PRONOUNS = frozenset({"who", "which", "that", "whom", "whose"})
-PERSONAL_PRONOUNS = frozenset({"i", "me", "you", "he", "him", "she", "her", "we", "us", "they", "them", "it", "myself", "yourself", "himself", "herself"})
+PERSONAL_PRONOUNS = frozenset({"i", "me", "you", "he", "him", "she", "her", "we", "us", "they", "them", "it",
+                               "myself", "yourself", "himself", "herself"})
 FIRST_PERSON = frozenset({"i", "me", "myself"})
 SECOND_PERSON = frozenset({"you", "yourself"})
 THIRD_PERSON_HUMAN = frozenset({"he", "him", "himself", "she", "her", "herself"})
@@ -381,8 +385,10 @@ def triple_rows(
     sender: str | None = None,
     mentions: Mentions | None = None,
     resolver: EntityResolver | None = None,
+    char_offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """``triples`` rows for one parsed unit text, character offsets relative to that text.
+    """``triples`` rows for one parsed unit text (or the part of it that starts at ``char_offset``),
+    character offsets relative to the whole unit text.
 
     Pass the same ``mentions`` for every unit of an episode, in order, so pronouns
     resolve to earlier speakers and names; unresolved ones are flagged.
@@ -397,8 +403,8 @@ def triple_rows(
             if not subject or not obj:
                 continue
             used = [*subj_idx, *ex.relation, *obj_idx]
-            char_start = min(doc[i].idx for i in used)
-            char_end = max(doc[i].idx + len(doc[i]) for i in used)
+            char_start = char_offset + min(doc[i].idx for i in used)
+            char_end = char_offset + max(doc[i].idx + len(doc[i]) for i in used)
             rows.append(
                 {
                     "tenant": tenant,
@@ -433,26 +439,39 @@ def _needs_parse(unit: dict[str, Any]) -> bool:
     return bool(unit.get("text")) and unit.get("source_kind") not in STRUCTURED_KINDS
 
 
-def episode_triples(bundle: dict[str, Any], docs: Iterable[Any | None], resolver: EntityResolver) -> list[dict[str, Any]]:
-    """``triples`` rows of one episode bundle given each unit's parse (None where it was not parsed)."""
+def parse_spans(bundle: dict[str, Any]) -> list[list[tuple[int, int]]]:
+    """Per unit, the (start, end) parts of its text to parse: the spans the bundle names, else the whole text."""
+    spans = bundle.get("spans")
+    return [([tuple(span) for span in spans[i]] if spans is not None else [(0, len(unit["text"]))]) if _needs_parse(unit) else []
+            for i, unit in enumerate(bundle["units"])]
+
+
+def parse_texts(bundle: dict[str, Any]) -> list[str]:
+    """The texts to parse for one bundle, in ``parse_spans`` order: what ``episode_triples`` takes parses of."""
+    return [unit["text"][a:b] for unit, spans in zip(bundle["units"], parse_spans(bundle)) for a, b in spans]
+
+
+def episode_triples(bundle: dict[str, Any], docs: Iterable[Any], resolver: EntityResolver) -> list[dict[str, Any]]:
+    """``triples`` rows of one episode bundle given the parses of its ``parse_texts``, in order."""
     episode = bundle["episode"]
     mentions = Mentions()
     rows: list[dict[str, Any]] = []
-    for unit, doc in zip(bundle["units"], docs):
+    parsed = iter(docs)
+    for unit, spans in zip(bundle["units"], parse_spans(bundle)):
         resolver.speaker(unit.get("sender"), unit["event_id"])
         rows += structured_triples(unit, resolver, episode.get("episode_id"))
-        if doc is None:
-            continue
-        rows += triple_rows(
-            doc,
-            tenant=unit["tenant"],
-            raw_event_id=unit["event_id"],
-            event_time=unit.get("event_time"),
-            episode_id=episode.get("episode_id"),
-            sender=_speaker_name(unit.get("sender")),
-            mentions=mentions,
-            resolver=resolver,
-        )
+        for start, _end in spans:
+            rows += triple_rows(
+                next(parsed),
+                tenant=unit["tenant"],
+                raw_event_id=unit["event_id"],
+                event_time=unit.get("event_time"),
+                episode_id=episode.get("episode_id"),
+                sender=_speaker_name(unit.get("sender")),
+                mentions=mentions,
+                resolver=resolver,
+                char_offset=start,
+            )
     return rows
 
 
@@ -476,10 +495,10 @@ class _ExtractFn(beam.DoFn):
         self._resolvers: dict[str, EntityResolver] = {}
 
     def process(self, bundles: list[dict[str, Any]]) -> Iterator[Any]:
-        texts = [u["text"] for b in bundles for u in b["units"] if _needs_parse(u)]
-        parsed = iter(self._nlp.pipe(texts, batch_size=self._batch_size))
-        for bundle in bundles:
-            docs = [next(parsed) if _needs_parse(u) else None for u in bundle["units"]]
+        texts = [parse_texts(b) for b in bundles]
+        parsed = iter(self._nlp.pipe((t for ts in texts for t in ts), batch_size=self._batch_size))
+        for bundle, bundle_texts in zip(bundles, texts):
+            docs = [next(parsed) for _ in bundle_texts]
             tenant = bundle["episode"]["tenant"]
             resolver = self._resolvers.setdefault(tenant, EntityResolver(tenant))
             for row in episode_triples(bundle, docs, resolver):
@@ -489,13 +508,15 @@ class _ExtractFn(beam.DoFn):
 
 
 class ExtractTriples(beam.PTransform):
-    """Episode bundles -> tagged ``triples`` and ``entities`` rows (``result.triples``, ``result.entities``).
+    """Episode bundles (with the ``spans`` to parse, optionally) -> tagged ``triples`` and ``entities`` rows
+    (``result.triples``, ``result.entities``).
 
     Entity rows are re-emitted with their grown alias lists whenever an episode
     touches them; keep the last row per ``entity_id``.
     """
 
-    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE, max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:
+    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE,
+                 max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:
         super().__init__()
         self._model = model
         self._batch_size = batch_size
