@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 DEFAULT_RUNNER = "DirectRunner"
 # Below this many events a run stays in one process: each worker process starts an interpreter and loads spaCy,
-# MiniLM and the static vectors (about 10 s on 2 cores), more than a small run's whole parse.
+# MiniLM and the static vectors, which costs more than a small run's whole parse saves.
 PARALLEL_MIN_EVENTS = 1000
 _RUNNER_CLASSES = {"DaskRunner": "memtape.pipelines.dask_runner.DaskRunner"}
 
