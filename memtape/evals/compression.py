@@ -128,7 +128,7 @@ def compress_episodes(rows: list[dict], episodes: list[list[dict]], budget_ratio
         episode = {"tenant": first["tenant"], "episode_id": stable_id(first["tenant"], "eval-episode", member_ids[0], len(member_ids)),
                    "conversation_id": first.get("conversation_id"), "source_kind": first.get("source_kind"), "member_ids": member_ids}
         bundle = {"episode": episode, "units": [kept[i] for i in member_ids if i in kept],
-                  "dropped": [dropped[i] for i in member_ids if i in dropped], "triples": []}
+                  "dropped": [dropped[i] for i in member_ids if i in dropped]}
         memories.append(build_memory(bundle, budget_ratio)[0])
     return memories, kept, dropped
 
@@ -237,7 +237,8 @@ def evaluate(data: str, budget_ratio: float, tenant: str = "eval") -> dict[str, 
 @click.command()
 @click.option("--data", required=True, help="LoCoMo .json file, Maildir folder, or SCHEME:PATH source URI.")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
-@click.option("--budget-ratio", type=click.FloatRange(0.01, 1.0), default=None, help="Share of kept tokens a memory may spend (default: the stage's).")
+@click.option("--budget-ratio", type=click.FloatRange(0.01, 1.0), default=None,
+              help="Share of kept tokens a memory may spend (default: the stage's).")
 def command(data: str, fmt: str, budget_ratio: float | None) -> None:
     """Measure memory tokens against raw tokens, near-duplicates and LoCoMo evidence survival."""
     from memtape.transforms.compress import DEFAULT_BUDGET_RATIO
