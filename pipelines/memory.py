@@ -1,10 +1,11 @@
 """The one pipeline definition: raw_events rows in, every derived table out.
 
 ``BuildMemories`` wires the stages in order: transcribe recordings, dedupe,
-segment each conversation into episodes, extract triples, resolve their
-entities, compress episodes into memories, embed them. It returns a
-PCollection per table, plus the carried state (dedupe sketches and entity
-mappings per scope, open episodes per conversation) for the next run. Backfill and the streaming job both use it;
+segment each conversation into episodes, compress episodes into memories,
+extract triples from the sentences the memories kept, resolve their entities,
+embed the memories. It returns a PCollection per table, plus the carried state
+(dedupe sketches and entity mappings per scope, open episodes per conversation)
+for the next run. Backfill and the streaming job both use it;
 neither runs a stage outside it. No I/O happens here: the caller lands the outputs.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterator
 import apache_beam as beam
 
 from memtape.schemas.records import ConversationKey, StateRow, stable_id, utcnow
-from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, fact_key
+from memtape.transforms.compress import EPISODES_TAG, SELECTED_TAG, CompressEpisodes, fact_key
 from memtape.transforms.dedupe import DROPPED, KEPT, STATE, Dedupe
 from memtape.transforms.embed import EmbedMemories
 from memtape.transforms.segment_episodes import SegmentConversations, conversation_key
@@ -57,10 +58,10 @@ def _by_fact(triple: dict) -> dict:
             "support_count": 1, "last_seen": triple.get("event_time")}
 
 
-def _attach_triples(element: tuple[str, dict[str, list]]) -> Iterator[Any]:  # EpisodeBundle with its triples
+def _attach_triple_ids(element: tuple[str, dict[str, list]]) -> Iterator[dict]:
     _episode_id, grouped = element
-    for bundle in grouped["bundle"]:
-        yield {**bundle, "triples": grouped["triples"]}
+    for memory in grouped["memory"]:
+        yield {**memory, "triple_ids": sorted({t["triple_id"] for t in grouped["triples"]})}
 
 
 class BuildMemories(beam.PTransform):
@@ -110,17 +111,17 @@ class BuildMemories(beam.PTransform):
         )
         bundles = segmented["bundles"]
 
-        extracted = bundles | "ExtractTriples" >> ExtractTriples()
+        compressed = bundles | "Compress" >> CompressEpisodes()
+        extracted = compressed[SELECTED_TAG] | "ExtractTriples" >> ExtractTriples()
         resolved = {"episodes": extracted, "state": entity_state} | "ResolveEntities" >> ResolveEntities(self.scope_of)
         triples = resolved["triples"] | "KeyTriplesByFact" >> beam.Map(_by_fact)
-        with_triples = (
-            {"bundle": bundles | "KeyBundle" >> beam.Map(lambda b: (b["episode"]["episode_id"], b)),
+        memories = (
+            {"memory": compressed["memories"] | "KeyMemory" >> beam.Map(lambda m: (m["episode_id"], m)),
              "triples": triples | "KeyTriple" >> beam.Map(lambda t: (t["episode_id"], t))}
             | "JoinTriples" >> beam.CoGroupByKey()
-            | "AttachTriples" >> beam.FlatMap(_attach_triples)
+            | "AttachTripleIds" >> beam.FlatMap(_attach_triple_ids)
+            | "Embed" >> EmbedMemories()
         )
-        compressed = with_triples | "Compress" >> CompressEpisodes()
-        memories = compressed["memories"] | "Embed" >> EmbedMemories()
 
         dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(self.target.rows_of(DEDUPE_STATE))
         entity_rows = resolved[ENTITY_STATE_TAG] | "EntityStateRows" >> beam.MapTuple(self.target.rows_of(ENTITIES_STATE))

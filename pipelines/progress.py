@@ -62,10 +62,12 @@ class Progress:
         if exc_type is None:
             self.line()  # the final counts; a failure is reported alone, in one line
 
-    def stage(self, phase: str) -> None:
-        """Start a phase (reading sources, deriving memories): a new bar, and the rate restarts from here."""
+    def stage(self, phase: str, in_workers: bool = False) -> None:
+        """Start a phase (reading sources, deriving memories): a new bar, and the rate restarts from here.
+        ``in_workers``: its steps run in worker processes, so nothing is counted here from now on."""
         with _LOCK:
             self.phase = phase
+            self.counted_here = self.counted_here and not in_workers
             self._phase_started = time.monotonic()
             self._phase_base = dict(self.counts)
             if self.bars:
@@ -122,10 +124,10 @@ class Progress:
                     self._bar.refresh()  # the elapsed time moves on while a model loads
 
 
-def stage(phase: str) -> None:
-    """Start ``phase`` on the active progress of this process, if any."""
+def stage(phase: str, in_workers: bool = False) -> None:
+    """Start ``phase`` on the active progress of this process, if any (``in_workers``: counted in other processes)."""
     if _ACTIVE is not None:
-        _ACTIVE.stage(phase)
+        _ACTIVE.stage(phase, in_workers)
 
 
 def advance(name: str, n: int = 1) -> None:

@@ -3,13 +3,30 @@
 Beam's default DirectRunner first tries to fetch the Prism runner, which this
 environment cannot download, so memtape never leaves the choice to Beam.
 ``DaskRunner`` means memtape's fixed subclass of Beam's (``pipelines.dask_runner``).
+The direct runner's worker processes default to every core this process may
+use: spaCy's parse holds the interpreter, so only processes spread it.
 """
 from __future__ import annotations
+
+import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 DEFAULT_RUNNER = "DirectRunner"
+# Below this many events a run stays in one process: each worker process starts an interpreter and loads spaCy,
+# MiniLM and the static vectors, which costs more than a small run's whole parse saves.
+PARALLEL_MIN_EVENTS = 1000
 _RUNNER_CLASSES = {"DaskRunner": "memtape.pipelines.dask_runner.DaskRunner"}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which a container or ``taskset`` may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(events: int) -> int:
+    """Worker processes for a run over ``events`` events when the user named none: every core, unless the run is small."""
+    return available_cores() if events >= PARALLEL_MIN_EVENTS else 1
 
 
 def pipeline_options(runner: str = DEFAULT_RUNNER, workers: int = 1, extra: tuple[str, ...] = ()) -> PipelineOptions:

@@ -36,3 +36,31 @@ def test_embed_memories_fills_the_embedding_column(model):
 
     with TestPipeline() as p:
         assert_that(p | beam.Create(rows) | EmbedMemories(), check)
+
+
+def test_static_memory_vectors_embed_memories_and_queries_with_the_same_encoder(monkeypatch):
+    from memtape.schemas.records import memory_pieces
+    from memtape.transforms.encode import memory_text
+    from memtape.transforms.static_embed import static_embeddings
+
+    monkeypatch.setenv("MEMTAPE_MODELS_MEMORY_VECTORS", "static")
+    static = static_embeddings()
+    query = embed_texts(["Where is Melanie camping?"])  # what recall does with a query
+    assert np.allclose(query, static.encode(["Where is Melanie camping?"]))
+    row = {"tenant": "t1", "memory_id": "m0", "header": "who: Melanie", "token_count": 9, "raw_event_ids": ["e"],
+           "text": "Melanie: We go camping at Lake Tahoe. \u2026 The drive takes six hours."}
+
+    def check(out):
+        (got,) = out
+        assert np.allclose(got["embedding"], static.encode([memory_text(row)])[0], atol=1e-6)
+        assert np.allclose(got["piece_embeddings"], static.encode(memory_pieces(row["text"])), atol=1e-6)
+        assert len(got["piece_embeddings"]) == 2
+
+    with TestPipeline() as p:
+        assert_that(p | beam.Create([row]) | EmbedMemories(), check)
+
+
+def test_unknown_memory_vectors_setting_fails_in_one_line(monkeypatch):
+    monkeypatch.setenv("MEMTAPE_MODELS_MEMORY_VECTORS", "word2vec")
+    with pytest.raises(ValueError, match="memory_vectors is 'word2vec'; expected one of minilm, static"):
+        embed_texts(["anything"])

@@ -1,4 +1,4 @@
-"""Compression turns episodes into budgeted, traceable memories; repeated facts merge; the eval meets its targets."""
+"""Compression turns episodes into budgeted, traceable memories and names the spans it kept; repeated facts merge; the eval meets its targets."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from click.testing import CliRunner
 
+from memtape.cli import cli
+from memtape.connectors.lance_store import Store
 from memtape.evals.compression import command as eval_command
 from memtape.schemas import conform
 from memtape.schemas.records import stable_id
-from memtape.transforms.compress import EPISODES_TAG, CompressEpisodes, build_memory, merge_triples
+from memtape.transforms.compress import EPISODES_TAG, SELECTED_TAG, CompressEpisodes, build_memory
 from memtape.transforms.tokens import count_tokens
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,17 +39,15 @@ def _bundle() -> dict:
     dropped = [{"tenant": "t1", "event_id": "e9", "reason": "short_ack", "duplicate_of": None}]
     episode = {"tenant": "t1", "episode_id": "ep1", "conversation_id": "c1", "source_kind": "im",
                "member_ids": ["e0", "e1", "e2", "e3", "e9"], "start_time": T0, "end_time": T0 + timedelta(minutes=9)}
-    triples = [{"tenant": "t1", "triple_id": "tr1", "subject": "Melanie", "predicate": "ran", "object": "charity race",
-                "negated": False, "raw_event_id": "e0"}]
-    return {"episode": episode, "units": units, "triples": triples, "dropped": dropped}
+    return {"episode": episode, "units": units, "dropped": dropped}
 
 
 def test_memory_row_fits_the_schema_and_keeps_full_provenance():
-    memory, dropped_summary = build_memory(_bundle())
+    memory, dropped_summary, _spans = build_memory(_bundle())
     conform("memories", [memory])
     assert memory["memory_id"] == stable_id("t1", "ep1")
     assert memory["raw_event_ids"] == ["e0", "e1", "e2", "e3", "e9"]
-    assert memory["triple_ids"] == ["tr1"]
+    assert memory["triple_ids"] == []  # filled once the kept spans are parsed
     assert memory["token_count"] == count_tokens(memory["text"])
     assert memory["header"] == ("who: Melanie, Caroline; when: 2023-05-08 13:56 to 2023-05-08 14:05 UTC; where: im c1;"
                                 " dropped: 1 short acknowledgement")
@@ -55,7 +55,7 @@ def test_memory_row_fits_the_schema_and_keeps_full_provenance():
 
 
 def test_memory_keeps_facts_and_drops_pleasantries_under_the_budget():
-    memory, _ = build_memory(_bundle(), budget_ratio=0.8)
+    memory, _, _ = build_memory(_bundle(), budget_ratio=0.8)
     raw = sum(count_tokens(t) for _, t in TURNS)
     assert memory["token_count"] <= 0.8 * raw + 8
     for fact in ("charity race", "mental health", "Lake Tahoe", "I didn't book the site yet", "adoption agencies"):
@@ -65,7 +65,7 @@ def test_memory_keeps_facts_and_drops_pleasantries_under_the_budget():
 
 
 def test_loose_budget_keeps_sentences_verbatim():
-    memory, _ = build_memory(_bundle(), budget_ratio=1.0)
+    memory, _, _ = build_memory(_bundle(), budget_ratio=1.0)
     assert "Melanie: Hey Caroline! I ran a charity race for mental health last Saturday, it was really rewarding." in memory["text"]
 
 
@@ -73,7 +73,7 @@ def test_memory_selects_whole_sentences_and_never_rewrites_them():
     bundle = _bundle()
     bundle["units"][0]["text"] = ("I didn't pay $5.50 for the self-care kit at Walgreens on May 3rd, it was really 20% off! "
                                   "The weather was fine. My blood pressure read 128/82 mm[Hg] (LOINC 85354-9) at the pharmacy.")
-    memory, _ = build_memory(bundle, budget_ratio=0.6)
+    memory, _, _ = build_memory(bundle, budget_ratio=0.6)
     first = memory["text"].splitlines()[0].removeprefix("Melanie: ")
     pieces = first.split(" \u2026 ")
     sentences = bundle["units"][0]["text"]
@@ -83,17 +83,51 @@ def test_memory_selects_whole_sentences_and_never_rewrites_them():
     assert all(line.count("Melanie:") == 1 for line in memory["text"].splitlines() if "Melanie:" in line)  # once per message
 
 
-def test_repeated_fact_raises_support_instead_of_adding_copies():
-    def triple(i: int, day: int, obj: str = "violin") -> dict:
-        return {"tenant": "t1", "triple_id": f"t{i}", "subject": "Melanie", "predicate": "plays", "object": obj, "negated": False,
-                "raw_event_id": f"e{i}", "event_time": T0 + timedelta(days=day), "confidence": 0.5 + i / 10}
-    merged = merge_triples([triple(2, 9, "Violin "), triple(1, 1), triple(3, 30), triple(4, 2, "piano")])
-    by_object = {m["object"].strip().casefold(): m for m in merged}
-    assert len(merged) == 2
-    assert by_object["violin"]["triple_id"] == "t1"
-    assert by_object["violin"]["support_count"] == 3
-    assert by_object["violin"]["last_seen"] == T0 + timedelta(days=30)
-    assert by_object["piano"]["support_count"] == 1
+def test_kept_spans_are_the_kept_sentences_as_the_unit_text_writes_them():
+    bundle = _bundle()
+    bundle["units"][2]["text"] = ("Thanks! Next month we're going camping at Lake Tahoe with the kids, a long\n"
+                                  "drive from home. I didn't book the site yet.\nThe drive takes six hours.")
+    _, _, whole = build_memory(bundle, budget_ratio=1.0)
+    assert whole[2] == [(0, len(bundle["units"][2]["text"]))]  # next-door sentences make one span, hard wrap and all
+    memory, _, spans = build_memory(bundle, budget_ratio=0.6)
+    assert len(spans) == len(bundle["units"])
+    kept = [bundle["units"][i]["text"][a:b] for i, unit_spans in enumerate(spans) for a, b in unit_spans]
+    assert any("Next month we're going camping at Lake Tahoe with the kids, a long\ndrive from home." in piece for piece in kept)
+    assert "I didn't book the site yet." not in memory["text"] and not any("book the site" in piece for piece in kept)
+    for piece in kept:
+        assert " ".join(piece.split()) in memory["text"]
+
+
+EMAIL = """Message-ID: <{id}@example.org>
+Date: {date}
+From: Alice Ng <alice@example.org>
+To: Bob Stone <bob@example.org>
+Subject: {subject}
+
+{body}
+"""
+
+
+def test_two_mails_stating_one_fact_leave_one_triple_with_both_as_support(tmp_path):
+    mails = tmp_path / "mails"
+    mails.mkdir()
+    (mails / "1.eml").write_text(EMAIL.format(id="m1", date="Tue, 2 Mar 2021 09:15:00 +0000", subject="Board meeting",
+                                              body="The board approved the budget yesterday."), encoding="utf-8")
+    (mails / "2.eml").write_text(EMAIL.format(id="m2", date="Tue, 9 Mar 2021 10:00:00 +0000", subject="Hiring plan",
+                                              body="Hiring starts in April, because the board approved the budget."),
+                                 encoding="utf-8")
+    result = CliRunner().invoke(cli, ["backfill", f"eml:{mails}", "--home", str(tmp_path / "home"), "--tenant", "t1"])
+    assert result.exit_code == 0, result.output
+    store = Store(str(tmp_path / "home"))
+    events = {r["source_id"]: r["event_id"] for r in store.read("raw_events").to_pylist()}
+    facts = [r for r in store.read("triples").to_pylist() if r["subject"].casefold() == "the board" and r["predicate"] == "approve"]
+    assert len(facts) == 1, facts
+    fact = facts[0]
+    assert fact["object"] == "the budget"
+    assert fact["support_count"] == 2
+    assert sorted(fact["supporting_event_ids"]) == sorted(events.values())
+    assert fact["raw_event_id"] == events["<m1@example.org>"]  # the first statement keeps the provenance
+    assert fact["last_seen"].date().isoformat() == "2021-03-09"
 
 
 def test_compress_episodes_transform_fills_the_episode_dropped_summary():
@@ -102,6 +136,8 @@ def test_compress_episodes_transform_fills_the_episode_dropped_summary():
         assert_that(out.memories | beam.Map(lambda m: m["memory_id"]), equal_to([stable_id("t1", "ep1")]), label="memories")
         assert_that(out[EPISODES_TAG] | beam.Map(lambda e: (e["episode_id"], e["dropped_ids"], e["dropped_summary"])),
                     equal_to([("ep1", ["e9"], "1 short acknowledgement")]), label="episodes")
+        assert_that(out[SELECTED_TAG] | beam.Map(lambda b: (b["episode"]["episode_id"], len(b["units"]), len(b["spans"]))),
+                    equal_to([("ep1", 4, 4)]), label="selected")
 
 
 def _eval(data: Path) -> dict:

@@ -54,3 +54,20 @@ def test_extract_triples_emits_tagged_rows_that_conform():
 
         assert_that(out["triples"], check_triples, label="triples")
         assert_that(out[ENTITIES], check_entities, label="entities")
+
+
+def test_only_the_named_spans_are_parsed_and_offsets_stay_in_the_unit_text():
+    text = "Bob sent the report. Dana moved the meeting to Friday.\nEve sold the old car. Bob signed the lease."
+    kept = (text.index("Dana"), text.index(" Bob signed"))
+    unit = {"event_id": "u1", "tenant": "t", "sender": "Dana", "event_time": T0, "text": text, "source_kind": "im", "attrs": None}
+    bundle = {"episode": {"tenant": "t", "episode_id": "ep1"}, "units": [unit], "spans": [[kept]]}
+    with TestPipeline() as p:
+        out = p | beam.Create([bundle]) | ExtractTriples() | beam.FlatMap(lambda extracted: extracted["triples"])
+
+        def check(rows):
+            got = {(r["subject"], r["predicate"], r["object"]): text[r["char_start"]:r["char_end"]] for r in rows}
+            assert got[("Dana", "move", "the meeting")] == "Dana moved the meeting"
+            assert got[("Eve", "sell", "the old car")] == "Eve sold the old car"
+            assert all(kept[0] <= r["char_start"] and r["char_end"] <= kept[1] for r in rows)  # nothing of Bob's sentences
+
+        assert_that(out, check)

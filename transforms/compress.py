@@ -1,30 +1,27 @@
 """Compression stage: turn each episode into one ``memories`` row under a token budget.
 
 A memory selects; it never rewrites. Greedy budgeted coverage picks the whole
-sentences (or lines) that cover the episode's content words, names, numbers
-and triples best per token, and the memory keeps them exactly as written,
+sentences (or lines) that cover the episode's content words, names and numbers
+best per token, and the memory keeps them exactly as written,
 under one "who:" label per message; a gap between kept sentences of one
 message shows as " … ". The saving comes from what dedupe already removed
 (quoted replies, signatures, repeats) and from the sentences left out, never
 from deleting words or punctuation inside a kept one, so numbers, units, codes,
 negations and names stay as the source wrote them. Each memory also knows
 whom it is about (``subjects``: the patient of a health record, the
-correspondents of a mail, the participants of a chat or meeting). An optional
-abstractive summariser (a local causal LM or an OpenAI-compatible endpoint)
-may rewrite the extract; it is off by default. Repeated facts merge into one
-triple with a support count. This module reads bundles and triples; it never
-writes tables or touches ``raw_events``.
+correspondents of a mail, the participants of a chat or meeting). Selection
+needs no parse, so it runs before triple extraction: the stage hands on, per
+unit, the spans of the kept sentences, and only those are parsed for triples
+(``transforms.triples``), the costliest step per word. This module reads
+bundles; it never writes tables or touches ``raw_events``.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import logging
 import math
-import urllib.request
 from datetime import datetime
-from typing import Any, Iterable, Protocol
+from typing import Any
 
 import apache_beam as beam
 
@@ -33,16 +30,15 @@ from memtape.schemas.records import MEMORY_GAP, STRUCTURED_KINDS, record_attrs, 
 from memtape.transforms.dedupe import describe_dropped
 from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence_spans, unwrap, word_tokens
 
-log = logging.getLogger(__name__)
-
 DEFAULT_BUDGET_RATIO = 0.8  # share of the kept units' tokens a memory may spend (chosen by recall on LoCoMo dev: BENCHMARKS.md)
 MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to a fragment
 NAME_OR_NUMBER_WEIGHT = 1.5  # names, figures and dates are what questions ask about
 GENERIC_WEIGHT = 0.15  # chit-chat words say little about the episode
-TRIPLE_WEIGHT = 2.0
 COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out long informative sentences
 INITIAL_STRENGTH = 1.0
 EPISODES_TAG = "episodes"
+SELECTED_TAG = "selected"
+NO_FACTS: frozenset[str] = frozenset()  # the compiled greedy core also scores facts per sentence; selection runs before the parse
 
 GENERIC_WORDS = frozenset(
     """great awesome amazing cool wow thanks thank glad nice sounds totally super hey hi hello yeah yes sure good
@@ -52,69 +48,6 @@ GENERIC_WORDS = frozenset(
 )
 
 
-class Summariser(Protocol):
-    """Rewrites an extract into at most ``max_tokens`` tokens; optional, never required."""
-
-    def summarise(self, text: str, max_tokens: int) -> str: ...
-
-
-SUMMARY_PROMPT = (
-    "Rewrite these conversation excerpts as a compact factual memory. Keep every name, date, number and decision; "
-    "drop pleasantries. At most {max_tokens} words.\n\n{text}\n\nMemory:"
-)
-
-
-@dataclasses.dataclass
-class TransformersSummariser:
-    """A local causal LM (a folder path, loaded offline through transformers) as the summariser."""
-
-    model_path: str
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        self._model: Any = None
-        self._tok: Any = None
-
-    def summarise(self, text: str, max_tokens: int) -> str:
-        from memtape.transforms.models import offline, pick_device
-
-        offline()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if self._model is None:
-            self._tok = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-            self._model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True)
-            self._model.to(pick_device(self.device))
-        inputs = self._tok(SUMMARY_PROMPT.format(text=text, max_tokens=max_tokens), return_tensors="pt").to(self._model.device)
-        out = self._model.generate(**inputs, max_new_tokens=max_tokens * 2, do_sample=False)
-        return self._tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-
-@dataclasses.dataclass
-class OpenAICompatibleSummariser:
-    """Any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp, Ollama ...) as the summariser."""
-
-    base_url: str
-    model: str
-    api_key: str | None = None
-    timeout_s: float = 60.0
-
-    def summarise(self, text: str, max_tokens: int) -> str:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": SUMMARY_PROMPT.format(text=text, max_tokens=max_tokens)}],
-            "max_tokens": max_tokens * 2,
-            "temperature": 0,
-        }
-        request = urllib.request.Request(
-            self.base_url.rstrip("/") + "/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            return json.load(response)["choices"][0]["message"]["content"].strip()
-
-
 @dataclasses.dataclass(slots=True)
 class _Sentence:
     unit: int
@@ -122,7 +55,6 @@ class _Sentence:
     text: str  # as written (hard wraps joined)
     tokens: int
     weights: dict[str, float]
-    triples: set[str]
     index: int  # position among its unit's sentences: next-door sentences render joined
 
 
@@ -162,48 +94,34 @@ def _py_word_weights(text: str, known: frozenset[str]) -> dict[str, float]:
     return weights
 
 
-def _triple_words(triple: dict) -> set[str]:
-    text = f"{triple.get('subject', '')} {triple.get('object', '')}".casefold()
-    return {w for w in WORD_RE.findall(text) if w not in STOPWORDS}
-
-
 def _name_words(units: list[dict]) -> frozenset[str]:
     return frozenset(w for u in units for w in WORD_RE.findall(speaker_label(u.get("sender")).casefold().replace(".", " ")))
 
 
-def _sentences(units: list[dict], triples: list[dict]) -> list[_Sentence]:
+def _sentences(units: list[dict]) -> list[_Sentence]:
     known = _name_words(units)
-    by_event: dict[str | None, list[dict]] = {}
-    for t in triples:
-        by_event.setdefault(t.get("raw_event_id"), []).append(t)
     out: list[_Sentence] = []
     for i, unit in enumerate(units):
         text = unwrap(unit.get("text") or "")
-        unit_sentences = [_Sentence(i, a, text[a:b], count_tokens(text[a:b]), _word_weights(text[a:b], known), set(), k)
-                          for k, (a, b) in enumerate(sentence_spans(text))]
-        for t in by_event.get(unit.get("event_id"), []):
-            wanted = _triple_words(t)
-            best = max(unit_sentences, key=lambda s: len(wanted & s.weights.keys()), default=None)
-            if best is not None and wanted & best.weights.keys():
-                best.triples.add(t["triple_id"])
-        out.extend(unit_sentences)
+        out += [_Sentence(i, a, text[a:b], count_tokens(text[a:b]), _word_weights(text[a:b], known), k)
+                for k, (a, b) in enumerate(sentence_spans(text))]
     return out
 
 
 def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: int) -> list[_Sentence]:
     """Lazy greedy budgeted coverage over whole sentences, returned in reading order.
 
-    A sentence's score is the weight of its words not covered yet plus
-    TRIPLE_WEIGHT per fact not yet stated, per token^COST_EXPONENT (its own
-    tokens, and its speaker label until that unit's first sentence is taken).
+    A sentence's score is the weight of its words not covered yet per
+    token^COST_EXPONENT (its own tokens, and its speaker label until that
+    unit's first sentence is taken).
     Coverage is submodular, so a sentence's gain only falls as others are
     taken; re-scoring the heap top until it stays on top gives the greedy
     result. The loop runs in the compiled core (``_textcore.greedy_cover``;
     ``tests/test_textcore.py`` holds it to the Python formulation).
     """
     order, _spent = _textcore.greedy_cover(
-        [s.weights for s in sentences], [s.triples for s in sentences], [s.tokens for s in sentences],
-        [s.unit for s in sentences], label_cost, budget, TRIPLE_WEIGHT, COST_EXPONENT,
+        [s.weights for s in sentences], [NO_FACTS] * len(sentences), [s.tokens for s in sentences],
+        [s.unit for s in sentences], label_cost, budget, 0.0, COST_EXPONENT,
     )
     return sorted((sentences[i] for i in order), key=lambda s: (s.unit, s.start))
 
@@ -236,27 +154,52 @@ def _header(episode: dict, units: list[dict], participants: list[str], subjects:
     return header + (f"; dropped: {dropped_summary}" if dropped_summary else "")
 
 
-def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summariser: Summariser | None = None) -> tuple[dict, str | None]:
-    """(MEMORIES row, dropped summary) for one episode bundle.
+def _raw_offsets(raw: str, unwrapped: str) -> list[int]:
+    """For each character of ``unwrap(raw)``, its offset in ``raw``: unwrapping only joins lines, so the
+    non-space characters of both are the same sequence (a joining space maps to the first raw character after it)."""
+    solid = [i for i, ch in enumerate(raw) if not ch.isspace()]
+    out, k = [], 0
+    for ch in unwrapped:
+        out.append(solid[k] if k < len(solid) else len(raw))
+        k += not ch.isspace()
+    return out + [len(raw)]
+
+
+def selected_spans(units: list[dict], chosen: list[_Sentence]) -> list[list[tuple[int, int]]]:
+    """Per unit, the (start, end) offsets in its own ``text`` of each run of next-door kept sentences."""
+    spans: list[list[tuple[int, int]]] = [[] for _ in units]
+    previous: _Sentence | None = None
+    offsets: list[int] = []
+    for s in chosen:
+        if previous is None or s.unit != previous.unit:
+            raw = units[s.unit].get("text") or ""
+            offsets = _raw_offsets(raw, unwrap(raw))
+        start, end = offsets[s.start], offsets[s.start + len(s.text) - 1] + 1
+        if previous is not None and s.unit == previous.unit and s.index == previous.index + 1:
+            spans[s.unit][-1] = (spans[s.unit][-1][0], end)
+        else:
+            spans[s.unit].append((start, end))
+        previous = s
+    return spans
+
+
+def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO) -> tuple[dict, str | None, list[list[tuple[int, int]]]]:
+    """(MEMORIES row, dropped summary, kept spans per unit) for one episode bundle.
 
     ``bundle`` is ``{"episode": EPISODES row, "units": kept units in order,
-    "triples": TRIPLES rows, "dropped": dropped units}``. The row's
-    ``raw_event_ids`` name every member, kept or dropped, so provenance is whole.
+    "dropped": dropped units}``. The row's ``raw_event_ids`` name every member,
+    kept or dropped, so provenance is whole; its ``triple_ids`` stay empty
+    until the triples of the kept spans are extracted (``pipelines.memory``).
     """
-    episode, units = bundle["episode"], bundle.get("units") or []
-    triples, dropped = bundle.get("triples") or [], bundle.get("dropped") or []
+    episode, units, dropped = bundle["episode"], bundle.get("units") or [], bundle.get("dropped") or []
     dropped_summary = describe_dropped(dropped)
-    sentences = _sentences(units, triples)
+    sentences = _sentences(units)
     label_cost = [count_tokens(speaker_label(u.get("sender")) + ":") for u in units]
     total = sum(s.tokens for s in sentences) + sum(label_cost[i] for i in {s.unit for s in sentences})
     whole = episode.get("source_kind") in STRUCTURED_KINDS  # rendered records: one fact a line, nothing to leave out
     budget = total if whole else max(math.ceil(budget_ratio * total), min(total, MIN_BUDGET_TOKENS))
-    text = _render(units, select_sentences(sentences, label_cost, budget))
-    if summariser is not None and text:
-        try:
-            text = summariser.summarise(text, budget) or text
-        except Exception as exc:  # the summariser is optional: a failing one must not lose the memory
-            log.warning("summariser failed, keeping the extract: %s", exc)
+    chosen = select_sentences(sentences, label_cost, budget)
+    text = _render(units, chosen)
     members = list(dict.fromkeys([*(episode.get("member_ids") or []), *(u["event_id"] for u in units), *(d["event_id"] for d in dropped)]))
     participants = list(dict.fromkeys(speaker_label(u.get("sender")) for u in units if u.get("sender")))
     subjects = subjects_of(units)
@@ -273,7 +216,7 @@ def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summa
         "text": text,
         "token_count": count_tokens(text),
         "raw_event_ids": members,
-        "triple_ids": [t["triple_id"] for t in triples],
+        "triple_ids": [],
         "participants": participants,
         "subjects": subjects,
         "start_time": episode["start_time"],
@@ -281,7 +224,7 @@ def build_memory(bundle: dict, budget_ratio: float = DEFAULT_BUDGET_RATIO, summa
         "strength": INITIAL_STRENGTH,
         "archived": False,
     }
-    return memory, dropped_summary
+    return memory, dropped_summary, selected_spans(units, chosen)
 
 
 def fact_key(triple: dict) -> tuple:
@@ -290,67 +233,26 @@ def fact_key(triple: dict) -> tuple:
     return (triple["tenant"], norm(triple["subject"]), norm(triple["predicate"]), norm(triple["object"]), bool(triple["negated"]))
 
 
-def merge_triples(rows: Iterable[dict]) -> list[dict]:
-    """One row per fact: the first statement stays (id, provenance), later ones raise support_count and last_seen.
-
-    Repetition over time is information: a fact said in ten episodes is
-    stronger than one said once, and storing ten copies would only dilute recall.
-    """
-    merged: dict[tuple, dict] = {}
-    for row in sorted(rows, key=lambda r: (r.get("event_time") is None, r.get("event_time") or datetime.min, r["triple_id"])):
-        seen = row.get("last_seen") or row.get("event_time")
-        key = fact_key(row)
-        if key not in merged:
-            merged[key] = {**row, "support_count": row.get("support_count") or 1, "last_seen": seen}
-            continue
-        kept = merged[key]
-        kept["support_count"] += row.get("support_count") or 1
-        if seen is not None and (kept["last_seen"] is None or seen > kept["last_seen"]):
-            kept["last_seen"] = seen
-        kept["confidence"] = max(filter(None, (kept.get("confidence"), row.get("confidence"))), default=None)
-    return list(merged.values())
-
-
-@dataclasses.dataclass(frozen=True)
-class SummariserSpec:
-    """How a worker builds its summariser in setup(): ``kind`` is "transformers" (model = path) or "openai"."""
-
-    kind: str
-    model: str
-    base_url: str | None = None
-    api_key: str | None = None
-
-    def build(self) -> Summariser:
-        if self.kind == "transformers":
-            return TransformersSummariser(self.model)
-        if self.kind == "openai":
-            return OpenAICompatibleSummariser(self.base_url or "", self.model, self.api_key)
-        raise ValueError(f"unknown summariser kind {self.kind!r} (transformers or openai)")
-
-
 class _CompressFn(beam.DoFn):
-    def __init__(self, budget_ratio: float, summariser: SummariserSpec | None) -> None:
+    def __init__(self, budget_ratio: float) -> None:
         self._budget_ratio = budget_ratio
-        self._spec = summariser
-
-    def setup(self) -> None:
-        self._summariser = self._spec.build() if self._spec else None
 
     def process(self, bundle: dict[str, Any]):
-        memory, dropped_summary = build_memory(bundle, self._budget_ratio, self._summariser)
+        memory, dropped_summary, spans = build_memory(bundle, self._budget_ratio)
         yield memory
         episode = {**bundle["episode"], "dropped_ids": [d["event_id"] for d in bundle.get("dropped") or []], "dropped_summary": dropped_summary}
         yield beam.pvalue.TaggedOutput(EPISODES_TAG, episode)
+        yield beam.pvalue.TaggedOutput(SELECTED_TAG, {"episode": bundle["episode"], "units": bundle.get("units") or [], "spans": spans})
 
 
 class CompressEpisodes(beam.PTransform):
-    """Episode bundles -> MEMORIES rows (main) and EPISODES rows with their dropped summary (``episodes``)."""
+    """Episode bundles -> MEMORIES rows (main), EPISODES rows with their dropped summary (``episodes``) and
+    the bundles with the spans each memory kept (``selected``: what ``ExtractTriples`` parses)."""
 
-    def __init__(self, budget_ratio: float = DEFAULT_BUDGET_RATIO, summariser: SummariserSpec | None = None) -> None:
+    def __init__(self, budget_ratio: float = DEFAULT_BUDGET_RATIO) -> None:
         super().__init__()
         self._budget_ratio = budget_ratio
-        self._summariser = summariser
 
     def expand(self, bundles):
-        compress = beam.ParDo(_CompressFn(self._budget_ratio, self._summariser))
-        return bundles | "CompressEachEpisode" >> compress.with_outputs(EPISODES_TAG, main="memories")
+        return bundles | "CompressEachEpisode" >> beam.ParDo(_CompressFn(self._budget_ratio)).with_outputs(
+            EPISODES_TAG, SELECTED_TAG, main="memories")

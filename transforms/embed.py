@@ -1,7 +1,8 @@
-"""Embedding stage: fill the 384-dim ``embedding`` and ``piece_embeddings`` columns of memories with the offline MiniLM.
+"""Embedding stage: fill the 384-dim ``embedding`` and ``piece_embeddings`` columns of memories with the offline MiniLM
+(or, where ``[models] memory_vectors = "static"``, its distilled static token vectors).
 
 Beam's ``RunInference`` batches the rows and keeps one model per worker,
-loaded through ``memtape.transforms.models.embedder`` on the device it picks
+loaded through ``memtape.transforms.encode.memory_encoder`` on the device it picks
 (GPU when present), and encodes with ``memtape.transforms.encode``, as recall
 encodes its queries. This module never writes tables and never reaches a model hub.
 """
@@ -13,14 +14,14 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from memtape.schemas.records import memory_pieces
-from memtape.transforms.encode import embed_texts, memory_text
-from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedder
+from memtape.transforms.encode import embed_texts, memory_encoder, memory_text
+from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL
 
 MAX_BATCH_SIZE = 256
 
 
 class _MiniLMHandler(ModelHandler[dict, dict, Any]):
-    """RunInference handler: the shared MiniLM in, memory rows with embeddings out."""
+    """RunInference handler: the shared memory encoder in, memory rows with embeddings out."""
 
     def __init__(self, model_name: str, device: str | None, batch_size: int | None) -> None:
         super().__init__()
@@ -29,7 +30,7 @@ class _MiniLMHandler(ModelHandler[dict, dict, Any]):
         self._batch_size = batch_size
 
     def load_model(self) -> Any:
-        return embedder(self._model_name, self._device)
+        return memory_encoder(self._model_name, self._device)
 
     def run_inference(self, batch: Sequence[dict], model: Any, inference_args: dict | None = None) -> Iterable[dict]:
         pieces = [memory_pieces(row["text"]) for row in batch]

@@ -68,6 +68,11 @@ class StaticEmbeddings:
         norm = float(np.linalg.norm(v))
         return v / norm if norm > 0 else v
 
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """One unit-length vector per text, every content token weighted alike (as recall's line vectors)."""
+        rows = [self.vector(ids, np.ones(len(ids), dtype=np.float32)) for ids in self.token_ids(texts)]
+        return np.stack(rows) if rows else np.zeros((0, self.matrix.shape[1]), dtype=np.float32)
+
 
 def _distill(model_dir: str, cls_id: int, sep_id: int) -> np.ndarray:
     """Each token's MiniLM output in ``[CLS] token [SEP]``, then centred, de-commoned and normalised."""

@@ -7,9 +7,12 @@ returns ``Extraction`` values that keep negation and modality as attributes.
 ``triple_rows`` turns them into ``triples`` rows with provenance, resolving
 pronouns to speakers or named mentions of the same episode where that is clear.
 ``ExtractTriples`` runs both over episode bundles with one batched spaCy model
-per worker; the entity mentions it records are resolved to ids by the next
-stage, ``transforms.entities.ResolveEntities``. This module reads parses and
-writes rows; it never touches the store.
+per worker; a bundle that names the spans its memory kept (``spans``, from
+``transforms.compress``) has only those parsed, since the parse is the
+costliest step per word and a left-out sentence is not recalled anyway. The
+entity mentions it records are resolved to ids by the next stage,
+``transforms.entities.ResolveEntities``. This module reads parses and writes
+rows; it never touches the store.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from memtape.schemas.records import EpisodeBundle, ExtractedEpisode, stable_id
+from memtape.schemas.records import ExtractedEpisode, stable_id
 from memtape.transforms.entities import EntityResolver, MentionLog, split_address
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, lemma, spacy_model
 from memtape.transforms.structured_triples import structured_triples
@@ -382,8 +385,10 @@ def triple_rows(
     sender: str | None = None,
     mentions: Mentions | None = None,
     resolver: EntityResolver | MentionLog | None = None,
+    char_offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """``triples`` rows for one parsed unit text, character offsets relative to that text.
+    """``triples`` rows for one parsed unit text (or the part of it that starts at ``char_offset``),
+    character offsets relative to the whole unit text.
 
     Pass the same ``mentions`` for every unit of an episode, in order, so pronouns
     resolve to earlier speakers and names; unresolved ones are flagged.
@@ -398,8 +403,8 @@ def triple_rows(
             if not subject or not obj:
                 continue
             used = [*subj_idx, *ex.relation, *obj_idx]
-            char_start = min(doc[i].idx for i in used)
-            char_end = max(doc[i].idx + len(doc[i]) for i in used)
+            char_start = char_offset + min(doc[i].idx for i in used)
+            char_end = char_offset + max(doc[i].idx + len(doc[i]) for i in used)
             rows.append(
                 {
                     "tenant": tenant,
@@ -434,26 +439,39 @@ def _needs_parse(unit: Mapping[str, Any]) -> bool:
     return bool(unit.get("text")) and unit.get("source_kind") not in STRUCTURED_KINDS
 
 
-def episode_triples(bundle: EpisodeBundle, docs: Iterable[Any | None], resolver: EntityResolver | MentionLog) -> list[dict[str, Any]]:
-    """``triples`` rows of one episode bundle given each unit's parse (None where it was not parsed)."""
+def parse_spans(bundle: Mapping[str, Any]) -> list[list[tuple[int, int]]]:
+    """Per unit, the (start, end) parts of its text to parse: the spans the bundle names, else the whole text."""
+    spans = bundle.get("spans")
+    return [([tuple(span) for span in spans[i]] if spans is not None else [(0, len(unit["text"]))]) if _needs_parse(unit) else []
+            for i, unit in enumerate(bundle["units"])]
+
+
+def parse_texts(bundle: Mapping[str, Any]) -> list[str]:
+    """The texts to parse for one bundle, in ``parse_spans`` order: what ``episode_triples`` takes parses of."""
+    return [unit["text"][a:b] for unit, spans in zip(bundle["units"], parse_spans(bundle)) for a, b in spans]
+
+
+def episode_triples(bundle: Mapping[str, Any], docs: Iterable[Any], resolver: EntityResolver | MentionLog) -> list[dict[str, Any]]:
+    """``triples`` rows of one episode bundle given the parses of its ``parse_texts``, in order."""
     episode = bundle["episode"]
     mentions = Mentions()
     rows: list[dict[str, Any]] = []
-    for unit, doc in zip(bundle["units"], docs):
+    parsed = iter(docs)
+    for unit, spans in zip(bundle["units"], parse_spans(bundle)):
         resolver.speaker(unit.get("sender"), unit["event_id"])
         rows += structured_triples(unit, resolver, episode.get("episode_id"))
-        if doc is None:
-            continue
-        rows += triple_rows(
-            doc,
-            tenant=unit["tenant"],
-            raw_event_id=unit["event_id"],
-            event_time=unit.get("event_time"),
-            episode_id=episode.get("episode_id"),
-            sender=_speaker_name(unit.get("sender")),
-            mentions=mentions,
-            resolver=resolver,
-        )
+        for start, _end in spans:
+            rows += triple_rows(
+                next(parsed),
+                tenant=unit["tenant"],
+                raw_event_id=unit["event_id"],
+                event_time=unit.get("event_time"),
+                episode_id=episode.get("episode_id"),
+                sender=_speaker_name(unit.get("sender")),
+                mentions=mentions,
+                resolver=resolver,
+                char_offset=start,
+            )
     return rows
 
 
@@ -475,11 +493,11 @@ class _ExtractFn(beam.DoFn):
     def setup(self) -> None:
         self._nlp = spacy_model(self._model_name, disable=NLP_DISABLE)
 
-    def process(self, bundles: list[EpisodeBundle]) -> Iterator[ExtractedEpisode]:
-        texts = [u["text"] for b in bundles for u in b["units"] if _needs_parse(u)]
-        parsed = iter(self._nlp.pipe(texts, batch_size=self._batch_size))
-        for bundle in bundles:
-            docs = [next(parsed) if _needs_parse(u) else None for u in bundle["units"]]
+    def process(self, bundles: list[dict[str, Any]]) -> Iterator[ExtractedEpisode]:
+        texts = [parse_texts(b) for b in bundles]
+        parsed = iter(self._nlp.pipe((t for ts in texts for t in ts), batch_size=self._batch_size))
+        for bundle, bundle_texts in zip(bundles, texts):
+            docs = [next(parsed) for _ in bundle_texts]
             episode, log = bundle["episode"], MentionLog(bundle["units"])
             triples = episode_triples(bundle, docs, log)
             yield ExtractedEpisode(tenant=episode["tenant"], conversation_id=episode.get("conversation_id"),
@@ -487,8 +505,9 @@ class _ExtractFn(beam.DoFn):
 
 
 class ExtractTriples(beam.PTransform):
-    """Episode bundles -> one ``ExtractedEpisode`` each: its ``triples`` rows and the entity mentions they refer to,
-    which ``transforms.entities.ResolveEntities`` turns into entity ids and ``entities`` rows."""
+    """Episode bundles (with the ``spans`` to parse, optionally) -> one ``ExtractedEpisode`` each: its ``triples``
+    rows and the entity mentions they refer to, which ``transforms.entities.ResolveEntities`` turns into entity
+    ids and ``entities`` rows."""
 
     def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = NLP_BATCH_SIZE,
                  max_episodes_per_batch: int = MAX_EPISODES_PER_BATCH) -> None:

@@ -16,8 +16,9 @@ from memtape.commands._common import home_option, open_store, parse_time, tenant
               help="Only records at or after this ISO time (default: each source's stored cursor).")
 @click.option("--runner", default="DirectRunner", show_default=True,
               help="Beam runner, passed straight to Beam; DaskRunner runs on a dask.distributed cluster (batch only).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes for the direct runner.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for the direct runner [default: one per core for deriving memories "
+                   "from many new events, one otherwise].")
 @click.option("--dask-address", envvar="MEMTAPE_DASK_ADDRESS", default=None,
               help="Dask scheduler for --runner DaskRunner, e.g. tcp://10.0.0.5:8786 "
                    "[env MEMTAPE_DASK_ADDRESS; default: a local cluster per run]. Source paths must be visible to its workers.")
@@ -25,7 +26,7 @@ from memtape.commands._common import home_option, open_store, parse_time, tenant
 @click.option("--bootstrap-servers", default=None,
               help="Kafka HOST:PORT for kafka:// ranges [default: [kafka] bootstrap_servers, env MEMTAPE_KAFKA_BOOTSTRAP_SERVERS].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def command(uris: tuple[str, ...], tenant: str, home: str | None, since, runner: str, workers: int,
+def command(uris: tuple[str, ...], tenant: str, home: str | None, since, runner: str, workers: int | None,
             dask_address: str | None, beam_args: tuple[str, ...], bootstrap_servers: str | None, fmt: str) -> None:
     """Backfill URIS (slack:PATH, mbox:PATH, maildir:PATH, fhir:PATH, audio:PATH, jsonl:PATH, ...) into the store.
 
@@ -38,7 +39,7 @@ def command(uris: tuple[str, ...], tenant: str, home: str | None, since, runner:
     if dask_address and runner == "DaskRunner":
         beam_args += (f"--dask_client_address={dask_address}",)
     store = open_store(home)
-    with Progress("memtape backfill", counted_here=runner == "DirectRunner" and workers == 1):
+    with Progress("memtape backfill", counted_here=runner == "DirectRunner" and (workers or 1) == 1):
         result = run_backfill(list(uris), tenant, store, since, runner, workers, beam_args,
                               bootstrap_servers=bootstrap_servers)
     dead = result.landed.get("dead_letters", 0)

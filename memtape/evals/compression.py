@@ -130,7 +130,7 @@ def compress_episodes(rows: list[dict], episodes: list[list[dict]], budget_ratio
         episode = {"tenant": first["tenant"], "episode_id": stable_id(first["tenant"], "eval-episode", member_ids[0], len(member_ids)),
                    "conversation_id": first.get("conversation_id"), "source_kind": first.get("source_kind"), "member_ids": member_ids}
         bundle = {"episode": episode, "units": [kept[i] for i in member_ids if i in kept],
-                  "dropped": [dropped[i] for i in member_ids if i in dropped], "triples": []}
+                  "dropped": [dropped[i] for i in member_ids if i in dropped]}
         memories.append(build_memory(bundle, budget_ratio)[0])
     return memories, kept, dropped
 
