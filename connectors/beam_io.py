@@ -196,7 +196,7 @@ class _AppendShardFn(beam.DoFn):
                     raise cannot_write(self.store.home, table, exc) from exc
                 fragments += [json.dumps(f.to_json()) for f in written_files]
                 present.update(fresh.column(key).to_pylist())
-                beam.metrics.Metrics.counter("memtape", f"{NEW_ROWS_PREFIX}{table}").inc(fresh.num_rows)
+            beam.metrics.Metrics.counter("memtape", f"{NEW_ROWS_PREFIX}{table}").inc(fresh.num_rows)  # 0 too: "nothing new" is news
         beam.metrics.Metrics.counter("memtape", f"landed_{table}").inc(landed)
         yield landed, fragments
 
