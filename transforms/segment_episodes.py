@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import apache_beam as beam
 
-from memtape.schemas.records import UNIT_FIELDS, ConversationKey, EpisodeBundle, Unit, stable_id, unit_of
+from memtape.schemas.records import STRUCTURED_KINDS, UNIT_FIELDS, ConversationKey, EpisodeBundle, Unit, stable_id, unit_of
 from memtape.transforms.dedupe import event_order
 from memtape.transforms.segment import EpisodeSegmenter
 
@@ -68,7 +68,9 @@ class ConversationAssembler:
         for unit in ordered:
             self.open_units[unit["event_id"]] = unit_of(unit)
         self.open_dropped.extend(dropped)
-        if self.encode is not None and ordered:
+        # Rendered records (health) are cut by time and kind, not by topic: sentence vectors would cost a model pass
+        # per resource and tell the segmenter nothing its static vectors do not, so they keep the static ones.
+        if self.encode is not None and ordered and ordered[0].get("source_kind") not in STRUCTURED_KINDS:
             vectors = self.encode([u.get("text") or "" for u in ordered])
             ordered = [dict(u, embedding=v) for u, v in zip(ordered, vectors)]
         return self._bundles(self.segmenter.feed(ordered))
