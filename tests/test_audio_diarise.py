@@ -129,6 +129,7 @@ def test_bare_diariser_finds_two_speakers_in_order_of_first_appearance(meeting):
     assert score(meeting[1], [(a, b, speaker_label(s)) for a, b, s in turns])["purity"] >= 0.8
 
 
+@pytest.mark.slow
 @needs_models
 def test_two_voices_in_an_mp4_become_utterances_whose_speakers_follow_the_turns(meeting, transcribed):
     assert {u["speaker"] for u in transcribed} == {"speaker 1", "speaker 2"}
@@ -141,6 +142,7 @@ def test_two_voices_in_an_mp4_become_utterances_whose_speakers_follow_the_turns(
     assert all(w["start_ms"] >= u["start_ms"] and w["end_ms"] <= u["end_ms"] for u in transcribed for w in u["words"])
 
 
+@pytest.mark.slow
 @needs_models
 @needs_shared
 def test_the_meeting_memory_names_both_speakers_after_a_backfill(meeting, transcribed, tmp_path: Path):
@@ -159,6 +161,7 @@ def test_the_meeting_memory_names_both_speakers_after_a_backfill(meeting, transc
     assert memory["text"].startswith("speaker 1: ") and "\nspeaker 2: " in memory["text"]
 
 
+@pytest.mark.slow
 @needs_models
 @needs_shared
 def test_eval_diarisation_builds_the_set_and_reports_der_beside_the_baseline(tmp_path: Path):

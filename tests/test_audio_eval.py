@@ -54,6 +54,7 @@ def test_missing_folder_is_a_one_line_usage_error(tmp_path: Path):
         CliRunner().invoke(command, ["--audio-dir", str(tmp_path / "nope")], standalone_mode=False, catch_exceptions=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MODEL, reason="memtape[audio] not installed: no packaged Whisper base model")
 def test_eval_prints_wer_rtf_audio_seconds_and_the_baseline_as_json(tmp_path: Path):
     shutil.copyfile(FIXTURES / "standup" / "standup.wav", tmp_path / "standup.wav")

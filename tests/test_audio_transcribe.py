@@ -123,6 +123,7 @@ def test_batched_inference_the_gpu_path_gives_the_same_turns(cache: Path, standu
     assert {u["speaker"] for u in utterances} == {MONO_SPEAKER}  # diarisation off: no speaker is claimed
 
 
+@pytest.mark.slow
 def test_stereo_call_with_one_talker_per_channel_gets_two_unknown_speakers(transcriber: Transcriber):
     utterances, dead = _run(transcriber, _recording(FIXTURES / "call" / "call.flac"))
     assert dead == []
@@ -179,6 +180,7 @@ def test_utterance_unit_reads_like_a_chat_message_of_the_recording(standup):
     assert conform("raw_events", units).num_rows == 2
 
 
+@pytest.mark.slow
 def test_beam_transform_skips_captioned_recordings_and_dead_letters_a_corrupt_file(transcriber: Transcriber, tmp_path: Path):
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
@@ -201,6 +203,7 @@ def test_beam_transform_skips_captioned_recordings_and_dead_letters_a_corrupt_fi
                     equal_to([standup["event_id"]] * 2), label="UnitsInTheRecordingsConversation")
 
 
+@pytest.mark.slow
 def test_a_recording_made_a_moment_ago_reaches_memories_in_the_backfill_that_transcribes_it(cache: Path, tmp_path: Path):
     """A recording is whole once transcribed: its episode closes now, not after the meeting gap of idle time."""
     from memtape.connectors.lance_store import Store

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SHARED_DATA, needs_shared
 
 SOURCES = [
@@ -23,6 +25,7 @@ def _sql(home: Path, query: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 @needs_shared
 def test_one_sample_per_family_lands_im_email_health_and_meeting(tmp_path: Path):
     home = tmp_path / "home"

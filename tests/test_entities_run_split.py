@@ -59,6 +59,7 @@ def one_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
     return _backfill(root / "home", _maildir(root / "all", FIRST_HALF + SECOND_HALF))
 
 
+@pytest.mark.slow
 @needs_enron
 def test_a_name_seen_first_with_its_address_is_one_entity(one_run):
     for name, address in (("Kevin Garland", "kevin.garland@enron.com"), ("Paul Murphy", "pmurphy@swbanktx.com")):
@@ -66,6 +67,7 @@ def test_a_name_seen_first_with_its_address_is_one_entity(one_run):
         assert len(named) == 1 and address in named[0][4], (name, named)
 
 
+@pytest.mark.slow
 @needs_enron
 def test_two_backfills_of_the_halves_land_what_one_backfill_lands(one_run, tmp_path):
     halves = _backfill(tmp_path / "home", _maildir(tmp_path / "first", FIRST_HALF), _maildir(tmp_path / "second", SECOND_HALF))

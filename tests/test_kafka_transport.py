@@ -71,6 +71,7 @@ def _slack_message_count() -> int:
                     for m in json.loads(archive.read(name))})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MAILDIR.exists(), reason=f"{MAILDIR} absent: ../shared/data not checked out beside the repo")
 def test_maildir_and_slack_arrive_exactly_once_each_through_a_consumer_group(kafka_broker):
     prefix = _prefix()
@@ -104,6 +105,7 @@ def test_maildir_and_slack_arrive_exactly_once_each_through_a_consumer_group(kaf
     assert len(letters) == report.dead_letters  # the non-message file 'inbox/genie' is documented, not dropped
 
 
+@pytest.mark.slow
 def test_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_goes_on(kafka_broker):
     prefix = _prefix()
     publish_records([_im(0)], kafka_broker, prefix=prefix, partitions=1)
@@ -123,6 +125,7 @@ def test_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_goes_on(k
     assert letter.stage == "kafka-decode" and "not JSON" in letter.error and letter.position == f"{topic}:0:1"
 
 
+@pytest.mark.slow
 def test_bounded_read_stops_on_the_data_with_exact_counts(kafka_broker):
     prefix = _prefix()
     records = [_im(i) for i in range(1000)]
@@ -141,6 +144,7 @@ def test_bounded_read_stops_on_the_data_with_exact_counts(kafka_broker):
     assert list(read_range(f"kafka://{topic}?from=1000", kafka_broker)) == []
 
 
+@pytest.mark.slow
 def test_publish_through_a_broker_restarted_mid_run_loses_nothing(private_kafka_broker: EmbeddedBroker):
     """The embedded broker keeps messages in memory, so a restart also loses what it had acknowledged.
 
@@ -175,6 +179,7 @@ def test_publish_through_a_broker_restarted_mid_run_loses_nothing(private_kafka_
     assert all(list(seq) == sorted(seq) for seq in last_pass.values())  # the complete pass kept each conversation in order
 
 
+@pytest.mark.slow
 def test_consumer_rides_out_a_30_s_broker_outage_and_resumes(private_kafka_broker: EmbeddedBroker):
     """A group member keeps polling through 30 s without a broker, then rejoins and receives every event.
 

@@ -68,6 +68,7 @@ def direct(one_process: Path) -> dict[str, list[str]]:
     return keys(one_process)
 
 
+@pytest.mark.slow
 def test_dask_runner_on_a_two_worker_cluster_lands_the_same_rows_as_the_direct_runner(tmp_path, direct):
     distributed = pytest.importorskip("distributed", reason="dask[distributed] not installed (pip install -e .[dev])")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
@@ -77,6 +78,7 @@ def test_dask_runner_on_a_two_worker_cluster_lands_the_same_rows_as_the_direct_r
     assert landed["raw_events"] == 9 and landed["memories"] == len(direct["memories"])
 
 
+@pytest.mark.slow
 def test_default_backfill_runs_a_process_per_core_and_lands_the_same_rows_as_one_process(tmp_path, monkeypatch, one_process):
     """By default a large input is derived in one process per core; the sample counts as large here."""
     monkeypatch.setattr(runner, "available_cores", lambda: 2)

@@ -52,6 +52,7 @@ def keys(store: Store) -> dict[str, list[str]]:
     return {t: sorted(store.read(t, columns=[key_of(t)]).column(0).to_pylist()) for t in COMPARED}
 
 
+@pytest.mark.slow
 def test_backfill_into_s3_lands_the_same_rows_as_a_local_home_and_sql_reads_them(tmp_path, s3_endpoint):
     home = f"s3://{BUCKET}/alice"
     env = {**os.environ, **CREDENTIALS, "MEMTAPE_HOME": home, "MEMTAPE_CONFIG": str(tmp_path / "absent.toml"),

@@ -51,6 +51,7 @@ def _die_before_commit(name: str, *args) -> None:
     raise RuntimeError(f"killed before committing {name}")
 
 
+@pytest.mark.slow
 def test_episode_closed_by_a_run_that_died_before_its_commit_keeps_its_members_after_the_takeover(tmp_path, monkeypatch):
     store = Store(str(tmp_path / "home"))
     options = pipeline_options("DirectRunner")
@@ -79,6 +80,7 @@ def test_episode_closed_by_a_run_that_died_before_its_commit_keeps_its_members_a
     assert sorted(m for memory in memories for m in memory["raw_event_ids"]) == sorted(ids)
 
 
+@pytest.mark.slow
 def test_idle_timeout_counts_from_when_the_message_was_received_not_from_when_derivation_reached_it(tmp_path):
     store = Store(str(tmp_path / "home"))
     store.upsert("raw_events", [_landed(i).row for i in range(3)])

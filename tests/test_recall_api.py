@@ -212,6 +212,7 @@ def test_retriever_returns_cited_documents_and_plugs_into_langchain_when_install
     wait_for_reinforcement()  # the retriever recalls with forgetting on: let its write land before the store goes
 
 
+@pytest.mark.slow
 def test_recall_is_a_package_whose_api_is_the_recall_function_and_it_loads_no_pipeline_code() -> None:
     import subprocess
     import sys

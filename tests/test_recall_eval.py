@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from memtape.cli import cli
@@ -11,6 +12,7 @@ from memtape.cli import cli
 FIXTURE = Path(__file__).parent / "fixtures" / "recall" / "tiny_locomo.json"
 
 
+@pytest.mark.slow
 def test_eval_prints_the_issue_fields_for_recall_and_every_baseline(tmp_path: Path) -> None:
     home = tmp_path / "store"
     result = CliRunner().invoke(cli, ["eval", "recall", "--locomo", str(FIXTURE), "--budget", "1000", "--home", str(home),

@@ -66,6 +66,7 @@ def _plain(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+@pytest.mark.slow
 def test_latest_reading_question_answers_about_the_named_patient_with_value_and_unit(store: Store) -> None:
     result = recall("What was Ana Diaz's most recent Hemoglobin A1c/Hemoglobin.total in Blood?", "clinic", 1000, store=store, forgetting=OFF)
     assert result.items, result.reason
@@ -134,6 +135,7 @@ def test_health_memory_names_its_patient_in_header_and_subjects_and_keeps_text_a
     assert any("Systolic Blood Pressure 126 mm[Hg] (LOINC 8480-6)" in r["text"] for r in ana)
 
 
+@pytest.mark.slow
 def test_fhir_recall_eval_cli_reports_the_contract_fields(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

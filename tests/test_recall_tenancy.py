@@ -4,6 +4,7 @@ from __future__ import annotations
 import tempfile
 
 import pyarrow.parquet as pq
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ tenants = st.lists(st.text(alphabet=st.sampled_from("abz'_- é1"), min_size=1, m
 sentences = st.lists(st.sampled_from(WORDS), min_size=2, max_size=6).map(" ".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(names=tenants, data=st.data())
 def test_no_query_returns_another_tenants_rows(names: list[str], data: st.DataObject) -> None:

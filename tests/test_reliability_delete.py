@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from memtape.connectors.lance_store import Store, column_is
 from memtape.pipelines.backfill import run_backfill
 from memtape.pipelines.delete import delete_events, select_events
@@ -19,6 +21,7 @@ def _files_containing(root: Path, needle: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_deleted_source_id_is_gone_from_disk_and_other_tenants_keep_theirs(tmp_path):
     src = tmp_path / "chat.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in [
@@ -67,6 +70,7 @@ def _tenant_rows(store: Store, tenant: str) -> dict[str, int]:
     return {name: store.count(name, column_is("tenant", tenant)) for name in TABLES}
 
 
+@pytest.mark.slow
 def test_delete_all_leaves_no_byte_of_the_tenant_even_after_maintain_and_another_tenants_write(tmp_path):
     from click.testing import CliRunner
 
@@ -92,6 +96,7 @@ def test_delete_all_leaves_no_byte_of_the_tenant_even_after_maintain_and_another
     assert reply["tombstone"]["source_uri"] is None and reply["deleted"]["pipeline_state"] == before["pipeline_state"]
 
 
+@pytest.mark.slow
 def test_reimporting_a_deleted_source_lands_every_event_and_memory_again(tmp_path):
     store = Store(str(tmp_path / "home"))
     uri = f"jsonl:{_marked_source(tmp_path / 'src', 'iris')}"
@@ -113,6 +118,7 @@ def _chat(tenant: str, tag: str, n: int) -> list:
                      source_uri=f"jsonl:/exports/{tenant}.jsonl") for i in range(n)]
 
 
+@pytest.mark.slow
 def test_a_kafka_replay_after_delete_lands_only_what_was_read_after_it(kafka_broker, tmp_path):
     import uuid
 

@@ -47,6 +47,7 @@ def _disk_full() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_AT_BYTES, FULL_AT_BYTES))
 
 
+@pytest.mark.slow
 def test_backfill_onto_a_full_disk_stops_in_one_line_and_keeps_cursors(tmp_path):
     home = tmp_path / "home"
     store = Store(str(home))

@@ -120,6 +120,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_service_interrupts_a_statement_when_the_client_goes_away(store):
     import uvicorn
 

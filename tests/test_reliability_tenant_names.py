@@ -64,6 +64,7 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(home, create=False)
 
 
+@pytest.mark.slow
 def test_a_backfilled_tenant_of_any_name_gets_memories_sees_only_its_rows_and_delete_removes_exactly_them(backfilled: Store) -> None:
     store = backfilled
     events = {t: set(store.read("raw_events", where=column_is("tenant", t), columns=["event_id"]).column("event_id").to_pylist())
@@ -109,6 +110,7 @@ def _examples(test):  # the explicit names, then the generated ones
     return test
 
 
+@pytest.mark.slow
 @_CHEAP
 @given(tenant=names)
 @_examples
@@ -128,6 +130,7 @@ def test_reads_sql_and_recall_of_any_tenant_name_return_exactly_its_rows(shared:
 
 @settings(derandomize=True, max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                                   HealthCheck.too_slow])
+@pytest.mark.slow
 @given(tenant=names)
 @example(tenant="a timestamp b")
 @example(tenant="x'; DROP TABLE raw_events; --")

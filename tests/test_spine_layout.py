@@ -43,6 +43,7 @@ def test_every_subcommand_has_help(path):
     assert "Usage:" in result.output
 
 
+@pytest.mark.slow
 def test_bad_source_uri_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "memtape", "backfill", "nosuchscheme:/x", "--home", str(tmp_path)],
                           capture_output=True, text=True)

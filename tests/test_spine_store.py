@@ -46,6 +46,7 @@ def test_conform_rejects_columns_outside_the_schema():
         conform("raw_events", [{"tenant": "t", "surprise": 1}])
 
 
+@pytest.mark.slow
 def test_backfill_twice_leaves_every_row_count_unchanged(tmp_path):
     store = Store(str(tmp_path / "home"))
     uri = f"jsonl:{_jsonl(tmp_path / 'chat.jsonl', 50, bad=2)}"
@@ -57,6 +58,7 @@ def test_backfill_twice_leaves_every_row_count_unchanged(tmp_path):
     assert {i.name: i.rows for i in store.info()} == first
 
 
+@pytest.mark.slow
 def test_cursor_makes_the_next_backfill_incremental(tmp_path):
     store = Store(str(tmp_path / "home"))
     path = _jsonl(tmp_path / "chat.jsonl", 10)
@@ -68,6 +70,7 @@ def test_cursor_makes_the_next_backfill_incremental(tmp_path):
     assert store.count("raw_events") == 15
 
 
+@pytest.mark.slow
 def test_sql_returns_arrow_and_polars_and_pushes_filters(tmp_path):
     store = Store(str(tmp_path / "home"))
     run_backfill([f"jsonl:{_jsonl(tmp_path / 'c.jsonl', 12)}"], "t1", store, runner="DirectRunner")
@@ -90,6 +93,7 @@ def test_read_only_sql_rejects_writes_and_file_access(tmp_path):
         sql("SELECT * FROM read_csv('/etc/hostname')", store)
 
 
+@pytest.mark.slow
 def test_cli_sql_json_prints_an_array_of_row_objects(tmp_path):
     home = tmp_path / "home"
     store = Store(str(home))

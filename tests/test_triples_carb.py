@@ -48,6 +48,7 @@ def test_sentence_key_ignores_spacing_and_ptb_escapes():
     assert read_gold(["A b .\trel\tx\ty\t\n"])[sentence_key("A b.")] == [Tuple("rel", ("x", "y"))]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CARB.exists(), reason="../shared/data absent: CaRB dev split not checked out")
 def test_eval_command_reaches_f1_050_on_carb_dev_and_beats_textacy():
     from memtape.evals.triples import command
