@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import orjson
 
 from memtape.schemas import SCHEMA_VERSION
-from memtape.schemas.records import MAX_DEAD_LETTER_RAW_BYTES, DeadLetter, RawEvent
+from memtape.schemas.records import KEY_SEPARATOR, MAX_DEAD_LETTER_RAW_BYTES, DeadLetter, RawEvent
 
 CODEC_HEADER = "memtape-codec"
 CODEC = f"json/1;raw_events/{SCHEMA_VERSION}".encode()  # encoding/version;table/schema version, one header per message
@@ -35,7 +35,6 @@ DEAD_LETTER_PREFIX = "memtape-dlq-"
 DEAD_LETTER_REASON = DEAD_LETTER_PREFIX + "reason"
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 MAX_MEDIA_REF_CHARS = 2048
-KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in a tenant name or conversation id by accident
 
 Headers = list[tuple[str, bytes]]
 _EVENT_HEADERS: Headers = [(CODEC_HEADER, CODEC)]
