@@ -588,25 +588,6 @@ static double uncovered_weight(PyObject *weights, PyObject *covered) {
     return total;
 }
 
-/* How many of the set `triples` are not in `facts` (NULL: none is), or -1 with an error set. */
-static Py_ssize_t new_facts(PyObject *triples, PyObject *facts) {
-    if (PySet_GET_SIZE(triples) == 0 || facts == NULL) return PySet_GET_SIZE(triples);
-    PyObject *iter = PyObject_GetIter(triples), *item;
-    if (iter == NULL) return -1;
-    Py_ssize_t count = 0;
-    while ((item = PyIter_Next(iter)) != NULL) {
-        int known = PySet_Contains(facts, item);
-        Py_DECREF(item);
-        if (known < 0) {
-            Py_DECREF(iter);
-            return -1;
-        }
-        count += !known;
-    }
-    Py_DECREF(iter);
-    return PyErr_Occurred() ? -1 : count;
-}
-
 /* Add every item of `items` (a dict's keys or a set) to the set `into`; -1 with an error set on failure. */
 static int add_all(PyObject *into, PyObject *items) {
     PyObject *iter = PyObject_GetIter(items), *item;
@@ -640,40 +621,37 @@ static Py_ssize_t *token_counts(PyObject *counts, Py_ssize_t n) {
 }
 
 /* compress.select_sentences' lazy greedy budgeted coverage: (the indexes of the sentences it takes, in the order it
- * takes them, and the tokens they spend). Sentence i has a weights dict, a triples set, a token count and a unit; a
- * unit's label costs label_cost[unit] until one of its sentences is taken. The sequences are copied into tuples
- * first, so no Python code the loop runs can change them. */
+ * takes them, and the tokens they spend). Sentence i has a weights dict, a token count and a unit; a unit's label
+ * costs label_cost[unit] until one of its sentences is taken. The sequences are copied into tuples first, so no
+ * Python code the loop runs can change them. */
 static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "greedy_cover(weights, triples, tokens, units, label_cost, budget, triple_weight, cost_exponent)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "greedy_cover(weights, tokens, units, label_cost, budget, cost_exponent)");
         return NULL;
     }
-    PyObject *seq[5] = {NULL}, *covered = NULL, *facts = NULL, *chosen = NULL, *result = NULL;
+    PyObject *seq[4] = {NULL}, *covered = NULL, *chosen = NULL, *result = NULL;
     Entry *heap = NULL;
     Py_ssize_t *costs = NULL, *units = NULL, *labels = NULL;
     char *opened = NULL;
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < 4; k++)
         if ((seq[k] = PySequence_Tuple(args[k])) == NULL) goto done;
-    PyObject *weights = seq[0], *triples = seq[1];
-    Py_ssize_t n = PyTuple_GET_SIZE(weights), n_units = PyTuple_GET_SIZE(seq[4]);
-    Py_ssize_t budget = PyLong_AsSsize_t(args[5]);
+    PyObject *weights = seq[0];
+    Py_ssize_t n = PyTuple_GET_SIZE(weights), n_units = PyTuple_GET_SIZE(seq[3]);
+    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
     if (budget == -1 && PyErr_Occurred()) goto done;
-    double triple_weight = PyFloat_AsDouble(args[6]);
-    if (triple_weight == -1.0 && PyErr_Occurred()) goto done;
-    double exponent = PyFloat_AsDouble(args[7]);
+    double exponent = PyFloat_AsDouble(args[5]);
     if (exponent == -1.0 && PyErr_Occurred()) goto done;
-    for (int k = 1; k < 4; k++)
+    for (int k = 1; k < 3; k++)
         if (PyTuple_GET_SIZE(seq[k]) != n) {
-            PyErr_SetString(PyExc_ValueError, "greedy_cover: the four per-sentence sequences differ in length");
+            PyErr_SetString(PyExc_ValueError, "greedy_cover: the three per-sentence sequences differ in length");
             goto done;
         }
-    if ((costs = token_counts(seq[2], n)) == NULL || (units = token_counts(seq[3], n)) == NULL ||
-        (labels = token_counts(seq[4], n_units)) == NULL)
+    if ((costs = token_counts(seq[1], n)) == NULL || (units = token_counts(seq[2], n)) == NULL ||
+        (labels = token_counts(seq[3], n_units)) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (units[i] >= n_units || !PyDict_Check(PyTuple_GET_ITEM(weights, i)) || !PyAnySet_Check(PyTuple_GET_ITEM(triples, i))) {
-            PyErr_SetString(PyExc_TypeError, "greedy_cover: a unit without a label cost, or weights not a dict, or triples not a set");
+        if (units[i] >= n_units || !PyDict_Check(PyTuple_GET_ITEM(weights, i))) {
+            PyErr_SetString(PyExc_TypeError, "greedy_cover: a unit without a label cost, or weights not a dict");
             goto done;
         }
     heap = PyMem_Malloc(sizeof(Entry) * (size_t)(n + 1));
@@ -682,13 +660,13 @@ static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_NoMemory();
         goto done;
     }
-    if ((covered = PySet_New(NULL)) == NULL || (facts = PySet_New(NULL)) == NULL || (chosen = PyList_New(0)) == NULL) goto done;
+    if ((covered = PySet_New(NULL)) == NULL || (chosen = PyList_New(0)) == NULL) goto done;
 #define COST(i) (costs[i] + (opened[units[i]] ? 0 : labels[units[i]]))
 #define PER_TOKEN(cost) pow((double)((cost) > 1 ? (cost) : 1), exponent)
-    for (Py_ssize_t i = 0; i < n; i++) {  /* nothing is covered yet: each first score counts all weights and facts */
+    for (Py_ssize_t i = 0; i < n; i++) {  /* nothing is covered yet: each first score counts all weights */
         double weight = uncovered_weight(PyTuple_GET_ITEM(weights, i), NULL);
         if (PyErr_Occurred()) goto done;
-        heap[i] = (Entry){(weight + triple_weight * (double)PySet_GET_SIZE(PyTuple_GET_ITEM(triples, i))) / PER_TOKEN(COST(i)), i};
+        heap[i] = (Entry){weight / PER_TOKEN(COST(i)), i};
     }
     for (Py_ssize_t at = n / 2 - 1; at >= 0; at--) sift_down(heap, n, at);
     Py_ssize_t size = n, spent = 0;
@@ -696,10 +674,10 @@ static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_ssize_t i = heap[0].index;
         heap[0] = heap[--size];
         sift_down(heap, size, 0);
-        Py_ssize_t cost = COST(i), fresh = new_facts(PyTuple_GET_ITEM(triples, i), facts);
+        Py_ssize_t cost = COST(i);
         double weight = uncovered_weight(PyTuple_GET_ITEM(weights, i), covered);
         if (PyErr_Occurred()) goto done;
-        double current = (weight + triple_weight * (double)fresh) / PER_TOKEN(cost);
+        double current = weight / PER_TOKEN(cost);
         if (current <= 0) continue;
         if (size > 0 && current < heap[0].score) {
             heap[size] = (Entry){current, i};
@@ -712,15 +690,14 @@ static PyObject *greedy_cover(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyObject *index = PyLong_FromSsize_t(i);
         int rc = index == NULL ? -1 : PyList_Append(chosen, index);
         Py_XDECREF(index);
-        if (rc < 0 || add_all(covered, PyTuple_GET_ITEM(weights, i)) < 0 || add_all(facts, PyTuple_GET_ITEM(triples, i)) < 0) goto done;
+        if (rc < 0 || add_all(covered, PyTuple_GET_ITEM(weights, i)) < 0) goto done;
     }
 #undef COST
 #undef PER_TOKEN
     result = Py_BuildValue("(On)", chosen, spent);
 done:
-    for (int k = 0; k < 5; k++) Py_XDECREF(seq[k]);
+    for (int k = 0; k < 4; k++) Py_XDECREF(seq[k]);
     Py_XDECREF(covered);
-    Py_XDECREF(facts);
     Py_XDECREF(chosen);
     PyMem_Free(heap);
     PyMem_Free(costs);
@@ -741,7 +718,7 @@ static PyMethodDef methods[] = {
     {"min_hashes", (PyCFunction)(void (*)(void))min_hashes, METH_FASTCALL,
      "min_hashes(hashes, perm_a, perm_b): MinHash signature (uint32 bytes) of uint64 shingle hashes."},
     {"greedy_cover", (PyCFunction)(void (*)(void))greedy_cover, METH_FASTCALL,
-     "greedy_cover(weights, triples, tokens, units, label_cost, budget, triple_weight, cost_exponent): "
+     "greedy_cover(weights, tokens, units, label_cost, budget, cost_exponent): "
      "(indexes of the sentences lazy greedy budgeted coverage takes, in the order it takes them, tokens spent)."},
     {"spaced_lower", (PyCFunction)(void (*)(void))spaced_lower, METH_FASTCALL,
      "spaced_lower(text, start, end): text[start:end] lower-cased and single-spaced, as bytes."},

@@ -65,8 +65,9 @@ def _digest(normal: bytes, digest_size: int) -> str:
 # another time or for another person are a new fact, and a record has no filler to leave out.
 STRUCTURED_KINDS = frozenset({"health"})
 
-# A memory's text is one "label: sentences" line per message; kept sentences that were apart in the message
-# are joined by this mark, so each piece between marks stands verbatim in the message.
+# A memory's text is one "label: sentences" line per message; kept sentences that were apart in the message, or
+# parted by a line break rather than a full stop, are joined by this mark, so each piece between marks stands verbatim
+# in the message and splits back into the sentences that were kept.
 MEMORY_GAP = " \u2026 "
 
 

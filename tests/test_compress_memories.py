@@ -15,7 +15,7 @@ from memtape.cli import cli
 from memtape.connectors.lance_store import Store
 from memtape.evals.compression import command as eval_command
 from memtape.schemas import conform
-from memtape.schemas.records import stable_id
+from memtape.schemas.records import memory_pieces, stable_id
 from memtape.transforms.compress import EPISODES_TAG, SELECTED_TAG, CompressEpisodes, build_memory
 from memtape.transforms.tokens import count_tokens
 
@@ -96,6 +96,22 @@ def test_kept_spans_are_the_kept_sentences_as_the_unit_text_writes_them():
     assert "I didn't book the site yet." not in memory["text"] and not any("book the site" in piece for piece in kept)
     for piece in kept:
         assert " ".join(piece.split()) in memory["text"]
+
+
+def test_a_sentence_after_a_line_without_a_full_stop_splits_back_out_of_the_memory():
+    """A signature line, then (its forward header removed by dedupe) the announcement: both stay whole pieces."""
+    bundle = _bundle()
+    bundle["units"] = bundle["units"][:1]
+    announcement = ("It is my great pleasure to announce that the Board has accepted my recommendation to appoint "
+                    "Jeff Skilling as chief executive officer, effective February 12, 2001.")
+    bundle["units"][0]["text"] = ("Congratulations, I am so happy for you.\nTerrie James\nSr. Director, Corporate Communication"
+                                  "\n\n" + announcement + " Jeff will also retain his duties as president.")
+    memory, _, _ = build_memory(bundle, budget_ratio=1.0)
+    body = memory["text"].removeprefix("Melanie: ")
+    pieces = memory_pieces(memory["text"])
+    assert f"Melanie: {announcement} Jeff will also retain his duties as president." in pieces  # next-door after a mark: one piece
+    assert "Melanie: Sr. Director, Corporate Communication" in pieces
+    assert body.startswith("Congratulations, I am so happy for you. Terrie James \u2026 Sr. Director")
 
 
 EMAIL = """Message-ID: <{id}@example.org>

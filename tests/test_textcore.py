@@ -111,9 +111,9 @@ def test_the_core_refuses_bad_arguments_instead_of_guessing() -> None:
     with pytest.raises(ValueError, match="aligned"):
         _textcore.min_hashes(memoryview(bytes(17))[1:], sketch._PERM_A, sketch._PERM_B)
     with pytest.raises(ValueError, match="negative or too large"):
-        _textcore.greedy_cover([{"a": 1.0}], [set()], [-1], [0], [1], 10, 2.0, 0.6)
-    with pytest.raises(TypeError, match="triples not a set"):
-        _textcore.greedy_cover([{"a": 1.0}], [["t"]], [1], [0], [1], 10, 2.0, 0.6)
+        _textcore.greedy_cover([{"a": 1.0}], [-1], [0], [1], 10, 0.6)
+    with pytest.raises(TypeError, match="weights not a dict"):
+        _textcore.greedy_cover([["a"]], [1], [0], [1], 10, 0.6)
     # A word limit far beyond what the text can hold is only a limit.
     assert _textcore.shingle_hashes("a b c d e", 2**62, 1) == _textcore.shingle_hashes("a b c d e", 5, 1)
 
@@ -140,30 +140,26 @@ def test_every_pass_agrees_with_its_definition_on_real_mail() -> None:
     assert zlib.crc32(b"the cat sat") == int(np.frombuffer(_textcore.shingle_hashes("The cat sat", 3, 3)[1], dtype=np.uint64)[0])
 
 
-FACT_WEIGHT = 2.0  # the core also scores facts per sentence (compress passes none: it selects before the parse)
-
-
-def reference_lazy_greedy(weights: list[dict[str, float]], triples: list[set[str]], token_counts: list[int], units: list[int],
-                          label_cost: list[int], budget: int) -> tuple[list[int], int]:
+def reference_lazy_greedy(weights: list[dict[str, float]], token_counts: list[int], units: list[int], label_cost: list[int],
+                          budget: int) -> tuple[list[int], int]:
     """select_sentences' greedy loop as Python wrote it before the core took it over: the specification."""
     import heapq
 
     covered: set[str] = set()
-    facts: set[str] = set()
     opened: set[int] = set()
     spent, chosen = 0, []
 
     def cost(i: int) -> int:
         return token_counts[i] + (0 if units[i] in opened else label_cost[units[i]])
 
-    def score(i: int, weight: float, fresh: int) -> float:
-        return (weight + FACT_WEIGHT * fresh) / max(cost(i), 1) ** compress.COST_EXPONENT
+    def score(i: int, weight: float) -> float:
+        return weight / max(cost(i), 1) ** compress.COST_EXPONENT
 
-    heap = [(-score(i, sum(weights[i].values()), len(triples[i])), i) for i in range(len(weights))]
+    heap = [(-score(i, sum(weights[i].values())), i) for i in range(len(weights))]
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
-        current = score(i, sum(w for k, w in weights[i].items() if k not in covered), len(triples[i] - facts))
+        current = score(i, sum(w for k, w in weights[i].items() if k not in covered))
         if current <= 0:
             continue
         if heap and current < -heap[0][0]:
@@ -175,21 +171,19 @@ def reference_lazy_greedy(weights: list[dict[str, float]], triples: list[set[str
         chosen.append(i)
         opened.add(units[i])
         covered.update(weights[i])
-        facts.update(triples[i])
     return chosen, spent
 
 
 _sentence = st.tuples(
     st.dictionaries(st.sampled_from("abcdefghij"), st.sampled_from([GENERIC_WEIGHT, 1.0, NAME_OR_NUMBER_WEIGHT]), max_size=6),
-    st.sets(st.sampled_from("tuvw"), max_size=2), st.integers(0, 30), st.integers(0, 3),
+    st.integers(0, 30), st.integers(0, 3),
 )
 
 
 @FUZZ
 @given(st.lists(_sentence, max_size=25), st.lists(st.integers(0, 4), min_size=4, max_size=4), st.integers(0, 120))
 def test_greedy_cover_takes_what_the_python_formulation_takes(sentences: list, label_cost: list[int], budget: int) -> None:
-    columns = [list(column) for column in zip(*sentences)] if sentences else [[]] * 4
-    weights, triples, token_counts, units = columns
-    expected = reference_lazy_greedy(weights, triples, token_counts, units, label_cost, budget)
-    assert _textcore.greedy_cover(weights, triples, token_counts, units, label_cost, budget,
-                                  FACT_WEIGHT, compress.COST_EXPONENT) == expected
+    columns = [list(column) for column in zip(*sentences)] if sentences else [[]] * 3
+    weights, token_counts, units = columns
+    expected = reference_lazy_greedy(weights, token_counts, units, label_cost, budget)
+    assert _textcore.greedy_cover(weights, token_counts, units, label_cost, budget, compress.COST_EXPONENT) == expected

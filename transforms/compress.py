@@ -28,7 +28,7 @@ import apache_beam as beam
 from memtape import _textcore
 from memtape.schemas.records import MEMORY_GAP, STRUCTURED_KINDS, record_attrs, speaker_label, stable_id, subjects_of
 from memtape.transforms.dedupe import describe_dropped
-from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, sentence_spans, unwrap, word_tokens
+from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, ends_at_mark, sentence_spans, unwrap, word_tokens
 
 DEFAULT_BUDGET_RATIO = 0.8  # share of the kept units' tokens a memory may spend (chosen by recall on LoCoMo dev: BENCHMARKS.md)
 MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to a fragment
@@ -38,7 +38,6 @@ COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out lo
 INITIAL_STRENGTH = 1.0
 EPISODES_TAG = "episodes"
 SELECTED_TAG = "selected"
-NO_FACTS: frozenset[str] = frozenset()  # the compiled greedy core also scores facts per sentence; selection runs before the parse
 
 GENERIC_WORDS = frozenset(
     """great awesome amazing cool wow thanks thank glad nice sounds totally super hey hi hello yeah yes sure good
@@ -120,21 +119,24 @@ def select_sentences(sentences: list[_Sentence], label_cost: list[int], budget: 
     ``tests/test_textcore.py`` holds it to the Python formulation).
     """
     order, _spent = _textcore.greedy_cover(
-        [s.weights for s in sentences], [NO_FACTS] * len(sentences), [s.tokens for s in sentences],
-        [s.unit for s in sentences], label_cost, budget, 0.0, COST_EXPONENT,
+        [s.weights for s in sentences], [s.tokens for s in sentences], [s.unit for s in sentences], label_cost, budget,
+        COST_EXPONENT,
     )
     return sorted((sentences[i] for i in order), key=lambda s: (s.unit, s.start))
 
 
 def _render(units: list[dict], chosen: list[_Sentence]) -> str:
-    """One ``who: text`` line per message; kept sentences that were apart in the source are joined by MEMORY_GAP."""
+    """One ``who: text`` line per message; kept sentences join by a space only where they were next to each other and the
+    first ends at a mark, else by MEMORY_GAP, so splitting a line at the marks and at sentence ends gives back each kept
+    sentence as written (a line break, like the one before a forwarded announcement whose header dedupe removed, is kept)."""
     lines: list[str] = []
     previous: _Sentence | None = None
     for s in chosen:
         if previous is None or s.unit != previous.unit:
             lines.append(f"{speaker_label(units[s.unit].get('sender'))}: {s.text}")
         else:
-            lines[-1] += (" " if s.index == previous.index + 1 else MEMORY_GAP) + s.text
+            joined = s.index == previous.index + 1 and ends_at_mark(previous.text)
+            lines[-1] += (" " if joined else MEMORY_GAP) + s.text
         previous = s
     return "\n".join(lines)
 

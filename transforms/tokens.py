@@ -21,6 +21,7 @@ WORD_RE = re.compile(r"\w+")
 # (wrapped lines are joined first). A match opens with the mark or the line break, so the regex engine skips ahead
 # to those rare characters, and runs to the end of the whitespace after it: group 1 is that whitespace after a mark.
 _SENTENCE_END_RE = re.compile(r"[.!?\u2026\n](?:(?<=\n)\s*|[\"')\]]?(\s+))")
+_MARKED_END_RE = re.compile(r"[.!?\u2026][\"')\]]?$")  # a sentence that ends at a mark, which a re-split finds again
 # An email line break inside a paragraph is only a wrap when the next line does not start a list item.
 _LIST_ITEM_RE = re.compile(r"^\s*(?:[-*\u2022>]|\d+[.)]|[A-Za-z][.)]\s)")
 MIN_CONTENT_WORD_CHARS = 2
@@ -129,6 +130,15 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     ends are trimmed, the pieces between matches are trimmed and non-empty.
     """
     return _textcore.sentence_spans(text) if text.isascii() else _py_sentence_spans(text)
+
+
+def ends_at_mark(sentence: str) -> bool:
+    """Whether ``sentence`` ends at a mark (. ! ? or an ellipsis, maybe closed by a quote or bracket), not at a line break.
+
+    Sentences joined by a space split again where they were split only after a mark: a
+    sentence that ended at a line break ("Sr. Director" in a signature) would run on into the next.
+    """
+    return bool(_MARKED_END_RE.search(sentence))
 
 
 def _py_sentence_spans(text: str) -> list[tuple[int, int]]:
