@@ -41,3 +41,11 @@ def test_one_sample_per_family_lands_im_email_health_and_meeting(tmp_path: Path)
     assert spoken_memories and any("clubs" in r["text"].lower() for r in spoken_memories)  # end to end: audio to memory
     zones = _sql(home, "SELECT DISTINCT tz_offset_minutes AS z FROM raw_events WHERE source_kind = 'email'")
     assert {r["z"] for r in zones} <= {-480, -420}  # Enron's Date headers are Pacific time, standard and daylight
+    # Recall hands back what was said, line by line, each cited to its recording and the second it starts at.
+    out = subprocess.run([sys.executable, "-m", "memtape", "recall", "Which cards suits were named?", "--tenant", "fam",
+                          "--budget", "1000", "--format", "json"], check=True, capture_output=True, text=True,
+                         env={**os.environ, "MEMTAPE_HOME": str(home)})
+    said = [item for item in json.loads(out.stdout)["items"] if item["source_kind"] == "meeting"]
+    utterances = [r["text"] for r in _sql(home, "SELECT text FROM utterances")]
+    assert said and all(any(item["text"] in u for u in utterances) and item["sources"] == ["audio"] for item in said)
+    assert all(len(item["source_ids"]) == 1 and "#t=" in item["source_ids"][0] for item in said)

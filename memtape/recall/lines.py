@@ -8,11 +8,12 @@ aligned, in order, to the raw event whose sender has that label and whose
 words contain it, and cut into the longest runs of sentences that stand in
 that event's text as written (whitespace and case aside). What recall returns
 is therefore text a person wrote, or a connector rendered, never a rewrite.
-Pieces are scored within the query's best memories by the memory's score, the
+A meeting memory's lines align the same way with the transcribed utterances
+it names, since its recording's raw event holds audio, not text. Pieces are scored within the query's best memories by the memory's score, the
 piece's query terms (IDF over the pool) and its static-embedding similarity.
 A memory whose lines do not all align (an abstractive summary) stays one
 whole unit with all its raw events. Alignments and vectors are cached per
-memory text. This module reads ``raw_events`` of one tenant only.
+memory text. This module reads ``raw_events`` and ``utterances`` of one tenant only.
 """
 from __future__ import annotations
 
@@ -164,6 +165,7 @@ def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
         # tenant's table and costs more than the id lookup itself.
         columns = ["tenant", "event_id", "sender", "text", "event_time", "source", "source_id"]
         events = {e["event_id"]: e for e in lookup(store, "raw_events", any_of("event_id", ids), columns, len(ids)) if e["tenant"] == tenant}
+    events.update(_utterances(store, tenant, ids, events))
     out: list[list[Line]] = []
     for row in rows:
         members = sorted((events[e] for e in row["raw_event_ids"] or () if e in events),
@@ -187,6 +189,33 @@ def _split(store: Store, tenant: str, rows: Sequence[dict]) -> list[list[Line]]:
         static = static_embeddings_cached()
         for line, ids_ in zip(flat, static.token_ids([f"{ln.who}: {ln.text}" if ln.who else ln.text for ln in flat])):
             line.vector = static.vector(ids_, np.ones(len(ids_), dtype=np.float32))
+    return out
+
+
+def _utterances(store: Store, tenant: str, ids: list[str], events: dict[str, dict]) -> dict[str, dict]:
+    """Transcribed utterances among ``ids`` (a meeting memory names them), shaped as raw events of their speakers.
+
+    The recording's raw event holds the audio as it came, not text, so a meeting
+    memory's lines align with what was said as transcribed; each cites its
+    recording's source with a media-fragment time (``#t=`` seconds into it).
+    """
+    from memtape.recall.candidates import lookup
+
+    missing = [e for e in ids if e not in events]
+    if not missing or "utterances" not in store.stored_tables():
+        return {}
+    columns = ["tenant", "utterance_id", "recording_event_id", "start_ms", "speaker", "text", "event_time"]
+    spoken = [u for u in lookup(store, "utterances", any_of("utterance_id", missing), columns, len(missing)) if u["tenant"] == tenant]
+    recording_ids = sorted({u["recording_event_id"] for u in spoken})
+    recordings = {e["event_id"]: e for e in lookup(store, "raw_events", any_of("event_id", recording_ids),
+                                                   ["tenant", "event_id", "source", "source_id"], len(recording_ids))
+                  if e["tenant"] == tenant}
+    out = {}
+    for u in spoken:
+        recording = recordings.get(u["recording_event_id"], {})
+        out[u["utterance_id"]] = {"event_id": u["utterance_id"], "sender": u["speaker"], "text": u["text"],
+                                  "event_time": u["event_time"], "source": recording.get("source", "audio"),
+                                  "source_id": f"{recording.get('source_id') or u['recording_event_id']}#t={u['start_ms'] / 1000:g}"}
     return out
 
 
