@@ -1,7 +1,7 @@
 """Choose and check the segmenter's one configuration on all three dev sets together.
 
 Usage: python benchmarks/sweep_segment.py [--data-dir ../shared/data/segmentation] [--embeddings minilm]
-       [--dialseg-every 4] [--sensitivity]
+       [--dialseg-every 4] [--sensitivity] [--diagnose committee_dev]
 
 Three genres: DialSeg711 (task-oriented), TIAGE dev (chit-chat) and committee
 dev (meetings). Each set is split in two halves (even and odd dialogues), each
@@ -18,6 +18,9 @@ segments per dialogue (predicted and gold) and the ratio to no cut. Module const
 run and restored after it. ``--embeddings minilm`` (the pipeline's default predictor) feeds MiniLM
 sentence vectors, embedded once and cached under the memtape cache folder; as MiniLM embeds about 15
 utterances/s on the shared 2-core machine, ``--dialseg-every N`` keeps every Nth DialSeg711 dialogue.
+``--diagnose SET`` runs no sweep: it prints, per dialogue of that set, where the defaults cut against gold,
+so false cuts (far from any gold boundary), misplaced ones and length cuts show apart, and how the gap
+scores rank the gold gaps (a weak signal ranks them mid-pack).
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from memtape.evals.segmentation import _score, load_dialogues, minilm_embeddings, segment_dialogues, segments_per_dialogue
+from memtape.evals.segmentation import (_score, load_dialogues, minilm_embeddings, scored, segment_dialogues, segment_rows,
+                                        segments_per_dialogue, window_k)
 from memtape.schemas.records import stable_id
 from memtape.transforms import segment
 from memtape.transforms.static_embed import cache_dir
@@ -109,6 +113,25 @@ def admissible(scores: dict[str, Any]) -> bool:
     return below_none and scores["dialseg711"]["pk"] <= MAX_DIALSEG_PK and 1 / MAX_COUNT_RATIO <= ratio <= MAX_COUNT_RATIO
 
 
+def diagnose(dialogues: Sequence[dict], vectors: Sequence[np.ndarray] | None) -> None:
+    """One JSON line per scored dialogue: gold and predicted cuts (with their signal), Pk against no cut's, how
+    many cuts fall within k/2 of a gold boundary (nearer than that, a cut lowers Pk), and the gap scores at the
+    gold boundaries with their rank among the dialogue's gaps (0 the highest)."""
+    rows, _ = segment_rows(dialogues, None, vectors)
+    for i in scored(dialogues):
+        d, episodes = dialogues[i], rows[i]
+        lengths = [len(r["member_ids"]) for r in episodes]
+        gold, cuts = np.cumsum(d["segments"])[:-1], np.cumsum(lengths)[:-1]
+        scores = np.array([s for r in episodes for s in r["surprise"]])
+        k = window_k(d["segments"])
+        near = sum(int(np.abs(gold - c).min()) <= k // 2 for c in cuts) if len(gold) else 0
+        print(json.dumps({"dialogue": d.get("dial_id", i), "utterances": len(d["utterances"]), "k": k,
+                          "pk": _score([d], [lengths])["pk"], "none_pk": _score([d], [[len(d["utterances"])]])["pk"],
+                          "gold": gold.tolist(), "cuts": [[int(c), r["boundary_signal"]] for c, r in zip(cuts, episodes)],
+                          "cuts_near_gold": near, "gold_scores": [round(float(scores[g]), 2) for g in gold],
+                          "gold_ranks": [int((scores > scores[g]).sum()) for g in gold]}), flush=True)
+
+
 def _line(half: str, overrides: dict[str, Any], scores: dict[str, Any]) -> None:
     setting = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
     print(json.dumps({"half": half, "setting": setting, **scores}), flush=True)
@@ -120,11 +143,16 @@ def main() -> None:
     parser.add_argument("--embeddings", choices=["static", "minilm"], default="minilm", help="unit vectors")
     parser.add_argument("--dialseg-every", type=int, default=1, help="keep every Nth DialSeg711 dialogue")
     parser.add_argument("--sensitivity", action="store_true", help="also move one tunable at a time (full sets)")
+    parser.add_argument("--diagnose", choices=sorted(SETS), help="only print the defaults' cuts per dialogue of this set")
     args = parser.parse_args()
     full: Sets = {}
     for name, file in SETS.items():
         dialogues = load_dialogues(args.data_dir / file)[:: args.dialseg_every if name == "dialseg711" else 1]
-        full[name] = (dialogues, minilm_vectors(dialogues) if args.embeddings == "minilm" else None)
+        if args.diagnose in (None, name):
+            full[name] = (dialogues, minilm_vectors(dialogues) if args.embeddings == "minilm" else None)
+    if args.diagnose:
+        diagnose(*full[args.diagnose])
+        return
     tune: Sets = {name: (d[0::2], v[0::2] if v else None) for name, (d, v) in full.items()}
     held: Sets = {name: (d[1::2], v[1::2] if v else None) for name, (d, v) in full.items()}
     results = []

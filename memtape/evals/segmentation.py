@@ -105,9 +105,9 @@ def texttiling_lengths(utterances: Sequence[str]) -> list[int]:
     return counts if sum(counts) == len(utterances) else [len(utterances)]
 
 
-def segment_dialogues(dialogues: Sequence[dict[str, Any]], config: Any = None,
-                      embeddings: Sequence[np.ndarray] | None = None) -> tuple[list[list[int]], float]:
-    """Our segmenter over all dialogues as one tenant's stream; returns lengths per dialogue and seconds spent.
+def segment_rows(dialogues: Sequence[dict[str, Any]], config: Any = None,
+                 embeddings: Sequence[np.ndarray] | None = None) -> tuple[list[list[dict[str, Any]]], float]:
+    """Our segmenter over all dialogues as one tenant's stream; returns the episode rows per dialogue and seconds spent.
 
     ``embeddings``, one array per dialogue, stand in for the static vectors, as when a caller already embeds units.
     """
@@ -117,7 +117,7 @@ def segment_dialogues(dialogues: Sequence[dict[str, Any]], config: Any = None,
     static = static_embeddings()
     config = config or SegmenterConfig()
     model = TenantModel(static.vocab_size, config)
-    out: list[list[int]] = []
+    out: list[list[dict[str, Any]]] = []
     start = time.perf_counter()
     for i, d in enumerate(dialogues):
         segmenter = EpisodeSegmenter(static, config, model)
@@ -126,9 +126,15 @@ def segment_dialogues(dialogues: Sequence[dict[str, Any]], config: Any = None,
                  for j, u in enumerate(d["utterances"])]
         if embeddings is not None:
             units = [dict(u, embedding=v) for u, v in zip(units, embeddings[i])]
-        rows = segmenter.feed(units) + segmenter.flush()
-        out.append([len(r["member_ids"]) for r in rows])
+        out.append(segmenter.feed(units) + segmenter.flush())
     return out, time.perf_counter() - start
+
+
+def segment_dialogues(dialogues: Sequence[dict[str, Any]], config: Any = None,
+                      embeddings: Sequence[np.ndarray] | None = None) -> tuple[list[list[int]], float]:
+    """Like ``segment_rows``, but the segment lengths per dialogue, as the scores take them."""
+    rows, seconds = segment_rows(dialogues, config, embeddings)
+    return [[len(r["member_ids"]) for r in episodes] for episodes in rows], seconds
 
 
 def minilm_embeddings(dialogues: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], float]:
