@@ -53,6 +53,22 @@ def test_short_message_with_content_is_kept():
     assert dropped is None and kept["text"] == "ok, the demo moved to 3pm Thursday"
 
 
+def test_chat_system_notices_are_dropped_and_what_people_wrote_is_kept():
+    """IRC joins, quits and nick changes land in raw_events, but no memory is made of them."""
+    from memtape.connectors.sources.irc import read_irc
+
+    log = Path(__file__).resolve().parents[1] / "samples" / "im" / "irc" / "2005-06-27_12.ascii.txt"
+    rows = [record.to_row() for record in read_irc(str(log), "t1") if hasattr(record, "to_row")]
+    decided = list(Deduper().process_batch(rows))
+    system = {r["event_id"] for r in rows if "subtype\": \"system" in (r["attrs"] or "")}
+    dropped = {d["event_id"]: d["reason"] for _, d in decided if d is not None}
+    kept = [k for k, _ in decided if k is not None]
+    assert system and all(dropped[e] == "system_event" for e in system)
+    assert not any("has joined #ubuntu" in k["text"] for k in kept)
+    assert any(k["sender"] == "owlmanatt" and "incredibly broke" in k["text"] for k in kept)
+    assert describe_dropped([{"reason": "system_event"}] * 2) == "2 system notices"
+
+
 def test_out_of_office_reply_is_dropped():
     text = "I am currently out of the office until Monday with limited access to email. For urgent matters call Bob."
     _, dropped = Deduper().process(_row("x", text, subject="Out of Office: budget"))

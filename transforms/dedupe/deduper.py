@@ -20,6 +20,9 @@ from memtape.transforms.dedupe.state import DedupeState, TenantState
 from memtape.transforms.tokens import content_words, count_tokens, sentence_spans, unwrap
 
 DELTA_MIN_CONTENT_WORDS = 3  # a near-duplicate that adds this much new content keeps its new sentences
+# Chat events no person wrote (IRC joins, quits and nick changes, WhatsApp's and Telegram's group notices, Slack's
+# channel joins): raw_events keeps them for SQL, but a memory of what people said leaves them out.
+SYSTEM_SUBTYPES = frozenset({"system", "service", "channel_join", "channel_leave"})
 
 REASON_PHRASES = {
     "exact_duplicate": ("exact duplicate", "exact duplicates"),
@@ -29,6 +32,7 @@ REASON_PHRASES = {
     "repetitive": ("repetitive message", "repetitive messages"),
     "auto_reply": ("auto-reply", "auto-replies"),
     "empty": ("empty message", "empty messages"),
+    "system_event": ("system notice", "system notices"),
 }
 
 
@@ -57,6 +61,8 @@ class Deduper:
             return self._kept(row, text.strip(), {}, None), None
         ts = self.state.tenant(self._scope_of(row))
         attrs = attrs_of(row)
+        if attrs.get("subtype") in SYSTEM_SUBTYPES:
+            return None, self._dropped(row, "system_event")
         subject = str(attrs.get("subject") or "")
         raw_hash = content_hash(text)
         first = ts.first_with(raw_hash, row["event_id"])
