@@ -17,7 +17,9 @@ Another thread polls the store every ``--poll`` seconds: the ``event_id`` of
 ``memories``. Prints one JSON line: publish-to-queryable latency (median, p95,
 max; a message never seen counts as infinite, null in JSON, target p95 <= 5 s),
 the achieved publish rate, and per conversation the time from its last
-message's publish to a memory holding it, minus the idle timeout (target <= 5 s).
+message's publish to a memory holding it, minus the idle timeout (target <= 5 s),
+and the job's counters (the last progress line it logged as well, for a job that
+was still inside a micro-batch when stopped and had to be killed).
 """
 from __future__ import annotations
 
@@ -125,6 +127,7 @@ def main() -> None:
             for stream in streams:
                 stream.terminate()
             outs = [stopped_output(stream) for stream in streams]
+            progress = [ln for ln in stream_log.read_text(errors="replace").splitlines() if ln.startswith("memtape stream:")]
     latency = [poller.queryable.get(i, math.inf) - t for i, t in ledger.published.items()]
     memory = [poller.in_memory.get(i, math.inf) - ledger.published[i] - args.idle_timeout for i in ledger.last_of.values()]
     queryable, after_idle = summary(latency), summary(memory)
@@ -139,6 +142,7 @@ def main() -> None:
                   "memory_after_idle": after_idle["max_s"] is not None and after_idle["max_s"] <= TARGET_MEMORY_AFTER_IDLE_S},
         "processes": args.processes,
         "stream_stats": [json.loads(out.strip().splitlines()[-1]) if out.strip() else None for out in outs],
+        "last_progress": progress[-1] if progress else None,  # the job's own counters, logged every 30 s, even if it was killed
         "machine": machine(),
     }
     print(json.dumps(result))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Collection, NamedTuple
 
 import apache_beam as beam
 
@@ -41,6 +41,8 @@ class StreamStats:
     dead_lettered: int = 0
     flushed: int = 0
     derive_s: float = 0.0  # wall seconds spent deriving micro-batches (derive_s / batches: the time one takes)
+    close_batches: int = 0  # of ``batches``, those that only closed idle conversations
+    close_s: float = 0.0  # of ``derive_s``, the seconds those took (close_s / close_batches: a close's own time)
 
 
 class Landed(NamedTuple):
@@ -90,15 +92,48 @@ class MicroBatcher:
         self._open: dict[str, _OpenConversation] = {}  # conversation key -> where and since when it is open
         self._followed: set[str] = set()  # checkpoints whose open conversations are in _open
 
-    def step(self, landed: list[Landed], assigned: set[str]) -> None:
-        """One micro-batch: ``landed`` rows above their partition's stored offset, plus the conversations gone idle.
+    def step(self, landed: list[Landed], assigned: set[str], waiting: Collection[str] = ()) -> None:
+        """Close the conversations gone idle, in a micro-batch of their own, then derive ``landed`` in another.
 
-        ``assigned`` names the checkpoints of the partitions this process holds.
+        ``assigned`` names the checkpoints of the partitions this process holds;
+        ``waiting`` the conversation keys of rows received but not handed over
+        yet. Closes go first and alone, so a conversation's memory never waits
+        for (nor pays for) the derivation of other conversations' new rows.
+        """
+        self.close_idle(assigned | {item.checkpoint for item in landed},
+                        {*waiting, *(conversation_key(item.row) for item in landed)})
+        self.derive(landed, assigned)
+
+    def close_idle(self, assigned: set[str], waiting: Collection[str] = ()) -> int:
+        """One micro-batch that closes the open conversations idle for ``idle_timeout_s``; how many it closed.
+
         Idleness is measured in processing time, since this process received the
         conversation's last message (not since derivation reached it, which may
         lag) or took over its partition, so replaying a historical backlog does
-        not close every episode at each micro-batch.
+        not close every episode at each micro-batch. A conversation with rows in
+        ``waiting`` (received, not derived yet) is not idle: its rows come first.
         """
+        now = time.monotonic()
+        self._follow(assigned)
+        busy = set(waiting)
+        idle = {key: o.checkpoint for key, o in self._open.items()
+                if key not in busy and now - o.arrived >= self.idle_timeout_s}
+        if not idle:
+            return 0
+        checkpoints = [load_checkpoint(self.store, STREAM_TENANT, name) for name in sorted(set(idle.values()))]
+        self._run(checkpoints, [], idle, {}, frozenset(idle))
+        for key in idle:
+            del self._open[key]
+        took = time.monotonic() - now
+        self.stats.batches += 1
+        self.stats.close_batches += 1
+        self.stats.derive_s = round(self.stats.derive_s + took, 3)
+        self.stats.close_s = round(self.stats.close_s + took, 3)
+        self.stats.flushed += len(idle)
+        return len(idle)
+
+    def derive(self, landed: list[Landed], assigned: set[str]) -> None:
+        """One micro-batch of ``landed`` rows above their partition's stored offset; it closes no idle conversation."""
         now = time.monotonic()
         self._follow(assigned | {item.checkpoint for item in landed})
         checkpoints = {name: load_checkpoint(self.store, STREAM_TENANT, name) for name in {item.checkpoint for item in landed}}
@@ -115,20 +150,12 @@ class MicroBatcher:
             at = now if item.received is None else item.received
             received[key] = max(received.get(key, at), at)
             next_offsets[item.checkpoint] = max(next_offsets.get(item.checkpoint, 0), item.offset + 1)
-        idle = {key: o.checkpoint for key, o in self._open.items()
-                if key not in owner and now - o.arrived >= self.idle_timeout_s}
-        if rows or idle:
-            for name in set(idle.values()) - checkpoints.keys():
-                checkpoints[name] = load_checkpoint(self.store, STREAM_TENANT, name)
-            involved = sorted(set(next_offsets) | set(idle.values()))
-            self._run([checkpoints[n] for n in involved], rows, {**idle, **owner}, next_offsets, frozenset(idle))
+        if rows:
+            self._run([checkpoints[n] for n in sorted(next_offsets)], rows, owner, next_offsets, frozenset())
             self.stats.batches += 1
             self.stats.derive_s = round(self.stats.derive_s + time.monotonic() - now, 3)
-        for key in idle:
-            del self._open[key]
         self._open.update({key: _OpenConversation(name, received[key]) for key, name in owner.items()})
         self.stats.events += len(rows)
-        self.stats.flushed += len(idle)
 
     def _follow(self, names: set[str]) -> None:
         """Track the open conversations of newly held partitions; forget those of partitions handed away.

@@ -5,14 +5,17 @@ second) and hands them here; this thread derives everything waiting, in one
 ``MicroBatcher.step`` at a time, and reports the Kafka offsets whose derived
 rows and checkpoints are durable, which only then may be committed. Before a
 rebalance takes partitions away, ``release`` finishes their queued work, so a
-partition never has two writers.
+partition never has two writers. Each step first closes the conversations gone
+idle (none with rows still queued here), then derives the rows it took.
 """
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Any
 
 from memtape.pipelines.stream_batches import Landed, MicroBatcher
+from memtape.transforms.segment_episodes import conversation_key
 
 IDLE_CHECK_EVERY_S = 1.0  # with nothing queued, look for idle conversations this often
 
@@ -28,6 +31,7 @@ class DeriveWorker(threading.Thread):
         self._cond = threading.Condition()
         self._queue: list[tuple[list[Landed], dict[Any, int]]] = []
         self._queued_events = 0
+        self._waiting: Counter[str] = Counter()  # conversation key -> its rows queued here, not handed to a step yet
         self._assigned: set[str] = set()
         self._durable: dict[Any, int] = {}  # Kafka partition -> next offset whose work is durable
         self._busy = False
@@ -44,6 +48,7 @@ class DeriveWorker(threading.Thread):
                 self._cond.wait(IDLE_CHECK_EVERY_S)
             self._queue.append((landed, offsets))
             self._queued_events += len(landed)
+            self._waiting.update(conversation_key(item.row) for item in landed)
             self._cond.notify_all()
 
     def durable_offsets(self) -> dict[Any, int]:
@@ -81,8 +86,9 @@ class DeriveWorker(threading.Thread):
                         return
                     work = self._take()
                     assigned = set(self._assigned)
+                    waiting = set(self._waiting)
                     self._busy = True
-                self._batcher.step([item for landed, _ in work for item in landed], assigned)
+                self._batcher.step([item for landed, _ in work for item in landed], assigned, waiting)
                 with self._cond:
                     for _, offsets in work:
                         self._durable.update(offsets)
@@ -102,4 +108,6 @@ class DeriveWorker(threading.Thread):
             work.append((landed, offsets))
             events += len(landed)
         self._queued_events -= events
+        self._waiting.subtract(conversation_key(item.row) for landed, _ in work for item in landed)
+        self._waiting = +self._waiting  # drop the conversations with nothing left queued
         return work

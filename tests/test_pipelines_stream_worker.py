@@ -16,20 +16,23 @@ class GatedBatcher:
 
     def __init__(self, fail: bool = False) -> None:
         self.steps: list[list[Landed]] = []
+        self.waiting: list[set[str]] = []  # the conversations each step was told still have rows queued
         self.gate = threading.Event()
         self.fail = fail
 
-    def step(self, landed: list[Landed], assigned: set[str]) -> None:
+    def step(self, landed: list[Landed], assigned: set[str], waiting: set[str]) -> None:
         if not landed:
             return  # an idle check
         self.gate.wait(10)
         if self.fail:
             raise RuntimeError("disk full")
         self.steps.append(landed)
+        self.waiting.append(waiting)
 
 
-def _landed(name: str, first: int, n: int) -> list[Landed]:
-    return [Landed(name, offset, {"event_id": f"{name}-{offset}"}) for offset in range(first, first + n)]
+def _landed(name: str, first: int, n: int, conversation: str = "c1") -> list[Landed]:
+    return [Landed(name, offset, {"event_id": f"{name}-{offset}", "tenant": "acme", "conversation_id": conversation})
+            for offset in range(first, first + n)]
 
 
 def test_offsets_are_committable_only_after_their_micro_batch_ran():
@@ -64,6 +67,18 @@ def test_queued_submissions_merge_into_one_step_up_to_the_batch_limit():
     worker.stop()
     assert [len(step) for step in batcher.steps] == [4, 2]
     assert worker.durable_offsets() == {"p0": 6}
+
+
+def test_a_step_is_told_which_conversations_still_have_rows_queued_so_it_does_not_close_them():
+    batcher = GatedBatcher()
+    worker = DeriveWorker(batcher, batch_max_events=2, max_queued_events=1_000)
+    worker.submit(_landed("p0", 0, 2, "standup"), {"p0": 2}, {"p0"})
+    worker.submit(_landed("p0", 2, 2, "offsite"), {"p0": 4}, {"p0"})
+    batcher.gate.set()
+    worker.start()
+    worker.release(set())
+    worker.stop()
+    assert batcher.waiting == [{"acme\x1foffsite"}, set()]
 
 
 def test_release_waits_for_the_step_in_progress():

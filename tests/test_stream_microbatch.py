@@ -4,10 +4,12 @@ from __future__ import annotations
 import copy
 import gc
 import inspect
+import time
 import weakref
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
+import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing.util import assert_that, equal_to
@@ -92,3 +94,29 @@ def test_a_one_row_micro_batch_asks_beam_for_few_signatures(tmp_path, monkeypatc
     assert len(calls) < 2_000
     state = store.read("pipeline_state", columns=["kind", "scope"]).to_pylist()
     assert {"kind": "segmenter", "scope": "acme\x1fstandup"} in state  # the conversation's open episode is carried
+
+
+def _chat(conversation: str, n: int) -> list[RawEvent]:
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    return [RawEvent("acme", "im", "jsonl", f"{conversation}-{i}", f"Dana moved the {conversation} review to Friday ({i}).",
+                     start + timedelta(seconds=i), conversation_id=conversation, sender="dana") for i in range(n)]
+
+
+@pytest.mark.slow
+def test_an_idle_conversation_closes_in_a_micro_batch_of_its_own_and_one_with_rows_waiting_stays_open(tmp_path):
+    store = Store(str(tmp_path / "home"))
+    standup, offsite, launch = _chat("standup", 3), _chat("offsite", 2), _chat("launch", 1)
+    store.upsert(RAW, [e.to_row() for e in standup + offsite + launch])
+    landed = [Landed(CHECKPOINT, n, e.to_row(), time.monotonic() - 120.0) for n, e in enumerate(standup + offsite)]
+    batcher = MicroBatcher(store, pipeline_options(), idle_timeout_s=60.0, stats=StreamStats())
+    batcher.step(landed, {CHECKPOINT})  # both conversations were received two minutes ago: idle once derived
+    assert store.count("memories") == 0
+
+    # offsite has a new row still queued in the derive thread: it is not idle, and only standup closes
+    batcher.step([Landed(CHECKPOINT, 5, launch[0].to_row())], {CHECKPOINT}, waiting={"acme\x1foffsite"})
+
+    memories = store.read("memories", columns=["raw_event_ids"]).to_pylist()
+    assert [sorted(m["raw_event_ids"]) for m in memories] == [sorted(e.event_id for e in standup)]
+    assert (batcher.stats.batches, batcher.stats.close_batches, batcher.stats.flushed) == (3, 1, 1)
+    carried = store.read("pipeline_state", columns=["kind", "scope"]).to_pylist()
+    assert {"kind": "segmenter", "scope": "acme\x1flaunch"} in carried  # derived in the batch after the close, still open
