@@ -97,7 +97,7 @@ class Deduper:
         own, quoted, stripped = split_quoted(text, str(attrs.get("subject") or ""), ts.sentences)
         sender = row.get("sender") or ""
         names = sender_names(sender, str(attrs.get("from_name") or ""))
-        signed = strip_signature(own, ts.tails.get(sender, Counter()), names, count_tokens(text))
+        signed = strip_signature(own, ts.tails.get(sender, Counter()), names, text)
         own = unwrap(own)
         own_tokens, signed_tokens = count_tokens(own), count_tokens(signed)
         if own_tokens > signed_tokens:

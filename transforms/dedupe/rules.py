@@ -29,6 +29,7 @@ VALEDICTION_MAX_TRAILING_WORDS = 6  # a closing line may be followed only by sho
 CONTACT_BLOCK_MAX_LINES = 10  # a longer run of name-like lines at the end is a list someone wrote, not a signature
 CONTACT_LINE_MAX_WORDS = 8  # a title or company line (two joined by unwrapping) is this short
 CONTACT_LINE_MAX_OTHER_WORDS = 3  # beside its numbers and addresses, a contact line holds at most a label or a name
+CONTACT_LINE_MAX_CHARS = 100  # longer lines are prose: not looked at word by word
 PHONE_MIN_DIGITS = 7
 HEADER_MAX_LINES = 60  # a quoted header longer than this is not a header
 SAME_BLOCK_MAX_NEWLINES = 4  # a forward line and the quoted header just below it start one block
@@ -244,6 +245,8 @@ def sender_names(address: str, display_name: str) -> frozenset[str]:
 
 def _is_name_like(line: str, max_words: int) -> bool:
     """A short line of capitalised words, initials, numbers and connectors: a name, a job title, a company, an address."""
+    if len(line) > CONTACT_LINE_MAX_CHARS:
+        return False
     ws = word_tokens(line)
     return 0 < len(ws) <= max_words and line.rstrip()[-1:] not in "?!:" and any(w[0].isalpha() for w in ws) and all(
         w[0].isupper() or w[0].isdigit() or w in _TITLE_CONNECTORS for w in ws
@@ -262,6 +265,8 @@ def _is_sender_name(line: str, names: frozenset[str]) -> bool:
 
 def _is_contact(line: str) -> bool:
     """Mostly contact data: addresses or phone numbers, and beside them at most a label or a name, no sentence."""
+    if len(line) > CONTACT_LINE_MAX_CHARS:
+        return False
     found = False
     for m in _CONTACT_RE.finditer(line):
         found = found or not m.group("phone") or sum(c.isdigit() for c in m.group()) >= PHONE_MIN_DIGITS
@@ -282,50 +287,63 @@ def contact_block_start(lines: list[str], names: frozenset[str]) -> int:
     so a closing list of names stays. Contact lines introduced by a colon are
     content, and so is a run too long to be a signature.
     """
-    top, run = len(lines), list[int]()
-    while top > 0 and len(run) <= CONTACT_BLOCK_MAX_LINES and not _ATTACHMENT_LINE_RE.regex.match(lines[top - 1]) and (
-        _RULE_LINE_RE.match(lines[top - 1]) or _is_contact(lines[top - 1]) or _is_name_like(lines[top - 1], CONTACT_LINE_MAX_WORDS)
-    ):
-        top -= 1
-        if not _RULE_LINE_RE.match(lines[top]):
-            run.insert(0, top)
+    top, run, contacts = len(lines), list[int](), set[int]()
+    while top > 0 and len(run) <= CONTACT_BLOCK_MAX_LINES:
+        line = lines[top - 1]
+        if _ATTACHMENT_LINE_RE.regex.match(line):
+            break
+        if _RULE_LINE_RE.match(line):
+            top -= 1
+        elif _is_contact(line):
+            top -= 1
+            run.append(top)
+            contacts.add(top)
+        elif _is_name_like(line, CONTACT_LINE_MAX_WORDS):
+            top -= 1
+            run.append(top)
+        else:
+            break
     if not run or len(run) > CONTACT_BLOCK_MAX_LINES or (top > 0 and lines[top - 1].rstrip().endswith(":")):
         return len(lines)
-    contacts = [i for i in run if _is_contact(lines[i])]
-    named = [i for i in run if _is_sender_name(lines[i], names)
-             or i in contacts and _names_sender(re.findall(r"[a-z]+", lines[i].casefold()), names, 4)]
-    start = min(contacts[:1] + named[:1], default=len(lines))
-    if not named or not (contacts or all(i in named for i in run if i >= start)):
+    run.reverse()
+    named = [i for i in run if (_names_sender(re.findall(r"[a-z]+", lines[i].casefold()), names, 4) if i in contacts
+                                else _is_sender_name(lines[i], names))]
+    if not named:
+        return len(lines)
+    start = min(named[0], min(contacts, default=named[0]))
+    if not (contacts or all(i in named for i in run if i >= start)):
         return len(lines)
     while start > top and _RULE_LINE_RE.match(lines[start - 1]):
         start -= 1
     return start
 
 
-def strip_signature(text: str, tails: Counter, names: frozenset[str] = frozenset(), message_tokens: int = 0) -> str:
+def strip_signature(text: str, tails: Counter, names: frozenset[str] = frozenset(), message: str = "") -> str:
     """``text`` (a sender's own text, not yet unwrapped) unwrapped, without its signature, disclaimer or sign-off.
 
     On first sight, a trailing contact block (``contact_block_start``, ``names``
-    being the sender's) goes unless it is most of the message (``message_tokens``,
-    quoted parts included: a short reply above a long quote still loses its
-    card); it is found before unwrapping, which would run its short lines
+    being the sender's) goes unless it is most of the ``message`` (the whole
+    body, quoted parts included: a short reply above a long quote still loses
+    its card); it is found before unwrapping, which would run its short lines
     together. A line this sender already ended an earlier message with is a
     learned signature line, unless such lines make up most of the text (then
     it is a re-sent message, for near-duplicate detection to judge). A ``-- ``
     delimiter, a legal disclaimer or a closing word followed only by short
     name lines mark where the tail begins.
     """
-    own, own_tokens = text, count_tokens(text)
+    own = text
     lines = text.rstrip().split("\n")
     block = contact_block_start(lines, names)
-    if own_tokens - count_tokens("\n".join(lines[:block])) > SIGNATURE_MAX_SHARE * max(message_tokens, own_tokens):
+    if block < len(lines) and count_tokens(own) - count_tokens("\n".join(lines[:block])) > SIGNATURE_MAX_SHARE * max(
+        count_tokens(message), count_tokens(own)
+    ):
         block = len(lines)
     text = unwrap("\n".join(lines[:block]))
     lines = text.rstrip().split("\n")
     end = len(lines)
     while end > 0 and (not lines[end - 1].strip() or tails.get(short_hash(lines[end - 1]), 0) > 0):
         end -= 1
-    if end < len(lines) and count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * own_tokens:
+    if end < len(lines) and count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(own):
         end = len(lines)
     cut = end
     head = "\n".join(lines[:end])
