@@ -21,14 +21,18 @@ PAIRS = Path(__file__).parent / "fixtures" / "dedupe" / "near_dup_pairs.jsonl"
 T0 = datetime(2001, 5, 1, 9, 0, tzinfo=timezone.utc)
 
 
-def _row(event_id: str, text: str, minutes: int = 0, kind: str = "email", sender: str = "ann@example.com", subject: str = "") -> dict:
+def _row(event_id: str, text: str, minutes: int = 0, kind: str = "email", sender: str = "ann@example.com", subject: str = "",
+         from_name: str = "") -> dict:
     return {"tenant": "t1", "event_id": event_id, "source_kind": kind, "conversation_id": "c1", "sender": sender,
-            "event_time": T0 + timedelta(minutes=minutes), "text": text, "attrs": json.dumps({"subject": subject})}
+            "event_time": T0 + timedelta(minutes=minutes), "text": text,
+            "attrs": json.dumps({"subject": subject, "from_name": from_name})}
 
 
 def _enron_row(name: str, minutes: int = 0) -> dict:
     msg = email.message_from_bytes((ENRON / name).read_bytes(), policy=policy.compat32)
-    return _row(name, msg.get_payload(), minutes, sender=str(msg["From"]), subject=str(msg["Subject"] or ""))
+    payload = msg.get_payload(decode=True).decode("latin-1")
+    return _row(name, payload, minutes, sender=str(msg["From"]), subject=str(msg["Subject"] or ""),
+                from_name=str(msg["X-From"] or "").split("<")[0].strip())
 
 
 def test_exact_duplicate_is_dropped_with_the_event_it_repeats():
@@ -82,13 +86,59 @@ def test_dropped_units_are_summarised_by_reason():
 
 
 def test_signature_learned_from_repeated_tails_is_removed():
-    tail = "\n\nDana Whitfield\nSenior Buyer, Plant 4\nExt. 5521"
+    tail = "\n\nDana Whitfield\nSenior Buyer, Plant 4"  # no contact data: first sight does not take it for a signature
     deduper = Deduper()
     first, _ = deduper.process(_row("a", "Please ship the 40 gaskets to dock B before noon." + tail, sender="dana@acme.test"))
     second, _ = deduper.process(_row("b", "The invoice for order 7781 is attached; net 30 terms apply." + tail, 10, sender="dana@acme.test"))
     assert "Dana Whitfield" in first["text"]  # first sight: nothing to learn from yet
     assert second["text"] == "The invoice for order 7781 is attached; net 30 terms apply."
     assert second["stripped"]["signature"] > 0
+
+
+def test_contact_block_is_removed_on_first_sight():
+    body = ("Jeff,\n\nThe Dabhol term sheet is attached; Sherri has the signed copy. Legal wants the board to see it "
+            "before the February 12 meeting, so please send comments by Friday. I will be in London on Monday and "
+            "Tuesday, and Sherri can reach me there if anything in the draft needs a decision before I get back.")
+    text = (body + "\n\nTerrie James\n"
+            "Sr. Director, Corporate Communication\nEnron Broadband Services\n713-853-7727 (phone)\n713-646-8887 (fax)\n"
+            "terrie_james@enron.net\nwww.enron.net")
+    kept, _ = Deduper().process(_row("a", text, sender="terrie.james@enron.com", from_name="Terrie James"))
+    assert kept["text"] == body
+    assert kept["stripped"]["signature"] > 20
+
+
+def test_sign_off_glued_to_a_name_goes_with_the_contact_block():
+    text = ("Jeff - Congratulations!\n\nWill you be attending the CEO Summit instead of Ken?\n\nBest regards/Alan\n\n"
+            "Alan Mitchell\nGeneral Manager, Communication Network Solutions\nMicrosoft\n425-703-5485\n" + "-" * 70 + "\n\n"
+            "> HOUSTON -(Dow Jones)- Enron Corp. on Wednesday named Jeffrey K. Skilling chief executive to replace\n"
+            "> Kenneth L. Lay, who said he will step down but continue to serve as chairman of the utility and\n"
+            "> telecommunications company. Skilling, 47 years old, will take on the new role on Feb. 12.\n")
+    kept, _ = Deduper().process(_row("a", text, sender="alanmit@microsoft.com"))
+    assert kept["text"] == "Jeff - Congratulations!\n\nWill you be attending the CEO Summit instead of Ken?"
+    assert kept["stripped"]["signature"] > 0 and kept["stripped"]["quoted_reply"] > 0
+
+
+def test_a_card_that_is_most_of_a_short_mail_stays():
+    text = "Jeff - Congratulations!\n\nAlan Mitchell\nGeneral Manager\nMicrosoft\n425-703-5485\nalanmit@microsoft.com"
+    kept, _ = Deduper().process(_row("a", text, sender="alanmit@microsoft.com"))
+    assert kept["text"] == text and "signature" not in kept["stripped"]
+
+
+@pytest.mark.parametrize("text", [
+    "The Dabhol numbers are attached.\n\nCall me at 713-853-6894 after 3pm",
+    "The new desk numbers are:\n713-853-6894\n713-853-7727",
+    "Who should join the Dabhol review?\n\nTerrie James\nKen Lay\nSherri Sera\nRick Buy",
+])
+def test_content_at_the_end_is_kept(text):
+    kept, _ = Deduper().process(_row("a", text, sender="terrie.james@enron.com", from_name="Terrie James"))
+    assert kept["text"] == text
+    assert "signature" not in kept["stripped"]
+
+
+def test_one_line_mail_of_contact_data_is_kept():
+    text = "Terrie James 713-853-7727"
+    kept, _ = Deduper().process(_row("a", text, sender="terrie.james@enron.com", from_name="Terrie James"))
+    assert kept["text"] == text and "signature" not in kept["stripped"]
 
 
 def test_near_duplicate_with_new_content_keeps_only_the_new_sentences():
@@ -195,6 +245,16 @@ def test_enron_sign_off_and_phone_signature_are_removed():
         "I will call you at 3pm CST at 713-853-6894.  As a primer for our conversation, I have attached my Bio and "
         "Accomplishments.  I look forward to speaking with you.")
     assert "303-575-6463" not in kept["text"]
+
+
+@needs_enron
+def test_enron_first_sight_signatures_are_removed():
+    terrie, _ = Deduper().process(_enron_row("notes_inbox/2."))
+    assert terrie["text"].startswith("Jeff,\n\nSo you decided to take this gig")
+    assert "in any capacity.\n\nIt is my great pleasure to announce" in terrie["text"]
+    assert "713-853-7727" not in terrie["text"] and "Sr. Director" not in terrie["text"]
+    alan, _ = Deduper().process(_enron_row("notes_inbox/1."))
+    assert alan["text"] == "Jeff - Congratulations!\n\nWill you be attending BillG's CEO Summit 2001 instead of Ken?"
 
 
 @needs_enron

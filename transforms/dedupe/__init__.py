@@ -1,9 +1,9 @@
 """Dedupe stage: drop or trim low-entropy units before the expensive stages run.
 
 Each ``raw_events`` row becomes either a kept unit (its text cleaned of quoted
-replies, already-stored forwarded text and learned signatures) or a dropped
-unit with a reason and, for duplicates, the event it repeats, so nothing
-disappears without a trace. Per-tenant state (content hashes, MinHash LSH
+replies, already-stored forwarded text and signatures, learned or first seen)
+or a dropped unit with a reason and, for duplicates, the event it repeats, so
+nothing disappears without a trace. Per-tenant state (content hashes, MinHash LSH
 sketches, seen sentences, per-sender tails) is serialisable and carried between
 micro-batches. Rendered records (health) pass untouched: the same reading at
 another time, or for another patient, is a new fact. This package never edits

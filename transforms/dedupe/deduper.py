@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from memtape.schemas.records import STRUCTURED_KINDS, Unit, content_hash, unit_of
 from memtape.transforms.dedupe.rules import (
-    is_auto_reply, low_entropy_reason, short_hash, short_hashes, split_quoted, strip_signature, tail_lines, unseen_sentences,
+    is_auto_reply, low_entropy_reason, sender_names, short_hash, short_hashes, split_quoted, strip_signature, tail_lines,
+    unseen_sentences,
 )
 from memtape.transforms.dedupe.sketch import band_keys, minhash
 from memtape.transforms.dedupe.state import DedupeState, TenantState
@@ -70,7 +71,7 @@ class Deduper:
             return None, self._dropped(row, "exact_duplicate", first)
         if row.get("source_kind") == "email" and is_auto_reply(text, subject):
             return None, self._dropped(row, "auto_reply")
-        cleaned, stripped = self._clean(row, text, subject, ts)
+        cleaned, stripped = self._clean(row, text, attrs, ts)
         reason = low_entropy_reason(cleaned)
         if reason:
             return None, self._dropped(row, reason)
@@ -96,13 +97,14 @@ class Deduper:
         ts.remember_sentences(short_hashes(unwrapped, sentence_spans(unwrapped)))
         return self._kept(row, cleaned, stripped, duplicate_of), None
 
-    def _clean(self, row: dict, text: str, subject: str, ts: TenantState) -> tuple[str, dict[str, int]]:
+    def _clean(self, row: dict, text: str, attrs: dict[str, Any], ts: TenantState) -> tuple[str, dict[str, int]]:
         if row.get("source_kind") != "email":
             return text.strip(), {}
-        own, quoted, stripped = split_quoted(text, subject, ts.sentences)
-        own = unwrap(own)
+        own, quoted, stripped = split_quoted(text, str(attrs.get("subject") or ""), ts.sentences)
         sender = row.get("sender") or ""
-        signed = strip_signature(own, ts.tails.get(sender, Counter()))
+        names = sender_names(sender, str(attrs.get("from_name") or ""))
+        signed = strip_signature(own, ts.tails.get(sender, Counter()), names, text)
+        own = unwrap(own)
         own_tokens, signed_tokens = count_tokens(own), count_tokens(signed)
         if own_tokens > signed_tokens:
             stripped["signature"] = own_tokens - signed_tokens

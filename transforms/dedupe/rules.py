@@ -15,7 +15,9 @@ from collections import Counter
 from typing import Container, Iterator
 
 from memtape.schemas.records import content_hash, content_hashes
-from memtape.transforms.tokens import WORD_RE, count_tokens, has_content_words, sentence_spans, unwrap, words
+from memtape.transforms.tokens import (
+    WORD_RE, count_tokens, has_content_words, sentence_spans, unwrap, word_tokens, words,
+)
 
 ACK_MAX_WORDS = 8
 REPETITIVE_MIN_CHARS = 64
@@ -24,6 +26,11 @@ AUTO_REPLY_MAX_WORDS = 120
 SIGNATURE_TAIL_LINES = 6  # lines at the end of a sender's own text that may form a signature
 SIGNATURE_MAX_SHARE = 0.5
 VALEDICTION_MAX_TRAILING_WORDS = 6  # a closing line may be followed only by short name/title lines
+CONTACT_BLOCK_MAX_LINES = 10  # a longer run of name-like lines at the end is a list someone wrote, not a signature
+CONTACT_LINE_MAX_WORDS = 8  # a title or company line (two joined by unwrapping) is this short
+CONTACT_LINE_MAX_OTHER_WORDS = 3  # beside its numbers and addresses, a contact line holds at most a label or a name
+CONTACT_LINE_MAX_CHARS = 100  # longer lines are prose: not looked at word by word
+PHONE_MIN_DIGITS = 7
 HEADER_MAX_LINES = 60  # a quoted header longer than this is not a header
 SAME_BLOCK_MAX_NEWLINES = 4  # a forward line and the quoted header just below it start one block
 SHORT_HASH_BYTES = 8  # sentence and tail-line hashes: many are remembered, 64 bits keep them apart
@@ -99,7 +106,7 @@ _QUOTED_LINE_RE = _Clued(re.compile(r"^[ \t]*>.*(?:\n|$)", re.M), (">",))
 _SIG_DELIMITER_RE = _Clued(re.compile(r"^-- ?$", re.M), ("--",))
 _VALEDICTION_RE = re.compile(
     r"^\s*(?:thanks|thank you|many thanks|regards|best|best regards|kind regards|warm regards|cheers|sincerely"
-    r"|all the best|take care|yours)\b[\s,.!-]*(?:\w+[.!]?)?\s*$",
+    r"|all the best|take care|yours)\b[\s,./!-]*(?:\w+[.!]?)?\s*$",
     re.I,
 )
 _DISCLAIMER_RE = _Clued(re.compile(
@@ -107,6 +114,20 @@ _DISCLAIMER_RE = _Clued(re.compile(
     r"\b(?:confidential|privileged|intended)|the information (?:contained )?in this (?:e-?mail|message))",
     re.I | re.M,
 ), ("confidential", "privileged", "intended", "the information"))
+
+
+# Contact data: an email address, a web address, a phone number (digits counted apart) or an extension.
+_CONTACT_RE = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?:https?://|www\.)\S+"
+    r"|(?P<phone>\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,4})|\b(?:ext|x)\.? ?\d{2,6}\b",
+    re.I,
+)
+_CONTACT_LABELS = frozenset(
+    "phone tel telephone fax facsimile cell cellular mobile pager office direct work home main voice ph p f c m t o e w"
+    " v email mail web".split()
+)
+_TITLE_CONNECTORS = frozenset("of and for the in at to on de la van von".split())
+_RULE_LINE_RE = re.compile(r"^[^\w]*$")  # blank, or a rule of dashes, stars or underscores
 
 
 def short_hash(text: str) -> str:
@@ -212,20 +233,117 @@ def tail_lines(text: str) -> list[str]:
     return [ln for ln in text.rstrip().split("\n") if ln.strip()][-SIGNATURE_TAIL_LINES:]
 
 
-def strip_signature(text: str, tails: Counter) -> str:
-    """``text`` without its signature, disclaimer or sign-off.
+def sender_names(address: str, display_name: str) -> frozenset[str]:
+    """The words a sender signs with: those of the display name and of the address's local part, and that part whole.
 
-    A line this sender already ended an earlier message with is a learned
-    signature line, unless such lines make up most of the text (then it is a
-    re-sent message, for near-duplicate detection to judge). On first sight, a
-    ``-- `` delimiter, a legal disclaimer or a closing word followed only by
-    short name lines mark where the tail begins.
+    The whole local part lets a name match an address that runs names together
+    ("Alan" for alanmit@, "Skilling" for jskilling@).
     """
+    local = address.partition("@")[0].casefold()
+    return frozenset(words(display_name) + re.split(r"[^a-z]+", local) + [re.sub(r"[^a-z]", "", local)]) - {""}
+
+
+def _is_name_like(line: str, max_words: int) -> bool:
+    """A short line of capitalised words, initials, numbers and connectors: a name, a job title, a company, an address."""
+    if len(line) > CONTACT_LINE_MAX_CHARS:
+        return False
+    ws = word_tokens(line)
+    return 0 < len(ws) <= max_words and line.rstrip()[-1:] not in "?!:" and any(w[0].isalpha() for w in ws) and all(
+        w[0].isupper() or w[0].isdigit() or w in _TITLE_CONNECTORS for w in ws
+    )
+
+
+def _names_sender(ws: list[str], names: frozenset[str], min_prefix: int) -> bool:
+    """Whether a word is one of ``names`` or, ``min_prefix`` letters or longer, begins or ends one."""
+    return any(w in names or (len(w) >= min_prefix and any(n.startswith(w) or n.endswith(w) for n in names))
+               for w in (w.casefold() for w in ws) if len(w) >= 2)
+
+
+def _is_sender_name(line: str, names: frozenset[str]) -> bool:
+    return _is_name_like(line, VALEDICTION_MAX_TRAILING_WORDS) and _names_sender(word_tokens(line), names, 3)
+
+
+def _is_contact(line: str) -> bool:
+    """Mostly contact data: addresses or phone numbers, and beside them at most a label or a name, no sentence."""
+    if len(line) > CONTACT_LINE_MAX_CHARS:
+        return False
+    found = False
+    for m in _CONTACT_RE.finditer(line):
+        found = found or not m.group("phone") or sum(c.isdigit() for c in m.group()) >= PHONE_MIN_DIGITS
+    if not found:
+        return False
+    other = word_tokens(_CONTACT_RE.sub(" ", line))
+    return len(other) <= CONTACT_LINE_MAX_OTHER_WORDS and all(w[0].isupper() or w.casefold() in _CONTACT_LABELS for w in other)
+
+
+def contact_block_start(lines: list[str], names: frozenset[str]) -> int:
+    """Where a trailing contact block begins in ``lines``, or ``len(lines)`` when they end without one.
+
+    The block is a run of short lines to the end (names, titles, companies,
+    phone numbers, addresses, rules) opened by the sender's name or a contact
+    line. It must name the sender (a name line, or an address with the
+    sender's name in it), so a venue's phone or an RSVP link at the end of a
+    mail stays; it must hold contact data unless it is only the sender's name,
+    so a closing list of names stays. Contact lines introduced by a colon are
+    content, and so is a run too long to be a signature.
+    """
+    top, run, contacts = len(lines), list[int](), set[int]()
+    while top > 0 and len(run) <= CONTACT_BLOCK_MAX_LINES:
+        line = lines[top - 1]
+        if _ATTACHMENT_LINE_RE.regex.match(line):
+            break
+        if _RULE_LINE_RE.match(line):
+            top -= 1
+        elif _is_contact(line):
+            top -= 1
+            run.append(top)
+            contacts.add(top)
+        elif _is_name_like(line, CONTACT_LINE_MAX_WORDS):
+            top -= 1
+            run.append(top)
+        else:
+            break
+    if not run or len(run) > CONTACT_BLOCK_MAX_LINES or (top > 0 and lines[top - 1].rstrip().endswith(":")):
+        return len(lines)
+    run.reverse()
+    named = [i for i in run if (_names_sender(re.findall(r"[a-z]+", lines[i].casefold()), names, 4) if i in contacts
+                                else _is_sender_name(lines[i], names))]
+    if not named:
+        return len(lines)
+    start = min(named[0], min(contacts, default=named[0]))
+    if not (contacts or all(i in named for i in run if i >= start)):
+        return len(lines)
+    while start > top and _RULE_LINE_RE.match(lines[start - 1]):
+        start -= 1
+    return start
+
+
+def strip_signature(text: str, tails: Counter, names: frozenset[str] = frozenset(), message: str = "") -> str:
+    """``text`` (a sender's own text, not yet unwrapped) unwrapped, without its signature, disclaimer or sign-off.
+
+    On first sight, a trailing contact block (``contact_block_start``, ``names``
+    being the sender's) goes unless it is most of the ``message`` (the whole
+    body, quoted parts included: a short reply above a long quote still loses
+    its card); it is found before unwrapping, which would run its short lines
+    together. A line this sender already ended an earlier message with is a
+    learned signature line, unless such lines make up most of the text (then
+    it is a re-sent message, for near-duplicate detection to judge). A ``-- ``
+    delimiter, a legal disclaimer or a closing word followed only by short
+    name lines mark where the tail begins.
+    """
+    own = text
+    lines = text.rstrip().split("\n")
+    block = contact_block_start(lines, names)
+    if block < len(lines) and count_tokens(own) - count_tokens("\n".join(lines[:block])) > SIGNATURE_MAX_SHARE * max(
+        count_tokens(message), count_tokens(own)
+    ):
+        block = len(lines)
+    text = unwrap("\n".join(lines[:block]))
     lines = text.rstrip().split("\n")
     end = len(lines)
     while end > 0 and (not lines[end - 1].strip() or tails.get(short_hash(lines[end - 1]), 0) > 0):
         end -= 1
-    if end < len(lines) and count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(text):
+    if end < len(lines) and count_tokens("\n".join(lines[:end])) < (1 - SIGNATURE_MAX_SHARE) * count_tokens(own):
         end = len(lines)
     cut = end
     head = "\n".join(lines[:end])
@@ -239,4 +357,4 @@ def strip_signature(text: str, tails: Counter) -> str:
             cut = min(cut, i)
             break
     kept = "\n".join(lines[:cut]).rstrip()
-    return kept if has_content_words(kept) else text.rstrip()
+    return kept if has_content_words(kept) else unwrap(own).rstrip()
