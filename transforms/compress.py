@@ -31,7 +31,7 @@ from memtape.transforms.dedupe import describe_dropped
 from memtape.transforms.tokens import STOPWORDS, WORD_RE, count_tokens, ends_at_mark, sentence_spans, unwrap, word_tokens
 
 DEFAULT_BUDGET_RATIO = 0.8  # share of the kept units' tokens a memory may spend (chosen by recall on LoCoMo dev: BENCHMARKS.md)
-MIN_BUDGET_TOKENS = 24  # an episode this short is kept whole rather than cut to a fragment
+MIN_BUDGET_TOKENS = 48  # an episode this short is kept whole rather than cut to a fragment
 NAME_OR_NUMBER_WEIGHT = 1.5  # names, figures and dates are what questions ask about
 GENERIC_WEIGHT = 0.15  # chit-chat words say little about the episode
 COST_EXPONENT = 0.6  # gain per token^0.6: short greetings must not crowd out long informative sentences
