@@ -125,10 +125,11 @@ def configured_surprise() -> str:
 class _SegmentConversationFn(beam.DoFn):
     """Segments one conversation (its kept and dropped units) from its carried state; emits bundles and the new state."""
 
-    def __init__(self, close_open: bool, now: datetime | None, surprise: str) -> None:
+    def __init__(self, close_open: bool, now: datetime | None, surprise: str, threads: int | None) -> None:
         self._close_open = close_open
         self._now = now
         self._surprise = surprise
+        self._threads = threads
 
     def setup(self) -> None:
         from memtape.transforms.static_embed import static_embeddings
@@ -136,10 +137,14 @@ class _SegmentConversationFn(beam.DoFn):
         self._embeddings = static_embeddings()
         self._predictor, self._encode = None, None
         if self._surprise == MINILM:
-            from memtape.transforms.models import embedder
+            from memtape.transforms.encode import embed_texts
+            from memtape.transforms.models import embedder, limit_model_threads
 
+            limit_model_threads(self._threads)
             model = embedder()
-            self._encode = lambda texts: model.encode(texts, normalize_embeddings=True)
+            # float32 (exact): a message's vector must not hang on which messages shared its batch, or a
+            # conversation split across runs or workers could cut its episodes elsewhere.
+            self._encode = lambda texts: embed_texts(texts, model, exact=True, cached=True)
         elif self._surprise != STATIC:
             from memtape.transforms.surprise import CausalLMSurprise
 
@@ -171,19 +176,22 @@ class SegmentConversations(beam.PTransform):
     this run (a recording that ended, a conversation the caller flushes). ``close_open``
     closes every open episode (a final backfill); otherwise those idle at ``now`` (event
     time, when given) close and the rest stay open in the new state. ``surprise`` names the
-    predictor (``static``, ``minilm`` or a causal LM directory; the config's by default).
+    predictor (``static``, ``minilm`` or a causal LM directory; the config's by default);
+    ``threads`` caps torch's threads in each worker process (``models.limit_model_threads``).
     """
 
-    def __init__(self, close_open: bool = False, now: datetime | None = None, surprise: str | None = None) -> None:
+    def __init__(self, close_open: bool = False, now: datetime | None = None, surprise: str | None = None,
+                 threads: int | None = None) -> None:
         super().__init__()
         self.close_open = close_open
         self.now = now
         self.surprise = surprise or configured_surprise()
+        self.threads = threads
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         segmented = (
             inputs | "ByConversation" >> beam.CoGroupByKey()
             | "CutAtSurpriseBoundaries" >> beam.ParDo(
-                _SegmentConversationFn(self.close_open, self.now, self.surprise)).with_outputs(STATE, main="bundles")
+                _SegmentConversationFn(self.close_open, self.now, self.surprise, self.threads)).with_outputs(STATE, main="bundles")
         )
         return {"bundles": segmented["bundles"], "state": segmented[STATE]}
