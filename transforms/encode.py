@@ -80,6 +80,12 @@ def _encode(texts: Sequence[str], model: Any, batch_size: int | None, exact: boo
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def forget_vectors() -> None:
+    """Empty this process's cache, so a benchmark's next repeat encodes every text again."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def _cache_key(model: Any, text: str) -> tuple[int, bytes]:
     return id(model), hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 

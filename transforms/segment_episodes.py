@@ -122,6 +122,28 @@ def configured_surprise() -> str:
     return load_config().models.surprise
 
 
+def surprise_models(surprise: str, threads: int | None = None) -> tuple[Any, Any, Any]:
+    """(static vectors, causal LM predictor or None, MiniLM encode or None): what ``ConversationAssembler``
+    takes for the predictor ``surprise`` names, loaded once per process; ``threads`` caps torch's threads."""
+    from memtape.transforms.static_embed import static_embeddings
+
+    predictor, encode = None, None
+    if surprise == MINILM:
+        from memtape.transforms.encode import embed_texts
+        from memtape.transforms.models import embedder, limit_model_threads
+
+        limit_model_threads(threads)
+        model = embedder()
+        # float32 (exact): a message's vector must not hang on which messages shared its batch, or a
+        # conversation split across runs or workers could cut its episodes elsewhere.
+        encode = lambda texts: embed_texts(texts, model, exact=True, cached=True)  # noqa: E731
+    elif surprise != STATIC:
+        from memtape.transforms.surprise import CausalLMSurprise
+
+        predictor = CausalLMSurprise(surprise)
+    return static_embeddings(), predictor, encode
+
+
 class _SegmentConversationFn(beam.DoFn):
     """Segments one conversation (its kept and dropped units) from its carried state; emits bundles and the new state."""
 
@@ -132,23 +154,7 @@ class _SegmentConversationFn(beam.DoFn):
         self._threads = threads
 
     def setup(self) -> None:
-        from memtape.transforms.static_embed import static_embeddings
-
-        self._embeddings = static_embeddings()
-        self._predictor, self._encode = None, None
-        if self._surprise == MINILM:
-            from memtape.transforms.encode import embed_texts
-            from memtape.transforms.models import embedder, limit_model_threads
-
-            limit_model_threads(self._threads)
-            model = embedder()
-            # float32 (exact): a message's vector must not hang on which messages shared its batch, or a
-            # conversation split across runs or workers could cut its episodes elsewhere.
-            self._encode = lambda texts: embed_texts(texts, model, exact=True, cached=True)
-        elif self._surprise != STATIC:
-            from memtape.transforms.surprise import CausalLMSurprise
-
-            self._predictor = CausalLMSurprise(self._surprise)
+        self._embeddings, self._predictor, self._encode = surprise_models(self._surprise, self._threads)
         self._episodes = beam.metrics.Metrics.counter("segment", "episodes")
 
     def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
