@@ -16,7 +16,8 @@ backfill in this process through ``run_backfill``, the function ``memtape
 backfill`` calls, into a fresh temporary store, and (b) each stage standalone
 on the same data, without Beam and without Lance, each fed the previous
 stage's real output in ``BuildMemories`` order: connector parsing, dedupe,
-segmentation, compression, triples (of the kept sentences), embedding. Models (spaCy, MiniLM, the
+segmentation (with the configured surprise predictor, MiniLM by default),
+compression, triples (of the kept sentences), embedding. Models (spaCy, MiniLM, the
 static vectors) are loaded once before timing, on both sides; with
 ``--workers`` > 1 the direct runner's worker processes load their own, inside
 the pipeline's time. Prints a table on stderr and one JSON line on stdout:
@@ -47,12 +48,12 @@ from memtape.connectors.lance_store import Store
 from memtape.connectors.sources._common import input_files
 from memtape.evals.recall import load_locomo
 from memtape.pipelines.backfill import run_backfill
-from memtape.transforms.segment_episodes import ConversationAssembler, conversation_key
+from memtape.transforms.segment_episodes import ConversationAssembler, configured_surprise, conversation_key, surprise_models
 from memtape.pipelines.runner import DEFAULT_RUNNER
 from memtape.schemas.records import RawEvent, memory_pieces, utcnow
 from memtape.transforms.compress import build_memory
 from memtape.transforms.dedupe import Deduper
-from memtape.transforms.encode import embed_texts, memory_text
+from memtape.transforms.encode import embed_texts, forget_vectors, memory_text
 from memtape.transforms.entities import EntityResolver
 from memtape.transforms.models import DEFAULT_SPACY_MODEL, embedder, spacy_model
 from memtape.transforms.static_embed import static_embeddings
@@ -125,15 +126,18 @@ def dedupe(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def segment(units: tuple[list[dict], list[dict]]) -> list[dict]:
-    """Each conversation's assembler fed its kept and dropped units, then closed where idle now, as a backfill does."""
+    """Each conversation's assembler, with the configured surprise predictor, fed its kept and dropped units, then
+    closed where idle now, as a backfill does (MiniLM vectors uncached here: every repeat encodes them again)."""
     kept, dropped = units
+    embeddings, predictor, cached_encode = surprise_models(configured_surprise())
+    encode = (lambda texts: embed_texts(texts, embedder(), exact=True)) if cached_encode else None
     grouped: dict[str, tuple[list[dict], list[dict]]] = defaultdict(lambda: ([], []))
     for side, rows in enumerate((kept, dropped)):
         for u in rows:
             grouped[conversation_key(u)][side].append(u)
     now, bundles = utcnow(), []
     for key in sorted(grouped):
-        assembler = ConversationAssembler(static_embeddings())
+        assembler = ConversationAssembler(embeddings, predictor=predictor, encode=encode)
         bundles += assembler.feed(*grouped[key]) + assembler.close_idle(now)
         assembler.state_json()  # the pipeline carries every conversation's state out too
     return bundles
@@ -213,6 +217,7 @@ def standalone(uris: list[str]) -> tuple[dict[str, float], dict[str, float], dic
 def pipeline(uris: list[str], runner: str, workers: int | None) -> tuple[float, float, dict[str, int]]:
     """Wall and CPU seconds (this process only) and rows landed of one backfill into a fresh store."""
     options = {} if workers is None else {"workers": workers}
+    forget_vectors()  # vectors an earlier repeat encoded in this process must not make this one cheaper
     with tempfile.TemporaryDirectory(prefix="bench-home-") as home:
         wall0, cpu0 = clocks()
         result = run_backfill(uris, TENANT, Store(home), runner=runner, **options)

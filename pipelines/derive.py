@@ -19,6 +19,7 @@ from memtape.connectors.beam_io import NEW_ROWS_PREFIX, RAW, LanceWriteConfig, R
 from memtape.connectors.lance_store import Store, column_is
 from memtape.pipelines.memory import BuildMemories, StateTarget
 from memtape.pipelines.progress import CountProgress
+from memtape.pipelines.runner import model_threads
 from memtape.pipelines.state import (Checkpoint, ReadCarriedState, carried_where, commit_checkpoint, load_checkpoint,
                                      next_generation, prune_states)
 from memtape.schemas.records import utcnow
@@ -63,7 +64,7 @@ def derive(store: Store, tenant: str, options: beam.options.pipeline_options.Pip
         raw = p | "PendingRaw" >> ReadFromLance("raw_events", store.home, store.storage_options, selected)
         carried = p | "Carried" >> ReadCarriedState(store, carried_where([checkpoint]))
         outputs = {"raw": raw, "carried": carried} | "BuildMemories" >> BuildMemories(
-            StateTarget(checkpoint.name, generation), close_open, now or utcnow())
+            StateTarget(checkpoint.name, generation), close_open, now or utcnow(), model_threads=model_threads(options))
         land_tables(outputs, store)
     committed = Checkpoint(checkpoint.name, tenant, generation,
                            {"ingest_watermark": watermark.isoformat() if watermark else since})

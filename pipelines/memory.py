@@ -76,11 +76,12 @@ class BuildMemories(beam.PTransform):
     it (a recording is whole: nothing more will join it) and those idle at ``now`` (when given, in event time);
     the rest stay open in the carried state for the next run.
     ``scope_of`` picks the dedupe state scope of a row (the tenant by default).
+    ``model_threads`` caps torch's threads per worker process (None: torch's default, every core).
     """
 
     def __init__(self, target: StateTarget, close_open: bool = False, now: datetime | None = None,
                  flush_keys: frozenset[str] = frozenset(), scope_of: Callable[[dict], str] | None = None,
-                 transcribe_options: Any = None) -> None:
+                 transcribe_options: Any = None, model_threads: int | None = None) -> None:
         super().__init__()
         self.target = target
         self.close_open = close_open
@@ -88,6 +89,7 @@ class BuildMemories(beam.PTransform):
         self.flush_keys = flush_keys
         self.scope_of = scope_of
         self.transcribe_options = transcribe_options
+        self.model_threads = model_threads
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         raw, carried = inputs["raw"], inputs["carried"]
@@ -107,7 +109,7 @@ class BuildMemories(beam.PTransform):
             {"kept": deduped[KEPT] | "KeyKept" >> beam.Map(lambda u: (conversation_key(u), u)),
              "dropped": deduped[DROPPED] | "KeyDropped" >> beam.Map(lambda u: (conversation_key(u), u)),
              "close": (visits, finished) | "ConversationsToClose" >> beam.Flatten(), "state": segmenter_state}
-            | "Segment" >> SegmentConversations(self.close_open, self.now)
+            | "Segment" >> SegmentConversations(self.close_open, self.now, threads=self.model_threads)
         )
         bundles = segmented["bundles"]
 
@@ -120,7 +122,7 @@ class BuildMemories(beam.PTransform):
              "triples": triples | "KeyTriple" >> beam.Map(lambda t: (t["episode_id"], t))}
             | "JoinTriples" >> beam.CoGroupByKey()
             | "AttachTripleIds" >> beam.FlatMap(_attach_triple_ids)
-            | "Embed" >> EmbedMemories()
+            | "Embed" >> EmbedMemories(threads=self.model_threads)
         )
 
         dedupe_rows = deduped[STATE] | "DedupeStateRows" >> beam.MapTuple(self.target.rows_of(DEDUPE_STATE))

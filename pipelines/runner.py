@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 DEFAULT_RUNNER = "DirectRunner"
 # Below this many events a run stays in one process: each worker process starts an interpreter and loads spaCy,
@@ -39,3 +39,12 @@ def pipeline_options(runner: str = DEFAULT_RUNNER, workers: int = 1, extra: tupl
     if runner in ("DirectRunner", "SwitchingDirectRunner") and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     return PipelineOptions(args, save_main_session=False)
+
+
+def model_threads(options: PipelineOptions) -> int | None:
+    """Torch threads per worker process under ``options``: this process's cores shared among the direct runner's
+    worker processes, else None (torch's default). Each worker would otherwise start a thread per core."""
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing" or direct.direct_num_workers <= 1:
+        return None
+    return max(1, available_cores() // direct.direct_num_workers)

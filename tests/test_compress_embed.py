@@ -25,6 +25,21 @@ def test_related_texts_embed_closer_than_unrelated(model):
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
 
 
+def test_a_cached_text_is_encoded_once_and_an_exact_request_gets_a_float32_vector(model):
+    from memtape.transforms import encode
+
+    encode.forget_vectors()
+    texts = ["Caroline is adopting a child", "Gas prices rose in California"]
+    fast = encode.embed_texts(texts, model, cached=True)
+    assert len(encode._cache) == 2 and np.array_equal(encode.embed_texts(texts[::-1], model, cached=True), fast[::-1])
+    exact = encode.embed_texts(texts, model, exact=True, cached=True)  # a bfloat16 vector does not serve it
+    assert np.allclose(exact, model.encode(texts, normalize_embeddings=True), atol=1e-6)
+    assert np.allclose(exact, fast, atol=2e-3)  # what bfloat16, where the CPU has AMX tiles, may move a vector
+    assert np.array_equal(encode.embed_texts(texts, model, cached=True), exact)  # an exact vector serves any request
+    assert len(encode._cache) == 2
+    encode.forget_vectors()
+
+
 def test_embed_memories_fills_the_embedding_column(model):
     rows = [{"tenant": "t1", "memory_id": f"m{i}", "text": text, "header": "who: A", "token_count": 3, "raw_event_ids": ["e"]}
             for i, text in enumerate(["ran a charity race", "camping at Lake Tahoe"])]

@@ -1,15 +1,22 @@
-"""Encode texts as unit-length vectors: the one function memories and recall queries share.
+"""Encode texts as unit-length vectors: the one path memories, the segmenter and recall queries share.
 
 Memories (in the Beam embedding stage) and queries (on the recall path) must be
 embedded the same way, or their similarities would compare different things,
 so both ask ``memory_encoder`` for the encoder ``[models] memory_vectors``
-names: MiniLM (the default) or its distilled static token vectors. This module
-imports no Beam, so a recall process never pays for loading it. It never
-writes tables and never reaches a model hub.
+names: MiniLM (the default) or its distilled static token vectors. The
+segmenter encodes every message with the same MiniLM through ``embed_texts``,
+and pipeline stages may share a bounded per-process cache keyed by model and
+text, so a text a stage of this process encoded before costs nothing the
+second time. This module imports no Beam, so a recall process never pays for
+loading it. It never writes tables and never reaches a model hub.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import hashlib
+import threading
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Any, ContextManager, Sequence
 
 import numpy as np
 
@@ -18,6 +25,9 @@ from memtape.transforms.models import DEFAULT_EMBEDDING_MODEL, embedder
 MEMORY_VECTORS = ("minilm", "static")
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 256  # on an H200, float16: 3,053 and 2,700 texts/s against 2,662 and 2,516 at 64 (BENCHMARKS.md)
+CACHED_VECTORS = 20_000  # per process: 384 float32 and a 16-byte key each, about 31 MB: a few runs' messages
+_cache: OrderedDict[tuple[int, bytes], tuple[np.ndarray, bool]] = OrderedDict()  # (model, text) -> (vector, exact)
+_cache_lock = threading.Lock()
 
 
 def memory_text(row: dict) -> str:
@@ -40,15 +50,73 @@ def memory_encoder(name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = Non
     return embedder(name, device)
 
 
-def embed_texts(texts: Sequence[str], model: Any | None = None, batch_size: int | None = None) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text, whatever precision the model computes in; batches of
-    ``batch_size`` texts, by default the size that suits the model's device. ``model`` defaults to ``memory_encoder()``."""
+def bfloat16_pays() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles): there MiniLM in bfloat16 takes 0.4x the
+    CPU of float32, each vector within 1.6e-3 of float32's (cosine >= 0.9999); elsewhere bfloat16 is emulated and slower."""
+    import torch
+
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def _precision(model: Any, exact: bool) -> ContextManager[Any]:
+    """bfloat16 matrix products where they pay and ``exact`` is off; a GPU model keeps its own precision (float16)."""
+    import torch
+
+    if exact or model.device.type != "cpu" or not bfloat16_pays():
+        return nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _encode(texts: Sequence[str], model: Any, batch_size: int | None, exact: bool) -> np.ndarray:
     from memtape.transforms.static_embed import StaticEmbeddings
 
-    model = model or memory_encoder()
     if isinstance(model, StaticEmbeddings):
         return model.encode(list(texts))
     batch_size = batch_size or (GPU_BATCH_SIZE if model.device.type == "cuda" else CPU_BATCH_SIZE)
-    # Normalised here, in float32: a float16 model on a GPU would otherwise leave the lengths off by about 1e-3.
-    vectors = np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+    with _precision(model, exact):
+        vectors = model.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+    # Normalised here, in float32: a float16 or bfloat16 model would otherwise leave the lengths off by about 1e-3.
+    vectors = vectors.float().cpu().numpy()
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def forget_vectors() -> None:
+    """Empty this process's cache, so a benchmark's next repeat encodes every text again."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _cache_key(model: Any, text: str) -> tuple[int, bytes]:
+    return id(model), hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def embed_texts(texts: Sequence[str], model: Any | None = None, batch_size: int | None = None,
+                exact: bool = False, cached: bool = False) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text; batches of ``batch_size`` texts, by default the size that
+    suits the model's device. ``model`` defaults to ``memory_encoder()``.
+
+    ``exact`` keeps float32 on a CPU where bfloat16 would pay (``bfloat16_pays``): a vector then depends on the
+    other texts of its batch by float32 rounding only (about 2e-7), where bfloat16 moves it by up to 1.6e-3.
+    ``cached`` reads and fills this process's cache (the last ``CACHED_VECTORS`` texts); an exact vector
+    serves any request, a bfloat16 one only an inexact request. Benchmarks that time repeats leave it off.
+    """
+    model = model or memory_encoder()
+    if not cached:
+        return _encode(texts, model, batch_size, exact)
+    keys = [_cache_key(model, t) for t in texts]
+    found: dict[tuple[int, bytes], np.ndarray] = {}
+    with _cache_lock:
+        for key in keys:
+            if key in _cache and (_cache[key][1] or not exact):
+                found[key] = _cache[key][0]
+                _cache.move_to_end(key)
+    missing = {k: t for k, t in zip(keys, texts) if k not in found}
+    if missing:
+        found.update(zip(missing, _encode(list(missing.values()), model, batch_size, exact)))
+        with _cache_lock:
+            for key in missing:
+                _cache[key] = (found[key].copy(), exact)  # a copy: a row would keep its whole batch alive
+                _cache.move_to_end(key)
+            while len(_cache) > CACHED_VECTORS:
+                _cache.popitem(last=False)
+    return np.stack([found[k] for k in keys])

@@ -89,6 +89,17 @@ def embedder(name: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None) -> 
         return _embedder(name, pick_device(device))
 
 
+def limit_model_threads(threads: int | None) -> None:
+    """Let torch's matrix products in this process use ``threads`` threads (None: torch's default, every core).
+
+    A worker process per core wants one each: two processes of two threads on two cores ran MiniLM 2.5 to 4.5x
+    slower than of one (BENCHMARKS.md, backfill)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def embedding_model_files(name: str = DEFAULT_EMBEDDING_MODEL) -> list["Path"]:
     """The files the embedding model needs on disk, so a doctor can name a missing one."""
     from pathlib import Path

@@ -122,28 +122,39 @@ def configured_surprise() -> str:
     return load_config().models.surprise
 
 
+def surprise_models(surprise: str, threads: int | None = None) -> tuple[Any, Any, Any]:
+    """(static vectors, causal LM predictor or None, MiniLM encode or None): what ``ConversationAssembler``
+    takes for the predictor ``surprise`` names, loaded once per process; ``threads`` caps torch's threads."""
+    from memtape.transforms.static_embed import static_embeddings
+
+    predictor, encode = None, None
+    if surprise == MINILM:
+        from memtape.transforms.encode import embed_texts
+        from memtape.transforms.models import embedder, limit_model_threads
+
+        limit_model_threads(threads)
+        model = embedder()
+        # float32 (exact): a message's vector must not hang on which messages shared its batch, or a
+        # conversation split across runs or workers could cut its episodes elsewhere.
+        encode = lambda texts: embed_texts(texts, model, exact=True, cached=True)  # noqa: E731
+    elif surprise != STATIC:
+        from memtape.transforms.surprise import CausalLMSurprise
+
+        predictor = CausalLMSurprise(surprise)
+    return static_embeddings(), predictor, encode
+
+
 class _SegmentConversationFn(beam.DoFn):
     """Segments one conversation (its kept and dropped units) from its carried state; emits bundles and the new state."""
 
-    def __init__(self, close_open: bool, now: datetime | None, surprise: str) -> None:
+    def __init__(self, close_open: bool, now: datetime | None, surprise: str, threads: int | None) -> None:
         self._close_open = close_open
         self._now = now
         self._surprise = surprise
+        self._threads = threads
 
     def setup(self) -> None:
-        from memtape.transforms.static_embed import static_embeddings
-
-        self._embeddings = static_embeddings()
-        self._predictor, self._encode = None, None
-        if self._surprise == MINILM:
-            from memtape.transforms.models import embedder
-
-            model = embedder()
-            self._encode = lambda texts: model.encode(texts, normalize_embeddings=True)
-        elif self._surprise != STATIC:
-            from memtape.transforms.surprise import CausalLMSurprise
-
-            self._predictor = CausalLMSurprise(self._surprise)
+        self._embeddings, self._predictor, self._encode = surprise_models(self._surprise, self._threads)
         self._episodes = beam.metrics.Metrics.counter("segment", "episodes")
 
     def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
@@ -171,19 +182,22 @@ class SegmentConversations(beam.PTransform):
     this run (a recording that ended, a conversation the caller flushes). ``close_open``
     closes every open episode (a final backfill); otherwise those idle at ``now`` (event
     time, when given) close and the rest stay open in the new state. ``surprise`` names the
-    predictor (``static``, ``minilm`` or a causal LM directory; the config's by default).
+    predictor (``static``, ``minilm`` or a causal LM directory; the config's by default);
+    ``threads`` caps torch's threads in each worker process (``models.limit_model_threads``).
     """
 
-    def __init__(self, close_open: bool = False, now: datetime | None = None, surprise: str | None = None) -> None:
+    def __init__(self, close_open: bool = False, now: datetime | None = None, surprise: str | None = None,
+                 threads: int | None = None) -> None:
         super().__init__()
         self.close_open = close_open
         self.now = now
         self.surprise = surprise or configured_surprise()
+        self.threads = threads
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         segmented = (
             inputs | "ByConversation" >> beam.CoGroupByKey()
             | "CutAtSurpriseBoundaries" >> beam.ParDo(
-                _SegmentConversationFn(self.close_open, self.now, self.surprise)).with_outputs(STATE, main="bundles")
+                _SegmentConversationFn(self.close_open, self.now, self.surprise, self.threads)).with_outputs(STATE, main="bundles")
         )
         return {"bundles": segmented["bundles"], "state": segmented[STATE]}
