@@ -79,3 +79,15 @@ def test_unknown_memory_vectors_setting_fails_in_one_line(monkeypatch):
     monkeypatch.setenv("MEMTAPE_MODELS_MEMORY_VECTORS", "word2vec")
     with pytest.raises(ValueError, match="memory_vectors is 'word2vec'; expected one of minilm, static"):
         embed_texts(["anything"])
+
+
+def test_texts_are_encoded_in_groups_of_like_length_so_short_pieces_are_not_padded_to_a_memory():
+    from memtape.transforms.encode import LENGTH_GROUP_RATIO, TRUNCATED_CHARS, _length_groups
+
+    texts = ["x" * n for n in (5000, 12, 40, 700, 13, 2600, 25, 90, 1)]
+    groups = _length_groups(texts)
+    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
+    for group in groups:
+        lengths = [max(1, min(len(texts[i]), TRUNCATED_CHARS)) for i in group]
+        assert max(lengths) <= LENGTH_GROUP_RATIO * min(lengths)
+    assert {0, 5} <= set(groups[-1]) and 1 not in groups[-1]  # the long memory texts batch together, apart from pieces
