@@ -65,10 +65,13 @@ def test_static_memory_vectors_embed_memories_and_queries_with_the_same_encoder(
     row = {"tenant": "t1", "memory_id": "m0", "header": "who: Melanie", "token_count": 9, "raw_event_ids": ["e"],
            "text": "Melanie: We go camping at Lake Tahoe. \u2026 The drive takes six hours."}
 
+    # Expected vectors computed here: a check that held the static model would pickle its whole matrix with it.
+    memory_vector, piece_vectors = static.encode([memory_text(row)])[0], static.encode(memory_pieces(row["text"]))
+
     def check(out):
         (got,) = out
-        assert np.allclose(got["embedding"], static.encode([memory_text(row)])[0], atol=1e-6)
-        assert np.allclose(got["piece_embeddings"], static.encode(memory_pieces(row["text"])), atol=1e-6)
+        assert np.allclose(got["embedding"], memory_vector, atol=1e-6)
+        assert np.allclose(got["piece_embeddings"], piece_vectors, atol=1e-6)
         assert len(got["piece_embeddings"]) == 2
 
     with TestPipeline() as p:
