@@ -124,10 +124,10 @@ def test_two_processes_in_one_group_land_exactly_what_one_would(kafka_broker, tm
     events = _events(["acme", "globex"], conversations=4, per_conversation=15, start=datetime(2024, 6, 1, tzinfo=timezone.utc))
     assert publish_records(events, kafka_broker, prefix=prefix).events == len(events)
     single, pair = tmp_path / "single", tmp_path / "pair"
-    procs = [_stream(single, kafka_broker, prefix, "g-single", max_seconds=400, idle=3)]
+    # The two groups are independent, so the one-process job and the two-process job run side by side.
+    procs = [_stream(single, kafka_broker, prefix, "g-single", max_seconds=400, idle=3),
+             *(_stream(pair, kafka_broker, prefix, "g-pair", max_seconds=400, idle=3) for _ in range(2))]
     assert _settled(single, len(events)), f"single process: raw {_count(single, 'raw_events')}/{len(events)}"
-    _stop(procs)
-    procs = [_stream(pair, kafka_broker, prefix, "g-pair", max_seconds=400, idle=3) for _ in range(2)]
     assert _settled(pair, len(events)), f"two processes: raw {_count(pair, 'raw_events')}/{len(events)}"
     _stop(procs)
     _assert_no_duplicates(Store(str(pair)), {e.event_id for e in events})
