@@ -37,7 +37,8 @@ def pipeline_options(runner: str = DEFAULT_RUNNER, workers: int = 1, extra: tupl
     """
     args = [f"--runner={_RUNNER_CLASSES.get(runner, runner)}", *extra]
     if runner in ("DirectRunner", "SwitchingDirectRunner") and workers > 1:
-        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+        # the worker processes log every step at INFO on the user's terminal; their warnings and errors still show
+        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing", "--default_sdk_harness_log_level=WARNING"]
     return PipelineOptions(args, save_main_session=False)
 
 
