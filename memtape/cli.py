@@ -50,6 +50,9 @@ def _quiet_logging() -> None:
     logging.getLogger().handlers[0].addFilter(lambda record: "apitools" not in record.getMessage())
     # Beam logs a failed step's traceback before re-raising; main() reports that error itself, in one line.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+    # The job service repeats each worker process's startup warnings (no semi-persistent directory, unparseable
+    # arguments), which say nothing a user can act on; a worker's errors still come through.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 def _quiet_model_loading() -> None:
