@@ -34,8 +34,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from memtape.evals.segmentation import (_score, load_dialogues, minilm_embeddings, scored, segment_dialogues, segment_rows,
-                                        segments_per_dialogue, window_k)
+from memtape.evals.segmentation import (_score, fixed_lengths, load_dialogues, minilm_embeddings, scored, segment_dialogues,
+                                        segment_rows, segments_per_dialogue, texttiling_lengths, window_k)
 from memtape.schemas.records import stable_id
 from memtape.transforms import segment
 from memtape.transforms.static_embed import cache_dir
@@ -43,7 +43,7 @@ from memtape.transforms.static_embed import cache_dir
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
 SETS = {"dialseg711": "dialseg711.json", "tiage_dev": "tiage_dev.json", "committee_dev": "meeting_committee_dev.json"}
 # the grid: the base threshold and the two knobs of drift calibration, for MiniLM's sentence vectors
-GRID = {"gamma": [1.0, 1.3], "episode_scale": [64.0, 192.0], "prior_weight": [1.2, 2.4]}
+GRID = {"gamma": [1.0, 1.3], "episode_scale": [64.0, 192.0], "prior_weight": [1.2, 2.4], "cue_weight": [0.0, 0.25, 0.5]}
 MAX_DIALSEG_PK = 0.30  # the hard targets a chosen setting must meet on the tuning halves
 MAX_COUNT_RATIO = 1.5
 # (SegmenterConfig field or module constant, value): each a neighbour of the default
@@ -85,8 +85,12 @@ def minilm_vectors(dialogues: Sequence[dict]) -> list[np.ndarray]:
     return [flat[a:b] for a, b in zip(edges, edges[1:])]
 
 
-def score_sets(sets: Sets, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Per-set scores of one setting (config fields or module constants) and the mean ratio of Pk to no cut."""
+def score_sets(sets: Sets, overrides: dict[str, Any], baselines: bool = False) -> dict[str, Any]:
+    """Per-set scores of one setting (config fields or module constants) and the mean ratio of Pk to no cut.
+
+    ``baselines`` adds TextTiling's and fixed10's Pk and WindowDiff (slow: TextTiling), so a final line holds every
+    baseline of ``memtape eval segmentation`` from the same run.
+    """
     fields = {f.name for f in dataclasses.fields(segment.SegmenterConfig)}
     config = segment.SegmenterConfig(**{k: v for k, v in overrides.items() if k in fields})
     constants = [(k, v) for k, v in overrides.items() if k not in fields]
@@ -101,6 +105,9 @@ def score_sets(sets: Sets, overrides: dict[str, Any]) -> dict[str, Any]:
             out[name] = {**ours, "none_pk": none["pk"], "none_windowdiff": none["windowdiff"],
                          "pk_over_none": round(ours["pk"] / none["pk"], 4),
                          "segments_per_dialogue": segments_per_dialogue(dialogues, hyps)}
+            if baselines:
+                out[name]["texttiling"] = _score(dialogues, [texttiling_lengths(d["utterances"]) for d in dialogues])
+                out[name]["fixed10"] = _score(dialogues, [fixed_lengths(len(d["utterances"])) for d in dialogues])
     out["mean_pk_over_none"] = round(sum(out[n]["pk_over_none"] for n in sets) / len(sets), 4)
     return out
 
@@ -163,8 +170,8 @@ def main() -> None:
         results.append((not admissible(scores), scores["mean_pk_over_none"], overrides))
     best = min(results, key=lambda r: r[:2])[2]
     _line("held back (odd dialogues), chosen on tune", best, score_sets(held, best))
-    _line("full sets, chosen", best, score_sets(full, best))
-    _line("full sets, defaults", {}, score_sets(full, {}))
+    _line("full sets, chosen", best, score_sets(full, best, baselines=True))
+    _line("full sets, defaults", {}, score_sets(full, {}, baselines=True))
     if args.sensitivity:
         for name, value in SETTINGS:
             _line("full sets", {name: value}, score_sets(full, {name: value}))

@@ -50,9 +50,14 @@ def _has(words: list[str], phrases: tuple[tuple[str, ...], ...], within: int) ->
     return any(tuple(words[i : i + len(p)]) == p for p in phrases for i in range(min(within, len(words))))
 
 
-def cue_strength(text: str) -> int:
-    """0, 1 or 2: a closing acknowledgement opening the unit, a transition marker in its opening, or both."""
+def cue_parts(text: str) -> tuple[bool, bool]:
+    """Whether the unit opens with a closing acknowledgement, and whether its opening holds a transition marker."""
     words = _words(text)
     closing = _has(words, CLOSING_ACKS, ACK_WORDS)
     transition = _has(words, TRANSITIONS, OPENING_WORDS) or _has(words, INITIAL_TRANSITIONS, 1)
-    return int(closing) + int(transition)
+    return closing, transition
+
+
+def cue_strength(text: str) -> int:
+    """0, 1 or 2: a closing acknowledgement opening the unit, a transition marker in its opening, or both."""
+    return sum(cue_parts(text))
