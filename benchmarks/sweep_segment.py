@@ -14,10 +14,12 @@ with the lowest mean, over the three sets, of Pk over the no-cut baseline's Pk
 (held-back) halves and on the full sets. ``--sensitivity``
 adds one-at-a-time neighbours of the defaults on the full sets. Prints one JSON
 line per setting and half: per set Pk, WindowDiff, no cut's Pk and WindowDiff,
-segments per dialogue (predicted and gold) and the ratio to no cut. Module constants are set for one
-run and restored after it. ``--embeddings minilm`` (the pipeline's default predictor) feeds MiniLM
-sentence vectors, embedded once and cached under the memtape cache folder; as MiniLM embeds about 15
-utterances/s on the shared 2-core machine, ``--dialseg-every N`` keeps every Nth DialSeg711 dialogue.
+segments per dialogue (predicted and gold) and the ratio to no cut; the two full-set lines of the chosen
+setting and the defaults add TextTiling's and fixed10's, so every baseline comes from the same run.
+Module constants are set for one run and restored after it. ``--embeddings minilm`` (the pipeline's
+default predictor) feeds MiniLM sentence vectors, embedded once and cached under the memtape cache folder;
+as MiniLM embeds about 15 utterances/s on the shared 2-core machine, ``--dialseg-every N`` keeps every Nth
+DialSeg711 dialogue.
 ``--diagnose SET`` runs no sweep: it prints, per dialogue of that set, where the defaults cut against gold,
 so false cuts (far from any gold boundary), misplaced ones and length cuts show apart, and how the gap
 scores rank the gold gaps (a weak signal ranks them mid-pack).
@@ -43,7 +45,7 @@ from memtape.transforms.static_embed import cache_dir
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
 SETS = {"dialseg711": "dialseg711.json", "tiage_dev": "tiage_dev.json", "committee_dev": "meeting_committee_dev.json"}
 # the grid: the base threshold and the two knobs of drift calibration, for MiniLM's sentence vectors
-GRID = {"gamma": [1.0, 1.3], "episode_scale": [64.0, 192.0], "prior_weight": [1.2, 2.4], "cue_weight": [0.0, 0.25, 0.5]}
+GRID = {"gamma": [1.0, 1.3], "episode_scale": [64.0, 192.0], "prior_weight": [1.2, 2.4]}
 MAX_DIALSEG_PK = 0.30  # the hard targets a chosen setting must meet on the tuning halves
 MAX_COUNT_RATIO = 1.5
 # (SegmenterConfig field or module constant, value): each a neighbour of the default

@@ -34,7 +34,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from memtape.schemas.records import stable_id
-from memtape.transforms.cues import cue_strength
 from memtape.transforms.static_embed import StaticEmbeddings
 from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 
@@ -66,7 +65,6 @@ MAX_EXPECTED_EPISODE = 32.0  # cap on the episode length a conversation that bar
 # (the pipeline's default) by benchmarks/sweep_segment.py (BENCHMARKS.md)
 PRIOR_WEIGHT = 1.2  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
 EPISODE_SCALE = 64.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
-CUE_WEIGHT = 0.0  # share of that prior rise a gap sheds per unit of discourse cue strength (0 to 2) of the unit after it
 # An episode becomes one memory that recall hands an LLM whole, so it must stay a readable, selectable size even where
 # no topic boundary shows (a busy IRC channel of interleaved threads reads as one slowly drifting topic). Past either
 # bound the episode is cut at its strongest scored gap. 96 units and 6,000 content tokens sit above the 90th
@@ -96,7 +94,6 @@ class SegmenterConfig:
     refine: str = "conductance"
     episode_scale: float = EPISODE_SCALE
     prior_weight: float = PRIOR_WEIGHT
-    cue_weight: float = CUE_WEIGHT
     max_episode_units: int = MAX_EPISODE_UNITS
     max_episode_tokens: int = MAX_EPISODE_TOKENS
     max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
@@ -310,7 +307,7 @@ class EpisodeSegmenter:
         self._measure_drift(unit)
         if forced is not None and self.members:
             closed.extend(self._close_all(*forced))
-        self.recent = (self.recent + [{"unit": unit, "surprise": score, "cue": cue_strength(unit.text), "first": not self.members,
+        self.recent = (self.recent + [{"unit": unit, "surprise": score, "first": not self.members,
                                        "cohesion": None, "score": None, "decided": not self.members}])[-RECENT_UNITS:]
         self.members.append({"event_id": unit.event_id, "event_time": when.isoformat() if when else None,
                              "surprise": score, "tokens": len(token_ids)})
@@ -411,13 +408,9 @@ class EpisodeSegmenter:
         """
         return round(self.expected_episode() ** 2 / self.config.episode_scale)
 
-    def prior_rise(self) -> float:
-        """The log prior odds against a boundary where topics dwell: 0 where they hop."""
-        return self.config.prior_weight * math.log(max(1, self.shortest_episode()))
-
     def threshold(self) -> float:
-        """Surprise a cut needs: ``gamma``, raised by the prior against a boundary where topics dwell."""
-        return self.config.gamma + self.prior_rise()
+        """Surprise a cut needs: ``gamma``, raised by the log prior odds against a boundary where topics dwell."""
+        return self.config.gamma + self.config.prior_weight * math.log(max(1, self.shortest_episode()))
 
     def _kernel(self) -> float:
         """Kernel concentration in units of the tenant's spread of neighbour similarity, so it fits any embedding."""
@@ -442,19 +435,15 @@ class EpisodeSegmenter:
                 break
             self._score_gap(k)
         closed: list[dict[str, Any]] = []
-        # where topics dwell, a unit that opens with a discourse cue (a hand-over) sheds part of the prior against a
-        # boundary before it; where they hop there is no prior to shed, so the cue is inert there
-        relief = self.config.cue_weight * self.prior_rise()
-        scores = [None if e["score"] is None else e["score"] + relief * e.get("cue", 0) for e in r]
+        scores = [e["score"] for e in r]
         for k, e in enumerate(r):
             if e["decided"]:
                 continue
-            score = scores[k]
-            if score is None or (k + 1 < n and scores[k + 1] is None):
+            if e["score"] is None or (k + 1 < n and scores[k + 1] is None):
                 break  # a gap is decided once it and the next one are scored
             e["decided"] = True
-            peak = score >= max(s for s in scores[max(0, k - 1) : k + 2] if s is not None)
-            if peak and score > self.threshold() and self.model.docs >= WARMUP_UNITS:
+            peak = e["score"] >= max(s for s in scores[max(0, k - 1) : k + 2] if s is not None)
+            if peak and e["score"] > self.threshold() and self.model.docs >= WARMUP_UNITS:
                 closed.extend(self._cut_near(k, e["score"]))
         return closed
 
