@@ -14,10 +14,12 @@ with the lowest mean, over the three sets, of Pk over the no-cut baseline's Pk
 (held-back) halves and on the full sets. ``--sensitivity``
 adds one-at-a-time neighbours of the defaults on the full sets. Prints one JSON
 line per setting and half: per set Pk, WindowDiff, no cut's Pk and WindowDiff,
-segments per dialogue (predicted and gold) and the ratio to no cut. Module constants are set for one
-run and restored after it. ``--embeddings minilm`` (the pipeline's default predictor) feeds MiniLM
-sentence vectors, embedded once and cached under the memtape cache folder; as MiniLM embeds about 15
-utterances/s on the shared 2-core machine, ``--dialseg-every N`` keeps every Nth DialSeg711 dialogue.
+segments per dialogue (predicted and gold) and the ratio to no cut; the two full-set lines of the chosen
+setting and the defaults add TextTiling's and fixed10's, so every baseline comes from the same run.
+Module constants are set for one run and restored after it. ``--embeddings minilm`` (the pipeline's
+default predictor) feeds MiniLM sentence vectors, embedded once and cached under the memtape cache folder;
+as MiniLM embeds about 15 utterances/s on the shared 2-core machine, ``--dialseg-every N`` keeps every Nth
+DialSeg711 dialogue.
 ``--diagnose SET`` runs no sweep: it prints, per dialogue of that set, where the defaults cut against gold,
 so false cuts (far from any gold boundary), misplaced ones and length cuts show apart, and how the gap
 scores rank the gold gaps (a weak signal ranks them mid-pack).
@@ -34,8 +36,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from memtape.evals.segmentation import (_score, load_dialogues, minilm_embeddings, scored, segment_dialogues, segment_rows,
-                                        segments_per_dialogue, window_k)
+from memtape.evals.segmentation import (_score, fixed_lengths, load_dialogues, minilm_embeddings, scored, segment_dialogues,
+                                        segment_rows, segments_per_dialogue, texttiling_lengths, window_k)
 from memtape.schemas.records import stable_id
 from memtape.transforms import segment
 from memtape.transforms.static_embed import cache_dir
@@ -85,8 +87,12 @@ def minilm_vectors(dialogues: Sequence[dict]) -> list[np.ndarray]:
     return [flat[a:b] for a, b in zip(edges, edges[1:])]
 
 
-def score_sets(sets: Sets, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Per-set scores of one setting (config fields or module constants) and the mean ratio of Pk to no cut."""
+def score_sets(sets: Sets, overrides: dict[str, Any], baselines: bool = False) -> dict[str, Any]:
+    """Per-set scores of one setting (config fields or module constants) and the mean ratio of Pk to no cut.
+
+    ``baselines`` adds TextTiling's and fixed10's Pk and WindowDiff (slow: TextTiling), so a final line holds every
+    baseline of ``memtape eval segmentation`` from the same run.
+    """
     fields = {f.name for f in dataclasses.fields(segment.SegmenterConfig)}
     config = segment.SegmenterConfig(**{k: v for k, v in overrides.items() if k in fields})
     constants = [(k, v) for k, v in overrides.items() if k not in fields]
@@ -101,6 +107,9 @@ def score_sets(sets: Sets, overrides: dict[str, Any]) -> dict[str, Any]:
             out[name] = {**ours, "none_pk": none["pk"], "none_windowdiff": none["windowdiff"],
                          "pk_over_none": round(ours["pk"] / none["pk"], 4),
                          "segments_per_dialogue": segments_per_dialogue(dialogues, hyps)}
+            if baselines:
+                out[name]["texttiling"] = _score(dialogues, [texttiling_lengths(d["utterances"]) for d in dialogues])
+                out[name]["fixed10"] = _score(dialogues, [fixed_lengths(len(d["utterances"])) for d in dialogues])
     out["mean_pk_over_none"] = round(sum(out[n]["pk_over_none"] for n in sets) / len(sets), 4)
     return out
 
@@ -163,8 +172,8 @@ def main() -> None:
         results.append((not admissible(scores), scores["mean_pk_over_none"], overrides))
     best = min(results, key=lambda r: r[:2])[2]
     _line("held back (odd dialogues), chosen on tune", best, score_sets(held, best))
-    _line("full sets, chosen", best, score_sets(full, best))
-    _line("full sets, defaults", {}, score_sets(full, {}))
+    _line("full sets, chosen", best, score_sets(full, best, baselines=True))
+    _line("full sets, defaults", {}, score_sets(full, {}, baselines=True))
     if args.sensitivity:
         for name, value in SETTINGS:
             _line("full sets", {name: value}, score_sets(full, {name: value}))
