@@ -40,6 +40,14 @@ def test_a_cached_text_is_encoded_once_and_an_exact_request_gets_a_float32_vecto
     encode.forget_vectors()
 
 
+def test_no_texts_embed_as_no_rows_of_the_model_width_cached_or_not(model):
+    from memtape.transforms.static_embed import static_embeddings
+
+    for encoder in (model, static_embeddings()):
+        for cached in (False, True):
+            assert embed_texts([], encoder, cached=cached).shape == (0, EMBEDDING_DIM)
+
+
 def test_embed_memories_fills_the_embedding_column(model):
     rows = [{"tenant": "t1", "memory_id": f"m{i}", "text": text, "header": "who: A", "token_count": 3, "raw_event_ids": ["e"]}
             for i, text in enumerate(["ran a charity race", "camping at Lake Tahoe"])]

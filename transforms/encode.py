@@ -82,7 +82,7 @@ def _encode(texts: Sequence[str], model: Any, batch_size: int | None, exact: boo
                                    show_progress_bar=False)
         for i, vector in zip(group, encoded.float().cpu().numpy()):
             rows[i] = vector
-    vectors = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+    vectors = np.stack(rows) if rows else np.zeros((0, model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
     # Normalised here, in float32: a float16 or bfloat16 model would otherwise leave the lengths off by about 1e-3.
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
@@ -126,7 +126,7 @@ def embed_texts(texts: Sequence[str], model: Any | None = None, batch_size: int 
     serves any request, a bfloat16 one only an inexact request. Benchmarks that time repeats leave it off.
     """
     model = model or memory_encoder()
-    if not cached:
+    if not cached or not texts:
         return _encode(texts, model, batch_size, exact)
     keys = [_cache_key(model, t) for t in texts]
     found: dict[tuple[int, bytes], np.ndarray] = {}
