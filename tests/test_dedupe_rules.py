@@ -73,6 +73,20 @@ def test_chat_system_notices_are_dropped_and_what_people_wrote_is_kept():
     assert describe_dropped([{"reason": "system_event"}] * 2) == "2 system notices"
 
 
+def test_slack_join_and_integration_notices_are_dropped_and_messages_are_kept():
+    """Slack writes "has joined the channel" and "added an integration to this channel" itself; no member wrote them."""
+    from memtape.connectors.sources.slack import read_slack
+
+    archive = Path(__file__).resolve().parents[1] / "samples" / "im" / "slack" / "testarchive.zip"
+    rows = [record.to_row() for record in read_slack(str(archive), "t1") if hasattr(record, "to_row")]
+    decided = list(Deduper().process_batch(rows))
+    kept = [k["text"] for k, _ in decided if k is not None]
+    dropped = {d["event_id"]: d["reason"] for _, d in decided if d is not None}
+    notices = [r["event_id"] for r in rows if "added an integration" in r["text"] or "has joined the channel" in r["text"]]
+    assert len(notices) >= 10 and all(dropped[e] == "system_event" for e in notices)
+    assert kept and not any("added an integration" in t or "has joined the channel" in t for t in kept)
+
+
 def test_out_of_office_reply_is_dropped():
     text = "I am currently out of the office until Monday with limited access to email. For urgent matters call Bob."
     _, dropped = Deduper().process(_row("x", text, subject="Out of Office: budget"))

@@ -22,8 +22,10 @@ from memtape.transforms.tokens import content_words, count_tokens, sentence_span
 
 DELTA_MIN_CONTENT_WORDS = 3  # a near-duplicate that adds this much new content keeps its new sentences
 # Chat events no person wrote (IRC joins, quits and nick changes, WhatsApp's and Telegram's group notices, Slack's
-# channel joins): raw_events keeps them for SQL, but a memory of what people said leaves them out.
-SYSTEM_SUBTYPES = frozenset({"system", "service", "channel_join", "channel_leave"})
+# joins and leaves of public and private channels and its integration notices): raw_events keeps them for SQL, but a
+# memory of what people said leaves them out.
+SYSTEM_SUBTYPES = frozenset({"system", "service", "channel_join", "channel_leave", "group_join", "group_leave",
+                             "bot_add", "bot_remove"})
 
 REASON_PHRASES = {
     "exact_duplicate": ("exact duplicate", "exact duplicates"),
