@@ -98,3 +98,11 @@ def test_default_backfill_runs_a_process_per_core_and_lands_the_same_rows_as_one
         for want, have in zip(expected[table], got[table]):
             assert want.keys() == have.keys()
             assert all(same_value(want[k], have[k]) for k in want), (table, [k for k in want if not same_value(want[k], have[k])])
+
+
+def test_each_worker_process_gives_torch_its_share_of_the_cores_and_one_process_leaves_torch_alone(monkeypatch):
+    monkeypatch.setattr(runner, "available_cores", lambda: 8)
+    assert runner.model_threads(runner.pipeline_options("DirectRunner", 4)) == 2
+    assert runner.model_threads(runner.pipeline_options("DirectRunner", 16)) == 1  # more processes than cores: one each
+    assert runner.model_threads(runner.pipeline_options("DirectRunner", 1)) is None
+    assert runner.model_threads(runner.pipeline_options("DaskRunner", 4)) is None  # Dask's workers are not this machine's
