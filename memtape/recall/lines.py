@@ -1,19 +1,21 @@
 """Split recalled memories into verbatim pieces, each traced to the one raw event it came from.
 
 A memory keeps, per message, the sentences compression selected, under the
-sender's label, with ``MEMORY_GAP`` between sentences that were apart. Packing
-whole episodes spends the budget on their weakest lines and cites events the
-reader never sees, so recall converges on pieces instead: each line is
-aligned, in order, to the raw event whose sender has that label and whose
-words contain it, and cut into the longest runs of sentences that stand in
-that event's text as written (whitespace and case aside). What recall returns
-is therefore text a person wrote, or a connector rendered, never a rewrite.
-A meeting memory's lines align the same way with the transcribed utterances
-it names, since its recording's raw event holds audio, not text. Pieces are scored within the query's best memories by the memory's score, the
-piece's query terms (IDF over the pool) and its static-embedding similarity.
-A memory whose lines do not all align (an abstractive summary) stays one
-whole unit with all its raw events. Alignments and vectors are cached per
-memory text. This module reads ``raw_events`` and ``utterances`` of one tenant only.
+sender's label, with ``MEMORY_GAP`` between sentences that were apart or
+parted by a line break. Packing whole episodes spends the budget on their
+weakest lines and cites events the reader never sees, so recall converges on
+pieces instead: each line is aligned, in order, to the raw event whose sender
+has that label and whose words contain it, and cut into the longest runs of
+sentences that stand in that event's text as written (whitespace and case
+aside). What recall returns is therefore text a person wrote, or a connector
+rendered, never a rewrite. A meeting memory's lines align the same way with
+the transcribed utterances it names, since its recording's raw event holds
+audio, not text. Pieces are scored within the query's best memories by the
+memory's score, the piece's query terms (IDF over the pool) and its
+static-embedding similarity. A line that aligns with no event is left out; a
+memory none of whose lines align (an abstractive summary) stays one whole
+unit with all its raw events. Alignments and vectors are cached per memory id
+and text. This module reads ``raw_events`` and ``utterances`` of one tenant only.
 """
 from __future__ import annotations
 
