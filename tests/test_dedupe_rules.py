@@ -149,6 +149,16 @@ def test_content_at_the_end_is_kept(text):
     assert "signature" not in kept["stripped"]
 
 
+def test_a_phone_number_that_ends_a_wrapped_sentence_stays_and_the_card_below_goes():
+    body = ("The spring mixer is on Thursday from six to eight at the Rooftop Grill on Main Street. Members may bring "
+            "guests, and the club covers the first round and the appetizers for everyone who signed up.\n\n"
+            "To sign up, reply to this mail, write to events@westclub.org or call\n(713) 555-0142.")
+    card = "\n\n\n**********\nMara Quist (mara@westclub.org)\nEvents Coordinator, West Club of Houston\nhttp://www.westclub.org/"
+    kept, _ = Deduper().process(_row("a", body + card, sender="mara@westclub.org", from_name="Mara Quist"))
+    assert kept["text"].endswith("write to events@westclub.org or call (713) 555-0142.")
+    assert "Coordinator" not in kept["text"] and kept["stripped"]["signature"] > 0
+
+
 def test_one_line_mail_of_contact_data_is_kept():
     text = "Terrie James 713-853-7727"
     kept, _ = Deduper().process(_row("a", text, sender="terrie.james@enron.com", from_name="Terrie James"))

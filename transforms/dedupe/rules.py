@@ -16,7 +16,7 @@ from typing import Container, Iterator
 
 from memtape.schemas.records import content_hash, content_hashes
 from memtape.transforms.tokens import (
-    WORD_RE, count_tokens, has_content_words, sentence_spans, unwrap, word_tokens, words,
+    WORD_RE, count_tokens, ends_at_mark, has_content_words, sentence_spans, unwrap, word_tokens, words,
 )
 
 ACK_MAX_WORDS = 8
@@ -285,7 +285,8 @@ def contact_block_start(lines: list[str], names: frozenset[str]) -> int:
     sender's name in it), so a venue's phone or an RSVP link at the end of a
     mail stays; it must hold contact data unless it is only the sender's name,
     so a closing list of names stays. Contact lines introduced by a colon are
-    content, and so is a run too long to be a signature.
+    content, and so is a run too long to be a signature, and a first line
+    that ends, with its full stop, a sentence wrapped from the line above.
     """
     top, run, contacts = len(lines), list[int](), set[int]()
     while top > 0 and len(run) <= CONTACT_BLOCK_MAX_LINES:
@@ -305,6 +306,12 @@ def contact_block_start(lines: list[str], names: frozenset[str]) -> int:
             break
     if not run or len(run) > CONTACT_BLOCK_MAX_LINES or (top > 0 and lines[top - 1].rstrip().endswith(":")):
         return len(lines)
+    if top > 0 and run[-1] == top and not ends_at_mark(lines[top - 1].rstrip()) and ends_at_mark(lines[top].rstrip()):
+        # the run's first line ends the sentence wrapped above it ("... or call\n(281) 424-3084."): content
+        contacts.discard(run.pop())
+        top += 1
+        if not run:
+            return len(lines)
     run.reverse()
     named = [i for i in run if (_names_sender(re.findall(r"[a-z]+", lines[i].casefold()), names, 4) if i in contacts
                                 else _is_sender_name(lines[i], names))]
