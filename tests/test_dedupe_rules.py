@@ -159,6 +159,18 @@ def test_a_phone_number_that_ends_a_wrapped_sentence_stays_and_the_card_below_go
     assert "Coordinator" not in kept["text"] and kept["stripped"]["signature"] > 0
 
 
+def test_a_display_name_that_is_an_address_does_not_make_its_domain_the_senders_name():
+    """Enron's X-From for mail without a display name is "addr@ENRON": "enron" must not name the sender of every link."""
+    from memtape.transforms.dedupe.rules import sender_names
+
+    body = ("Dana, Lee and Sam will each report to the Office of the Chairman from Monday. The new chart shows every "
+            "team and its lead, and it is linked below for anyone who wants to print it.")
+    text = body + "\n\nhttp://home.enron.com:84/messaging/orgchart.ppt"
+    kept, _ = Deduper().process(_row("a", text, sender="no.address@enron.com", from_name="Office of the Chairman@ENRON"))
+    assert kept["text"] == text and "signature" not in kept["stripped"]
+    assert sender_names("vege@izhuta.com", "Vege@Izhuta.com@ENRON") == {"vege"}
+
+
 def test_one_line_mail_of_contact_data_is_kept():
     text = "Terrie James 713-853-7727"
     kept, _ = Deduper().process(_row("a", text, sender="terrie.james@enron.com", from_name="Terrie James"))

@@ -237,10 +237,14 @@ def sender_names(address: str, display_name: str) -> frozenset[str]:
     """The words a sender signs with: those of the display name and of the address's local part, and that part whole.
 
     The whole local part lets a name match an address that runs names together
-    ("Alan" for alanmit@, "Skilling" for jskilling@).
+    ("Alan" for alanmit@, "Skilling" for jskilling@). A display name counts up
+    to its first "@": one that is an address ("Vege@Izhuta.com@ENRON", "Public
+    Relations@ENRON") would make "com" or "enron" a name, and any link at the
+    end of the mail its sender's card.
     """
     local = address.partition("@")[0].casefold()
-    return frozenset(words(display_name) + re.split(r"[^a-z]+", local) + [re.sub(r"[^a-z]", "", local)]) - {""}
+    shown = display_name.partition("@")[0]
+    return frozenset(words(shown) + re.split(r"[^a-z]+", local) + [re.sub(r"[^a-z]", "", local)]) - {""}
 
 
 def _is_name_like(line: str, max_words: int) -> bool:
