@@ -48,7 +48,9 @@ from memtape.connectors.lance_store import Store
 from memtape.connectors.sources._common import input_files
 from memtape.evals.recall import load_locomo
 from memtape.pipelines.backfill import run_backfill
-from memtape.transforms.segment_episodes import ConversationAssembler, configured_surprise, conversation_key, surprise_models
+from memtape.transforms.segment_episodes import (
+    MINILM, ConversationAssembler, configured_surprise, conversation_key, surprise_models, with_sentence_vectors,
+)
 from memtape.pipelines.runner import DEFAULT_RUNNER
 from memtape.schemas.records import RawEvent, memory_pieces, utcnow
 from memtape.transforms.compress import build_memory
@@ -127,17 +129,20 @@ def dedupe(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def segment(units: tuple[list[dict], list[dict]]) -> list[dict]:
     """Each conversation's assembler, with the configured surprise predictor, fed its kept and dropped units, then
-    closed where idle now, as a backfill does (MiniLM vectors uncached here: every repeat encodes them again)."""
+    closed where idle now, as a backfill does; MiniLM vectors of every kept unit in one call, as the pipeline
+    encodes a batch of units across conversations (uncached here: every repeat encodes them again)."""
     kept, dropped = units
-    embeddings, predictor, cached_encode = surprise_models(configured_surprise())
-    encode = (lambda texts: embed_texts(texts, embedder(), exact=True)) if cached_encode else None
+    surprise = configured_surprise()
+    embeddings, predictor = surprise_models(surprise)
+    if surprise == MINILM:
+        kept = with_sentence_vectors(kept, lambda texts: embed_texts(texts, embedder(), exact=True))
     grouped: dict[str, tuple[list[dict], list[dict]]] = defaultdict(lambda: ([], []))
     for side, rows in enumerate((kept, dropped)):
         for u in rows:
             grouped[conversation_key(u)][side].append(u)
     now, bundles = utcnow(), []
     for key in sorted(grouped):
-        assembler = ConversationAssembler(embeddings, predictor=predictor, encode=encode)
+        assembler = ConversationAssembler(embeddings, predictor=predictor)
         bundles += assembler.feed(*grouped[key]) + assembler.close_idle(now)
         assembler.state_json()  # the pipeline carries every conversation's state out too
     return bundles

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that
 
 from memtape.config import load_config
 from memtape.schemas import conform
-from memtape.transforms.segment_episodes import ConversationAssembler, SegmentConversations, conversation_key
+from memtape.transforms.segment_episodes import ConversationAssembler, SegmentConversations, conversation_key, with_sentence_vectors
 
 FIXTURE = Path(__file__).parent / "fixtures" / "segment" / "topics.json"
 T0 = datetime(2024, 1, 8, 14, 0, tzinfo=timezone.utc)
@@ -77,23 +77,37 @@ def test_the_surprise_predictor_comes_from_the_models_section_of_the_config(tmp_
 
 
 def test_minilm_sentence_vectors_reach_the_segmenter():
+    import numpy as np
+
+    from memtape.transforms.static_embed import static_embeddings
+
     seen: list[list[str]] = []
 
     def encode(texts):
         seen.append(texts)
-        import numpy as np
         return np.eye(384, dtype="float32")[[i % 3 for i in range(len(texts))]]
 
-    from memtape.transforms.static_embed import static_embeddings
-
-    assembler = ConversationAssembler(static_embeddings(), encode=encode)
     units = _units("a")[:6]
-    assembler.feed(units, [])
+    assembler = ConversationAssembler(static_embeddings())
+    assembler.feed(with_sentence_vectors(units, encode), [])
     assert seen == [[u["text"] for u in units]]
     recent = json.loads(assembler.state_json())["segmenter"]["recent"]
     assert [r["unit"]["vector"].index(1.0) for r in recent] == [0, 1, 2, 0, 1, 2]  # the given vectors, not static ones
 
 
-def test_minilm_choice_runs_through_the_transform(tmp_path):
-    bundles, _ = _run(tmp_path, _units("a"), [], close=["t\x1fa"], surprise="minilm")
-    assert sorted(m for b in bundles for m in b["episode"]["member_ids"]) == [u["event_id"] for u in _units("a")]
+def test_minilm_encodes_many_conversations_in_one_call_and_cuts_each_as_alone(tmp_path, monkeypatch):
+    from memtape.transforms import encode, segment_episodes
+
+    calls: list[int] = []
+    real = encode.embed_texts
+    monkeypatch.setattr(encode, "embed_texts", lambda texts, *a, **k: calls.append(len(texts)) or real(texts, *a, **k))
+    units, close = _units("a") + _units("b"), ["t\x1fa", "t\x1fb"]
+    together, _ = _run(tmp_path, units, [], close=close, surprise="minilm")
+    assert calls == [36]  # 18 messages of each conversation, one call (the direct runner runs the test in-process)
+    calls.clear()
+    monkeypatch.setattr(segment_episodes, "ENCODE_BATCH", 10)  # a full batch is encoded before the bundle ends
+    apart, _ = _run(tmp_path, units, [], close=close, surprise="minilm")
+    assert calls == [18, 18]
+    episodes = lambda bundles: sorted(b["episode"]["member_ids"] for b in bundles)  # noqa: E731
+    assert episodes(together) == episodes(apart) and sorted(m for e in episodes(apart) for m in e) == sorted(
+        u["event_id"] for u in units)
