@@ -115,8 +115,46 @@ static int append_span(PyObject *spans, Py_ssize_t a, Py_ssize_t b) {
     return rc;
 }
 
-/* tokens.sentence_spans: a sentence ends at . ! ? (and one closing quote or bracket) followed by whitespace, or at a
- * line break; each end swallows its whitespace run; spans exclude the text's outer whitespace. */
+/* Whether `word` (n letters) lowered is one of the space-separated words of `list`. */
+static int in_word_list(const Py_UCS1 *word, Py_ssize_t n, const char *list) {
+    for (const char *p = list; *p;) {
+        Py_ssize_t len = (Py_ssize_t)strcspn(p, " ");
+        if (len == n) {
+            Py_ssize_t k = 0;
+            while (k < n && lower(word[k]) == (Py_UCS1)p[k]) k++;
+            if (k == n) return 1;
+        }
+        p += len;
+        while (*p == ' ') p++;
+    }
+    return 0;
+}
+
+/* tokens._TITLES and tokens._ABBREVIATIONS. */
+static const char *const TITLES = "mr mrs ms messrs dr prof sr st mt rev hon gen col capt lt sgt gov sen rep vs cf";
+static const char *const ABBREVIATIONS =
+    "etc approx incl dept est no nos vol fig ext tel inc corp co ltd jan feb mar apr jun jul aug sep sept oct nov dec";
+
+/* tokens._closes_abbreviation: the period at s[dot], followed by the whitespace run s[dot+1:next], closes an
+ * abbreviation rather than a sentence. */
+static int closes_abbreviation(const Py_UCS1 *s, Py_ssize_t dot, Py_ssize_t next, Py_ssize_t end) {
+    if (memchr(s + dot + 1, '\n', (size_t)(next - dot - 1)) != NULL) return 0;
+    Py_ssize_t first = dot;
+    while (first > 0 && (s[first - 1] == '.' || is_alpha(s[first - 1]))) first--;
+    if (first > 0 && is_word(s[first - 1])) return 0;
+    while (first < dot && s[first] == '.') first++;
+    Py_ssize_t n = dot - first;
+    Py_UCS1 following = next < end ? s[next] : 0;
+    if (in_word_list(s + first, n, TITLES)) return 1;
+    if (n == 1 && s[first] >= 'A' && s[first] <= 'Z' && s[first] != 'I') return following >= 'A' && following <= 'Z';
+    int dotted = memchr(s + first, '.', (size_t)n) != NULL;
+    return n > 0 && (dotted || in_word_list(s + first, n, ABBREVIATIONS)) &&
+           ((following >= 'a' && following <= 'z') || is_digit(following));
+}
+
+/* tokens.sentence_spans: a sentence ends at . ! ? (and one closing quote or bracket) followed by whitespace, unless
+ * the period closes an abbreviation, or at a line break; each end swallows its whitespace run; spans exclude the
+ * text's outer whitespace. */
 static PyObject *sentence_spans(PyObject *self, PyObject *text) {
     Py_ssize_t n;
     const Py_UCS1 *s = ascii_chars(text, &n);
@@ -142,6 +180,10 @@ static PyObject *sentence_spans(PyObject *self, PyObject *text) {
                 stop = j;
                 next = j;
                 while (next < end && is_space(s[next])) next++;
+                if (c == '.' && j == i + 1 && closes_abbreviation(s, i, next, end)) {
+                    i = next;
+                    continue;
+                }
             }
         }
         if (stop < 0) {

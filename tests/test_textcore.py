@@ -30,6 +30,7 @@ ENRON = SHARED_DATA / "email" / "skilling-j"
 _WORDS = sorted(STOPWORDS | GENERIC_WORDS) + [
     "I", "The", "So", "Well", "May", "US", "don't", "Can't", "WON'T", "it's", "we're", "I'm", "they've", "you'll",
     "she'd", "n't", "'s", "x'S", "Enron", "Q3", "2001", "4.5", "10:30", "e-mail", "AT&T", "a_b", "re-org", "Mr.",
+    "Dr.", "MRS.", "K.", "I.", "e.g.", "a.m.", "U.S.", "No.", "approx.", "Sept.", "x.Mr.", "9Mr.", "..St.",
 ]
 _PIECES = st.one_of(
     st.sampled_from(_WORDS),
@@ -59,6 +60,20 @@ def test_token_count_matches_the_token_regex(text: str) -> None:
 @given(ascii_text)
 def test_sentence_spans_match_the_regex_definition(text: str) -> None:
     assert _textcore.sentence_spans(text) == tokens._py_sentence_spans(text)
+
+
+@pytest.mark.parametrize("text, sentences", [
+    ("Jerry can brief Mr. Skilling on our plans for the year and Mr. Skilling can decide. Does that suit you?",
+     ["Jerry can brief Mr. Skilling on our plans for the year and Mr. Skilling can decide.", "Does that suit you?"]),
+    ("Jeffrey K. Skilling called. So am I. Then we left.", ["Jeffrey K. Skilling called.", "So am I.", "Then we left."]),
+    ("Meet at 10 a.m. tomorrow. It is approx. 40 miles from the U.S. The end.",
+     ["Meet at 10 a.m. tomorrow.", "It is approx. 40 miles from the U.S.", "The end."]),
+    ("See Dr.\nSmith. Call me. Thanks etc. The rest", ["See Dr.", "Smith.", "Call me.", "Thanks etc.", "The rest"]),
+])
+def test_a_period_that_closes_an_abbreviation_ends_no_sentence(text: str, sentences: list[str]) -> None:
+    """A half sentence ("Skilling on our plans ... and Mr.") would reach a memory on its own, its subject lost."""
+    for spans in (tokens._py_sentence_spans(text), _textcore.sentence_spans(text)):
+        assert [text[a:b] for a, b in spans] == sentences
 
 
 @FUZZ

@@ -21,6 +21,12 @@ WORD_RE = re.compile(r"\w+")
 # (wrapped lines are joined first). A match opens with the mark or the line break, so the regex engine skips ahead
 # to those rare characters, and runs to the end of the whitespace after it: group 1 is that whitespace after a mark.
 _SENTENCE_END_RE = re.compile(r"[.!?\u2026\n](?:(?<=\n)\s*|[\"')\]]?(\s+))")
+# A period after a title ends no sentence ("Mr. Skilling"); nor one after a word of this list or a dotted abbreviation
+# ("e.g", "a.m", "U.S") when a lower-case word or a figure follows ("approx. 40", "10 a.m. tomorrow"); nor one after
+# an initial other than "I" when a capital follows ("Jeffrey K. Skilling"). Otherwise memories keep half sentences.
+_TITLES = frozenset("mr mrs ms messrs dr prof sr st mt rev hon gen col capt lt sgt gov sen rep vs cf".split())
+_ABBREVIATIONS = frozenset(
+    "etc approx incl dept est no nos vol fig ext tel inc corp co ltd jan feb mar apr jun jul aug sep sept oct nov dec".split())
 _MARKED_END_RE = re.compile(r"[.!?\u2026][\"')\]]?$")  # a sentence that ends at a mark, which a re-split finds again
 # An email line break inside a paragraph is only a wrap when the next line does not start a list item.
 _LIST_ITEM_RE = re.compile(r"^\s*(?:[-*\u2022>]|\d+[.)]|[A-Za-z][.)]\s)")
@@ -146,6 +152,8 @@ def _py_sentence_spans(text: str) -> list[tuple[int, int]]:
     start, end = len(text) - len(text.lstrip()), len(text.rstrip())
     spans: list[tuple[int, int]] = []
     for match in _SENTENCE_END_RE.finditer(text, start, end):
+        if _closes_abbreviation(text, match, end):
+            continue
         stop = match.start(1)
         if stop < 0:  # a line break: the whitespace run holding it may open before it
             stop = match.start()
@@ -156,3 +164,24 @@ def _py_sentence_spans(text: str) -> list[tuple[int, int]]:
     if start < end:
         spans.append((start, end))
     return spans
+
+
+def _closes_abbreviation(text: str, end_match: re.Match[str], end: int) -> bool:
+    """Whether ``end_match`` (a period, then spaces without a line break) closes an abbreviation, not a sentence."""
+    dot, after = end_match.start(), end_match.end()
+    if text[dot] != "." or end_match.start(1) != dot + 1 or "\n" in end_match.group(1):
+        return False
+    first = dot
+    while first > 0 and (text[first - 1] == "." or (text[first - 1].isascii() and text[first - 1].isalpha())):
+        first -= 1
+    if first > 0 and WORD_RE.match(text[first - 1]):
+        return False  # "5Mr." or "x_e.g.": not a word of its own
+    word = text[first:dot].lstrip(".")
+    following = text[after] if after < end else ""
+    lowered = word.lower()
+    if lowered in _TITLES:
+        return True
+    if len(word) == 1 and "A" <= word <= "Z" and word != "I":
+        return "A" <= following <= "Z"
+    return bool(word) and ("." in word or lowered in _ABBREVIATIONS) and (
+        "a" <= following <= "z" or "0" <= following <= "9")
