@@ -39,6 +39,7 @@ LATEST_BOOST = 0.5  # the newest reading of the series a "latest" question asks 
 SERIES_MATCH = 0.999  # a line belongs to the asked series when it matches the query's terms as well as the best line
 OLDER_READING_SHARE = 0.3  # older readings of that series keep this share of their score
 HISTORY_READINGS = 3  # a "latest" answer keeps the readings of this many earlier times of that series as history
+HISTORY_STEP = 0.05  # each earlier of those times ranks this share of the best lower, so the history reads newest first
 ORDERS = ("relevance", "time")
 LATEST_QUESTION = re.compile(r"\b(latest|most recent(ly)?|current(ly)?|newest|last (reading|value|result|measurement|visit|dose))\b", re.I)
 SERIES_QUESTION = re.compile(r"\b(over time|history|histories|trend|trends|progression|"
@@ -223,7 +224,8 @@ def _series_boost(lines: list[Any], scores: Any, lexical: Any, latest: bool) -> 
     if latest:
         times = sorted({lines[i].when for i in series}, reverse=True)
         out[series] = scores[series] * OLDER_READING_SHARE
-        out[[i for i in series if lines[i].when in times[1:1 + HISTORY_READINGS]]] = top
+        for k, when in enumerate(times[1:1 + HISTORY_READINGS]):  # each earlier time a little lower: newest first
+            out[[i for i in series if lines[i].when == when]] = top * (1.0 - HISTORY_STEP * k)
         out[[i for i in series if lines[i].when == times[0]]] = top * (1.0 + LATEST_BOOST)
     else:
         out[series] = np.maximum(scores[series], top)
