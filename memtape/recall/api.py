@@ -208,10 +208,10 @@ def _series_boost(lines: list[Any], scores: Any, lexical: Any, latest: bool) -> 
     A "latest" question gets its newest readings first (all those of the
     newest time: a report and its result share it), then those of the
     ``HISTORY_READINGS`` times before as a short history, and the older ones
-    fall back; a history question gets every reading. Lines outside the series (another
-    indicator of the same visit) keep the share of the query's terms they
-    match: "body weight" keeps little of a body height, "weight and height"
-    keeps both.
+    fall back; a history question gets every reading. Lines outside the
+    series (another indicator of the same visit) keep the share of the
+    query's terms they match: "body weight" keeps little of a body height,
+    "weight and height" keeps both.
     """
     if not len(lines) or lexical.max() <= 0:
         return scores
