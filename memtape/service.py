@@ -51,7 +51,7 @@ class RecallRequest(BaseModel):
     source_kind: str | None = Field(None, description="im, email, meeting or health")
     subject: str | None = Field(None, max_length=400, description="Only memories about this person: a name, address or id.")
     max_items: int | None = Field(None, ge=1, description="At most this many items.")
-    min_score: float | None = Field(None, ge=0.0, description="Leave out items scoring below this (default: a share of the best item's score).")
+    min_score: float | None = Field(None, ge=0.0, description="Leave out items scoring below this (default: those not standing out from the rest).")
     order: Literal["relevance", "time"] = Field("relevance", description="relevance: best memory first; time: oldest first.")
 
     @field_validator("since", "until")

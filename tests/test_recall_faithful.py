@@ -78,15 +78,21 @@ def test_latest_reading_question_answers_about_the_named_patient_with_value_and_
     assert "Ana Diaz <Patient/pa>" in top.subjects
 
 
+def test_latest_reading_question_stops_at_its_series_with_a_short_history(store: Store) -> None:
+    result = recall("What was Ana Diaz's most recent Hemoglobin A1c/Hemoglobin.total in Blood?", "clinic", 1000, store=store, forgetting=OFF)
+    assert result.items[0].source_ids == ["Observation/pa-a1c2"]
+    assert {s for i in result.items for s in i.source_ids} == {"Observation/pa-a1c0", "Observation/pa-a1c1", "Observation/pa-a1c2"}
+    assert "Systolic" not in result.context  # the same visits' other indicator is not what was asked
+
+
 def test_every_item_is_a_verbatim_span_of_the_raw_event_it_cites_with_units_and_brackets(store: Store) -> None:
     result = recall("What was Ana Diaz's systolic blood pressure over time?", "clinic", 1000, store=store, forgetting=OFF)
     assert result.order == "time" and result.items
     for item in result.items:
         assert len(item.raw_event_ids) == 1
         assert _plain(item.text) in _plain(_raw_text(store, item.raw_event_ids[0]))
-    pressures = [i for i in result.items if "Systolic" in i.text]
-    assert [i.source_ids[0] for i in pressures] == ["Observation/pa-bp0", "Observation/pa-bp1", "Observation/pa-bp2"]
-    assert all("mm[Hg]" in i.text for i in pressures)
+    assert [i.source_ids[0] for i in result.items] == ["Observation/pa-bp0", "Observation/pa-bp1", "Observation/pa-bp2"]
+    assert all("Systolic Blood Pressure" in i.text and "mm[Hg]" in i.text for i in result.items)
     times = [i.event_time for i in result.items]
     assert times == sorted(times)
 
@@ -149,6 +155,8 @@ def test_fhir_recall_eval_cli_reports_the_contract_fields(tmp_path: Path) -> Non
     assert out.exit_code == 0, out.output
     report = json.loads(out.output[out.output.index("{"):])
     assert {"latest", "meds", "conds", "subject_precision", "wrong_patient_items", "verbatim_share", "mean_tokens"} <= report.keys()
-    assert {"hit", "value_shown"} <= report["latest"].keys() and "coverage" in report["meds"] and "coverage" in report["conds"]
+    assert {"hit", "value_shown", "asked_code_token_share"} <= report["latest"].keys()
+    assert {"coverage", "on_topic_token_share"} <= report["meds"].keys() and {"coverage", "on_topic_token_share"} <= report["conds"].keys()
+    assert 0.5 < report["latest"]["asked_code_token_share"] <= 1.0  # the asked series, not the visit's other readings
     assert report["subject_precision"] == 1.0 and report["wrong_patient_items"] == 0
     assert report["latest"]["hit"] == 1.0 and report["latest"]["value_shown"] == 1.0 and report["verbatim_share"] == 1.0

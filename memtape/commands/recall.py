@@ -19,7 +19,8 @@ from memtape.commands._common import home_option, open_store, parse_time, tenant
 @click.option("--subject", default=None, help="Only memories about this person: a name, email address or id (Patient/ID).")
 @click.option("--max-items", type=click.IntRange(min=1), default=None, help="At most this many items.")
 @click.option("--min-score", type=click.FloatRange(min=0.0), default=None,
-              help="Leave out items scoring below this [default: 0.3 of the best item's score].")
+              help="Leave out items scoring below this [default: those that do not stand out from the candidates: "
+                   "half their median plus 0.3 of the best item's lead over it].")
 @click.option("--order", type=click.Choice(["relevance", "time"]), default="relevance", show_default=True,
               help="relevance: the best memory first, its items in time order; time: oldest first.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,

@@ -7,7 +7,9 @@ they have at least twice (the codes with the most readings; gold: their latest
 Observation of that code), "What medications has NAME been prescribed?" and
 "What conditions has NAME been diagnosed with?" (gold: their distinct
 medication and condition names). The score reads what the user receives: the
-cited resources and the context text. This module only evaluates.
+cited resources and the context text. Padding is measured as the share of the
+context's tokens (day lines included) spent on lines of what was asked: readings
+of the asked code, MedicationRequest or Condition lines. This module only evaluates.
 """
 from __future__ import annotations
 
@@ -38,14 +40,15 @@ class Patient:
     medications: set[str]
     conditions: set[str]
 
-    def latest_questions(self) -> list[tuple[str, list[Reading]]]:
-        """(question, gold readings at the latest time) for the codes with the most readings, at least two."""
+    def latest_questions(self) -> list[tuple[str, list[Reading], set[str]]]:
+        """(question, gold readings at the latest time, every reading's resource) for the codes with the most readings, at least two."""
         codes = sorted((c for c, (_, r) in self.series.items() if len(r) >= 2), key=lambda c: (-len(self.series[c][1]), c))
         out = []
         for code in codes[:LATEST_CODES]:
             display, readings = self.series[code]
             newest = max(r.when for r in readings)
-            out.append((f"What was {self.name}'s most recent {display}?", [r for r in readings if r.when == newest]))
+            out.append((f"What was {self.name}'s most recent {display}?", [r for r in readings if r.when == newest],
+                        {r.resource for r in readings}))
         return out
 
 
@@ -86,8 +89,22 @@ def load_patients(folder: Path) -> list[Patient]:
     return patients
 
 
-def _score_coverage(scores: list[float], names: set[str], result: Any) -> None:
+def _score_coverage(scores: list[float], shares: list[float], names: set[str], kind: str, result: Any) -> None:
     scores.append(_coverage(names, result.context))
+    shares.append(_token_share(result, lambda source_id: source_id.startswith(f"{kind}/")))
+
+
+def _token_share(result: Any, asked: Callable[[str], bool]) -> float:
+    """Share of the context's tokens on lines citing what was asked (0 for an empty context)."""
+    from memtape.recall.pack import count_tokens
+
+    on_topic = sum(count_tokens(f"{item.who}: {item.text}" if item.who else item.text)
+                   for item in result.items if any(asked(s) for s in item.source_ids))
+    return on_topic / result.tokens if result.tokens else 0.0
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def _coverage(names: set[str], context: str) -> float:
@@ -113,25 +130,29 @@ def evaluate(folder: Path, budget: int, home: str | None = None,
         hits, shown, latest_n = 0, 0, 0
         meds: list[float] = []
         conds: list[float] = []
+        latest_share: list[float] = []
+        meds_share: list[float] = []
+        conds_share: list[float] = []
         cited_own, cited_other, wrong_items, items_total, items_verbatim = 0, 0, 0, 0, 0
         tokens: list[float] = []
         for patient in patients:
             progress(f"{patient.name}: questions")
             asked: list[tuple[str, Callable[[Any], None]]] = []
-            for question, gold in patient.latest_questions():
-                def score_latest(result: Any, gold: list[Reading] = gold) -> None:
+            for question, gold, series in patient.latest_questions():
+                def score_latest(result: Any, gold: list[Reading] = gold, series: set[str] = series) -> None:
                     nonlocal hits, shown, latest_n
                     cited = {s for item in result.items for s in item.source_ids}
                     latest_n += 1
                     hits += any(r.resource in cited for r in gold)
                     shown += any(r.value in result.context for r in gold)
+                    latest_share.append(_token_share(result, series.__contains__))
                 asked.append((question, score_latest))
             if patient.medications:
                 asked.append((f"What medications has {patient.name} been prescribed?",
-                               functools.partial(_score_coverage, meds, patient.medications)))
+                               functools.partial(_score_coverage, meds, meds_share, patient.medications, "MedicationRequest")))
             if patient.conditions:
                 asked.append((f"What conditions has {patient.name} been diagnosed with?",
-                               functools.partial(_score_coverage, conds, patient.conditions)))
+                               functools.partial(_score_coverage, conds, conds_share, patient.conditions, "Condition")))
             for question, score in asked:
                 result = recall(question, TENANT, budget, store=store, forgetting=OFF, reinforce_recalled=False)
                 score(result)
@@ -149,9 +170,10 @@ def evaluate(folder: Path, budget: int, home: str | None = None,
         "budget": budget,
         "patients": len(patients),
         "latest": {"questions": latest_n, "hit": round(hits / latest_n, 4) if latest_n else None,
-                   "value_shown": round(shown / latest_n, 4) if latest_n else None},
-        "meds": {"questions": len(meds), "coverage": round(sum(meds) / len(meds), 4) if meds else None},
-        "conds": {"questions": len(conds), "coverage": round(sum(conds) / len(conds), 4) if conds else None},
+                   "value_shown": round(shown / latest_n, 4) if latest_n else None,
+                   "asked_code_token_share": _mean(latest_share)},
+        "meds": {"questions": len(meds), "coverage": _mean(meds), "on_topic_token_share": _mean(meds_share)},
+        "conds": {"questions": len(conds), "coverage": _mean(conds), "on_topic_token_share": _mean(conds_share)},
         "subject_precision": round(cited_own / cited, 4) if cited else None,
         "wrong_patient_items": wrong_items,
         "verbatim_share": round(items_verbatim / items_total, 4) if items_total else None,

@@ -321,7 +321,9 @@ def command(locomo: Path | None, fhir: Path | None, budget: int, home: str | Non
             return
         click.echo(f"budget {budget}: subject_precision {report['subject_precision']} latest.hit {report['latest']['hit']} "
                    f"latest.value_shown {report['latest']['value_shown']} meds {report['meds']['coverage']} "
-                   f"conds {report['conds']['coverage']} verbatim {report['verbatim_share']} mean_tokens {report['mean_tokens']}")
+                   f"conds {report['conds']['coverage']} verbatim {report['verbatim_share']} mean_tokens {report['mean_tokens']} "
+                   f"on-topic token share: latest {report['latest']['asked_code_token_share']} "
+                   f"meds {report['meds']['on_topic_token_share']} conds {report['conds']['on_topic_token_share']}")
         return
     assert locomo is not None
     if not locomo.is_file():

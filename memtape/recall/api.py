@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from memtape.connectors.lance_store import Store
 from memtape.forgetting import ForgettingPolicy, ranking_weight, reinforce
 from memtape.recall.candidates import GRAPHS, Scope, candidates
@@ -31,10 +33,13 @@ DEFAULT_BUDGET = 1000
 EXPAND_MEMORIES = 40  # the best memories whose lines compete for the budget
 ROWS_READ = 2 * EXPAND_MEMORIES  # candidates forgetting weighs before the best are expanded
 TIME_BOOST = 0.3  # for "when" questions, a line that states a time is worth this much more
-RELEVANCE_FLOOR = 0.3  # items scoring under this share of the best are left out (chosen on the dev sets: BENCHMARKS.md)
+RELEVANCE_FLOOR = 0.3  # an item must clear the typical candidate by this share of the best's lead over it ...
+TYPICAL_SHARE = 0.5  # ... the typical candidate being this share of the median (both chosen on the dev sets: BENCHMARKS.md)
 LATEST_BOOST = 0.5  # the newest reading of the series a "latest" question asks about ranks this far above the best
 SERIES_MATCH = 0.999  # a line belongs to the asked series when it matches the query's terms as well as the best line
 OLDER_READING_SHARE = 0.3  # older readings of that series keep this share of their score
+HISTORY_READINGS = 3  # a "latest" answer keeps the readings of this many earlier times of that series as history
+HISTORY_STEP = 0.05  # each earlier of those times ranks this share of the best lower, so the history reads newest first
 ORDERS = ("relevance", "time")
 LATEST_QUESTION = re.compile(r"\b(latest|most recent(ly)?|current(ly)?|newest|last (reading|value|result|measurement|visit|dose))\b", re.I)
 SERIES_QUESTION = re.compile(r"\b(over time|history|histories|trend|trends|progression|"
@@ -196,31 +201,50 @@ def _about(graph: Any, query: str, subject: str | None, tenant: str) -> tuple[tu
 
 
 def _series_boost(lines: list[Any], scores: Any, lexical: Any, latest: bool) -> Any:
-    """For questions about the latest value or a history: the series the question names ranks first.
+    """For questions about the latest value or a history: the series the question names, and little else.
 
     Readings of one kind share their words and differ in values and time, so
     the lines that match the query's terms best form the series asked about.
     A "latest" question gets its newest readings first (all those of the
-    newest time: a report and its result share it) and the older ones fall
-    back; a history question gets every reading.
+    newest time: a report and its result share it), then those of the
+    ``HISTORY_READINGS`` times before as a short history, and the older ones
+    fall back; a history question gets every reading. Lines outside the
+    series (another indicator of the same visit) keep the share of the
+    query's terms they match: "body weight" keeps little of a body height,
+    "weight and height" keeps both.
     """
-    import numpy as np
-
     if not len(lines) or lexical.max() <= 0:
         return scores
     series = [i for i in range(len(lines)) if lexical[i] >= SERIES_MATCH * lexical.max() and lines[i].when is not None]
     if not series:
         return scores
-    out = np.array(scores, dtype=np.float32)
-    top = float(out.max())
+    scores = np.asarray(scores, dtype=np.float32)
+    top = float(scores.max())
+    out = scores * (lexical / lexical.max())
     if latest:
-        newest_time = max(lines[i].when for i in series)
-        newest = [i for i in series if lines[i].when == newest_time]
-        out[series] *= OLDER_READING_SHARE
-        out[newest] = top * (1.0 + LATEST_BOOST)
+        times = sorted({lines[i].when for i in series}, reverse=True)
+        out[series] = scores[series] * OLDER_READING_SHARE
+        for k, when in enumerate(times[1:1 + HISTORY_READINGS]):  # each earlier time a little lower: newest first
+            out[[i for i in series if lines[i].when == when]] = top * (1.0 - HISTORY_STEP * k)
+        out[[i for i in series if lines[i].when == times[0]]] = top * (1.0 + LATEST_BOOST)
     else:
-        out[series] = np.maximum(out[series], top)
+        out[series] = np.maximum(scores[series], top)
     return out
+
+
+def relevance_floor(scores: list[float]) -> float:
+    """The score an item needs: the typical candidate's, raised by ``RELEVANCE_FLOOR`` of the best's lead over it.
+
+    A share of the best alone lets everything through where every candidate
+    is somewhat relevant (all the lines of one patient's record, a strong
+    conversation's small talk): lines that merely resemble the rest fill the
+    budget. Measured from the typical candidate (``TYPICAL_SHARE`` of the
+    pool's median), an item has to stand out from the pool it competes in.
+    """
+    if not scores:
+        return 0.0
+    typical = TYPICAL_SHARE * float(np.median(scores))
+    return typical + RELEVANCE_FLOOR * (max(scores) - typical)
 
 
 def recall(
@@ -247,8 +271,8 @@ def recall(
     one kind of source (im, email, meeting, health), ``subject`` the memories
     about one person (a name, address or id); without it, a query that names
     one person who has memories of their own is restricted to them. Items
-    scoring under ``min_score`` are left out, by default under
-    ``RELEVANCE_FLOOR`` of the best item's score; ``max_items`` caps their number. ``order`` is ``relevance``
+    scoring under ``min_score`` are left out, by default those that do not
+    stand out from the pool (``relevance_floor``); ``max_items`` caps their number. ``order`` is ``relevance``
     (best first, a memory's items together in time order) or ``time``; a
     question about a history or trend is answered in time order, one about
     the latest value prefers the newest matching record. ``forgetting``
@@ -285,7 +309,7 @@ def recall(
         order = "time"
     packables = [Packable(line.key, float(score), line.text, line.who, line.when, line.raw_event_ids)
                  for line, score in zip(lines, line_scores)]
-    floor = RELEVANCE_FLOOR * max((p.score for p in packables), default=0.0) if min_score is None else min_score
+    floor = relevance_floor([p.score for p in packables]) if min_score is None else min_score
     chosen = pack([p for p in packables if p.score >= floor and p.score > 0], query, budget, max_items)
     by_id = {row["memory_id"]: row for row in rows} | {line.memory_id: working_row(line) for line in fresh}
     line_of = {line.key: line for line in lines}
