@@ -286,5 +286,10 @@ def test_where_topics_dwell_a_surprise_cut_needs_a_cue_opening_the_next_episode(
             starts = [int(after["member_ids"][0].rsplit("-", 1)[1])
                       for before, after in zip(rows, rows[1:]) if before["boundary_signal"] == "surprise"]
             assert starts and all(min(abs(s - c) for c in cued) <= REFINE_RADIUS for s in starts), starts
+            first = EpisodeSegmenter(emb, config)  # the cue is read from the carried state's texts across a restart
+            split = first.feed(feed[:25])
+            resumed = EpisodeSegmenter(emb, config, state=json.loads(json.dumps(first.state())))
+            split += resumed.feed(feed[25:]) + resumed.flush()
+            assert [r["member_ids"] for r in split] == [r["member_ids"] for r in rows]
     assert "surprise" in signals["free"]
     assert signals["asks"] == ["end"]  # no unit opens with a cue, so no surprise peak may cut
