@@ -44,8 +44,10 @@ from memtape.transforms.static_embed import cache_dir
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
 SETS = {"dialseg711": "dialseg711.json", "tiage_dev": "tiage_dev.json", "committee_dev": "meeting_committee_dev.json"}
-# the grid: the base threshold and the two knobs of drift calibration, for MiniLM's sentence vectors
-GRID = {"gamma": [1.0, 1.3], "episode_scale": [64.0, 192.0], "prior_weight": [1.2, 2.4]}
+# the grid: the base threshold, the two knobs of drift calibration and the expected episode length from which a cut
+# needs a cue (infinite: never), for MiniLM's sentence vectors
+GRID = {"gamma": [1.0, 1.3], "episode_scale": [64.0, 192.0], "prior_weight": [1.2, 2.4],
+        "cue_episode": [float("inf"), 6.0, 8.0, 10.0]}
 MAX_DIALSEG_PK = 0.30  # the hard targets a chosen setting must meet on the tuning halves
 MAX_COUNT_RATIO = 1.5
 # (SegmenterConfig field or module constant, value): each a neighbour of the default
@@ -85,6 +87,16 @@ def minilm_vectors(dialogues: Sequence[dict]) -> list[np.ndarray]:
         np.save(cached, flat)
     edges = np.cumsum([0] + [len(d["utterances"]) for d in dialogues])
     return [flat[a:b] for a, b in zip(edges, edges[1:])]
+
+
+def dev_sets(description: str) -> Iterator[tuple[str, list[dict]]]:
+    """The offline analyses' command line (``--data-dir``, ``--dialseg-every``), then each dev set's name and dialogues."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--dialseg-every", type=int, default=1, help="keep every Nth DialSeg711 dialogue")
+    args = parser.parse_args()
+    for name, file in SETS.items():
+        yield name, load_dialogues(args.data_dir / file)[:: args.dialseg_every if name == "dialseg711" else 1]
 
 
 def score_sets(sets: Sets, overrides: dict[str, Any], baselines: bool = False) -> dict[str, Any]:

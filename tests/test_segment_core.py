@@ -10,6 +10,7 @@ import pytest
 
 from memtape.schemas import conform
 from memtape.schemas.records import stable_id
+from memtape.transforms.cues import cue_strength
 from memtape.transforms.segment import (COHESION_AFTER, DEPTH_RADIUS, REFINE_RADIUS, EpisodeSegmenter, SegmenterConfig,
                                         TenantModel, conductance, modularity)
 from memtape.transforms.static_embed import cache_key, static_embeddings
@@ -260,3 +261,35 @@ def test_an_episode_without_a_topic_boundary_is_cut_at_its_strongest_gap_once_to
     tokens = SegmenterConfig(episode_scale=1e-3, max_episode_tokens=200)
     capped = EpisodeSegmenter(emb, tokens)
     assert len(capped.feed(units) + capped.flush()) > 3  # the token bound cuts too
+
+
+def test_cue_strength_counts_an_opening_acknowledgement_and_a_transition_marker():
+    assert cue_strength("Okay, thank you. Now, Mark, your question.") == 2
+    assert cue_strength("Right. Can I ask about the budget?") == 1
+    assert cue_strength("So what happens to the budget?") == 1
+    assert cue_strength("I think that is okay, so we agree.") == 0  # neither opens the unit
+
+
+def test_where_topics_dwell_a_surprise_cut_needs_a_cue_opening_the_next_episode(emb):
+    units = _units()
+    cued = {i for i in range(1, len(units)) if units[i]["topic"] != units[i - 1]["topic"]}
+    with_cues = [dict(u, text="Okay, thanks. Now, " + u["text"]) if i in cued else u for i, u in enumerate(units)]
+    signals = {}
+    for name, config, feed in (("free", SegmenterConfig(cue_episode=float("inf")), units),
+                               ("asks", SegmenterConfig(cue_episode=0.0), units),
+                               ("asks_cued", SegmenterConfig(cue_episode=0.0), with_cues)):
+        seg = EpisodeSegmenter(emb, config)
+        rows = seg.feed(feed) + seg.flush()
+        signals[name] = [r["boundary_signal"] for r in rows]
+        assert [m for r in rows for m in r["member_ids"]] == [u["event_id"] for u in units]
+        if name == "asks_cued":
+            starts = [int(after["member_ids"][0].rsplit("-", 1)[1])
+                      for before, after in zip(rows, rows[1:]) if before["boundary_signal"] == "surprise"]
+            assert starts and all(min(abs(s - c) for c in cued) <= REFINE_RADIUS for s in starts), starts
+            first = EpisodeSegmenter(emb, config)  # the cue is read from the carried state's texts across a restart
+            split = first.feed(feed[:25])
+            resumed = EpisodeSegmenter(emb, config, state=json.loads(json.dumps(first.state())))
+            split += resumed.feed(feed[25:]) + resumed.flush()
+            assert [r["member_ids"] for r in split] == [r["member_ids"] for r in rows]
+    assert "surprise" in signals["free"]
+    assert signals["asks"] == ["end"]  # no unit opens with a cue, so no surprise peak may cut

@@ -15,7 +15,12 @@ conversation: the conversation's own running similarity between neighbouring
 units and between units ``FAR_LAG`` apart says how fast its topic drifts, hence
 how long its episodes should be; a conversation that dwells (a meeting on one
 agenda item) gets a longer shortest episode and a higher threshold (a boundary
-prior), one that hops (chit-chat) keeps the plain rule. Time gaps per source
+prior), one that hops (chit-chat) keeps the plain rule. Where topics dwell,
+similarity peaks are flat and noisy (a committee member's follow-up reads as
+unlike the answer before it), so there a surprise cut also needs a discourse
+cue opening the new episode ("Okay, thank you. Now, ..."), the speakers' own
+hand-over; conversations that hop, such as task dialogue, where "okay" grounds
+turns inside a task, are never asked for one. Time gaps per source
 family and explicit structure (a new thread, meeting or encounter) force a
 boundary; idle timeouts and the end of a bounded run close the open episode.
 All state (the open episode, the recent units awaiting their lookahead, the
@@ -34,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from memtape.schemas.records import stable_id
+from memtape.transforms.cues import cue_strength
 from memtape.transforms.static_embed import StaticEmbeddings
 from memtape.transforms.surprise import NgramSurprise, Predictor, Unit
 
@@ -61,10 +67,11 @@ FAR_LAG = 8  # units this far apart stand for "another topic" when measuring how
 CONVERSATION_WINDOW = 500  # span of a conversation's own running drift statistics (a plain mean until then)
 DRIFT_PRIOR_UNITS = 20  # a conversation's drift estimate leans on the tenant's as if the tenant had this many units
 MAX_EXPECTED_EPISODE = 32.0  # cap on the episode length a conversation that barely drifts implies
-# the base threshold and the two drift-calibration knobs, chosen together on three genres with MiniLM sentence vectors
-# (the pipeline's default) by benchmarks/sweep_segment.py (BENCHMARKS.md)
+# the base threshold, the two drift-calibration knobs and where a cut starts to need a cue, chosen together on three
+# genres with MiniLM sentence vectors (the pipeline's default) by benchmarks/sweep_segment.py (BENCHMARKS.md)
 PRIOR_WEIGHT = 1.2  # threshold rise per log unit of that shortest episode: a boundary prior tied to the drift rate
 EPISODE_SCALE = 64.0  # a surprise cut leaves at least (expected episode length)^2 / this many units in the episode
+CUE_EPISODE = 8.0  # where the expected episode is at least this many units, a surprise cut needs a cue opening the next
 # An episode becomes one memory that recall hands an LLM whole, so it must stay a readable, selectable size even where
 # no topic boundary shows (a busy IRC channel of interleaved threads reads as one slowly drifting topic). Past either
 # bound the episode is cut at its strongest scored gap. 96 units and 6,000 content tokens sit above the 90th
@@ -94,6 +101,7 @@ class SegmenterConfig:
     refine: str = "conductance"
     episode_scale: float = EPISODE_SCALE
     prior_weight: float = PRIOR_WEIGHT
+    cue_episode: float = CUE_EPISODE
     max_episode_units: int = MAX_EPISODE_UNITS
     max_episode_tokens: int = MAX_EPISODE_TOKENS
     max_gap_s: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(MAX_GAP_S))
@@ -412,6 +420,10 @@ class EpisodeSegmenter:
         """Surprise a cut needs: ``gamma``, raised by the log prior odds against a boundary where topics dwell."""
         return self.config.gamma + self.config.prior_weight * math.log(max(1, self.shortest_episode()))
 
+    def _cued(self, unit: Unit) -> bool:
+        """Whether a surprise peak before ``unit`` may cut: always where topics hop, only at a cue where they dwell."""
+        return self.expected_episode() < self.config.cue_episode or cue_strength(unit.text) > 0
+
     def _kernel(self) -> float:
         """Kernel concentration in units of the tenant's spread of neighbour similarity, so it fits any embedding."""
         spread = math.sqrt(self.model.sim.var) if self.model.sim.n > 1 else 0.0
@@ -443,7 +455,7 @@ class EpisodeSegmenter:
                 break  # a gap is decided once it and the next one are scored
             e["decided"] = True
             peak = e["score"] >= max(s for s in scores[max(0, k - 1) : k + 2] if s is not None)
-            if peak and e["score"] > self.threshold() and self.model.docs >= WARMUP_UNITS:
+            if peak and e["score"] > self.threshold() and self.model.docs >= WARMUP_UNITS and self._cued(e["unit"]):
                 closed.extend(self._cut_near(k, e["score"]))
         return closed
 
