@@ -103,6 +103,16 @@ def test_when_question_prefers_the_memory_that_states_a_time(tmp_path) -> None:
     assert [item.text for item in result.items] == ["The dentist appointment is next Tuesday at 9."]
 
 
+def test_latest_question_gets_the_newest_reading_then_three_earlier_newest_first(tmp_path) -> None:
+    store = Store(str(tmp_path / "s"))
+    weights = [f"My body weight was {kg} kg this morning." for kg in (84, 83, 82, 81, 80, 79)]
+    make_memories(store, "t", [*({"text": text} for text in weights),
+                               {"text": "My body height was 170 cm this morning.", "when": T0 + 5 * DAY, "source_id": "height"},
+                               {"text": "Went hiking with Ben near the lake.", "source_id": "hike"}])
+    result = recall("What is my latest body weight?", "t", 1000, store=store, forgetting=OFF)
+    assert [item.text for item in result.items] == weights[:1:-1]  # the two oldest, the height and the hike left out
+
+
 def test_graph_diffusion_reaches_a_memory_linked_through_a_query_entity(tmp_path) -> None:
     store = Store(str(tmp_path / "s"))
     rows = make_memories(store, "t", [

@@ -69,11 +69,26 @@ def test_sentence_spans_match_the_regex_definition(text: str) -> None:
     ("Meet at 10 a.m. tomorrow. It is approx. 40 miles from the U.S. The end.",
      ["Meet at 10 a.m. tomorrow.", "It is approx. 40 miles from the U.S.", "The end."]),
     ("See Dr.\nSmith. Call me. Thanks etc. The rest", ["See Dr.", "Smith.", "Call me.", "Thanks etc.", "The rest"]),
+    ("Please ask Mr. \n", ["Please ask Mr."]),
 ])
 def test_a_period_that_closes_an_abbreviation_ends_no_sentence(text: str, sentences: list[str]) -> None:
     """A half sentence ("Skilling on our plans ... and Mr.") would reach a memory on its own, its subject lost."""
     for spans in (tokens._py_sentence_spans(text), _textcore.sentence_spans(text)):
         assert [text[a:b] for a, b in spans] == sentences
+
+
+def test_the_compiled_core_knows_every_title_and_abbreviation() -> None:
+    """The word lists are written twice, in C and in Python; a word missing from one would split only there."""
+    for word in sorted(tokens._TITLES | tokens._ABBREVIATIONS):
+        text = f"Ask {word.capitalize()}. smith came."
+        assert _textcore.sentence_spans(text) == tokens._py_sentence_spans(text) == [(0, len(text))], word
+
+
+def test_an_initial_or_abbreviation_before_an_accented_word_ends_no_sentence() -> None:
+    """Non-ASCII text takes the Python definition, whose letter case must not stop at A-Z."""
+    text = "José M. Álvarez called Dr. Müller. It is approx. été now. Call Ö. Smith. So am I. Ébène came."
+    assert [text[a:b] for a, b in tokens.sentence_spans(text)] == [
+        "José M. Álvarez called Dr. Müller.", "It is approx. été now.", "Call Ö. Smith.", "So am I.", "Ébène came."]
 
 
 @FUZZ
