@@ -84,7 +84,9 @@ class MicroBatcher:
     the conversations it touches: the cost of a batch follows its size, not
     the history of the stream. Every micro-batch is a Beam run of the same
     graph, so Beam's introspection of it is memoised for the process
-    (``beam_introspection``): that was most of a small batch's cost.
+    (``beam_introspection``): that was most of a small batch's cost. A close
+    is rehearsed before its deadline (``prepare_quiet``), so at the deadline
+    its MiniLM vectors and parses are this process's cache hits.
     """
 
     def __init__(self, store: Store, options: Any, idle_timeout_s: float, stats: StreamStats) -> None:
