@@ -30,6 +30,7 @@ from memtape.schemas.records import ConversationKey
 STREAM_TENANT = "_stream"  # checkpoint rows of the stream job belong to no one tenant
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 PRUNE_EVERY_BATCHES = 50
+PREPARE_AFTER = 0.5  # share of the idle timeout after which a quiet conversation's close is prepared (not landed)
 
 
 @dataclasses.dataclass
@@ -43,6 +44,8 @@ class StreamStats:
     derive_s: float = 0.0  # wall seconds spent deriving micro-batches (derive_s / batches: the time one takes)
     close_batches: int = 0  # of ``batches``, those that only closed idle conversations
     close_s: float = 0.0  # of ``derive_s``, the seconds those took (close_s / close_batches: a close's own time)
+    prepare_batches: int = 0  # runs that prepared closes ahead of their deadline (landing nothing; not in ``batches``)
+    prepare_s: float = 0.0  # the seconds those took (not in ``derive_s``)
 
 
 class Landed(NamedTuple):
@@ -70,6 +73,7 @@ def _scope_of(checkpoint_of_conversation: dict[str, str]) -> Callable[[dict], st
 class _OpenConversation:
     checkpoint: str  # the partition checkpoint that carries the conversation's state
     arrived: float  # when this process last received a message of it, or took over its partition (monotonic)
+    prepared: bool = False  # its close was rehearsed since ``arrived``: the close's vectors are in this process's cache
 
 
 class MicroBatcher:
@@ -80,7 +84,9 @@ class MicroBatcher:
     the conversations it touches: the cost of a batch follows its size, not
     the history of the stream. Every micro-batch is a Beam run of the same
     graph, so Beam's introspection of it is memoised for the process
-    (``beam_introspection``): that was most of a small batch's cost.
+    (``beam_introspection``): that was most of a small batch's cost. A close
+    is rehearsed before its deadline (``prepare_quiet``), so at the deadline
+    its MiniLM vectors and parses are this process's cache hits.
     """
 
     def __init__(self, store: Store, options: Any, idle_timeout_s: float, stats: StreamStats) -> None:
@@ -93,16 +99,26 @@ class MicroBatcher:
         self._followed: set[str] = set()  # checkpoints whose open conversations are in _open
 
     def step(self, landed: list[Landed], assigned: set[str], waiting: Collection[str] = ()) -> None:
-        """Close the conversations gone idle, in a micro-batch of their own, then derive ``landed`` in another.
+        """Close the conversations gone idle and prepare the closes coming (``tend``), then derive ``landed``.
 
         ``assigned`` names the checkpoints of the partitions this process holds;
         ``waiting`` the conversation keys of rows received but not handed over
         yet. Closes go first and alone, so a conversation's memory never waits
         for (nor pays for) the derivation of other conversations' new rows.
         """
-        self.close_idle(assigned | {item.checkpoint for item in landed},
-                        {*waiting, *(conversation_key(item.row) for item in landed)})
+        self.tend(assigned | {item.checkpoint for item in landed},
+                  {*waiting, *(conversation_key(item.row) for item in landed)})
         self.derive(landed, assigned)
+
+    def tend(self, assigned: set[str], waiting: Collection[str] = ()) -> None:
+        """Close the conversations gone idle (``close_idle``), then prepare the closes of the quiet ones (``prepare_quiet``)."""
+        self.close_idle(assigned, waiting)
+        self.prepare_quiet(assigned, waiting)
+
+    def next_close_at(self, waiting: Collection[str] = ()) -> float | None:
+        """When (``time.monotonic()``) the first open conversation without rows in ``waiting`` goes idle; None: none open."""
+        busy = set(waiting)
+        return min((o.arrived + self.idle_timeout_s for key, o in self._open.items() if key not in busy), default=None)
 
     def close_idle(self, assigned: set[str], waiting: Collection[str] = ()) -> int:
         """One micro-batch that closes the open conversations idle for ``idle_timeout_s``; how many it closed.
@@ -131,6 +147,32 @@ class MicroBatcher:
         self.stats.close_s = round(self.stats.close_s + took, 3)
         self.stats.flushed += len(idle)
         return len(idle)
+
+    def prepare_quiet(self, assigned: set[str], waiting: Collection[str] = ()) -> int:
+        """Rehearse the close of the open conversations quiet for ``PREPARE_AFTER`` of the idle timeout; how many.
+
+        A rehearsal is the close's own Beam run with nothing landed and no
+        checkpoint moved, so it changes no table and no state: what it leaves
+        behind is this process's caches, above all the memory and piece vectors
+        (the close's MiniLM, most of its time), keyed by text. If no message
+        joins the conversation before its deadline, the real close computes the
+        same texts and finds their vectors; if one does, nothing is lost but
+        the rehearsal's time. Nothing closes earlier than it did before.
+        """
+        now = time.monotonic()
+        self._follow(assigned)
+        busy = set(waiting)
+        quiet = {key: o.checkpoint for key, o in self._open.items() if key not in busy and not o.prepared
+                 and PREPARE_AFTER * self.idle_timeout_s <= now - o.arrived < self.idle_timeout_s}
+        if not quiet:
+            return 0
+        checkpoints = [load_checkpoint(self.store, STREAM_TENANT, name) for name in sorted(set(quiet.values()))]
+        self._run(checkpoints, [], quiet, {}, frozenset(quiet), land=False)
+        for key in quiet:
+            self._open[key].prepared = True
+        self.stats.prepare_batches += 1
+        self.stats.prepare_s = round(self.stats.prepare_s + time.monotonic() - now, 3)
+        return len(quiet)
 
     def derive(self, landed: list[Landed], assigned: set[str]) -> None:
         """One micro-batch of ``landed`` rows above their partition's stored offset; it closes no idle conversation."""
@@ -182,9 +224,10 @@ class MicroBatcher:
         self._followed = set(names)
 
     def _run(self, checkpoints: list[Checkpoint], rows: list[dict], checkpoint_of: dict[str, str],
-             next_offsets: dict[str, int], flush_keys: frozenset[str]) -> None:
+             next_offsets: dict[str, int], flush_keys: frozenset[str], land: bool = True) -> None:
         """One bounded Beam run over ``rows`` and the conversations in ``flush_keys``; ``checkpoint_of`` maps every
-        conversation key involved to its partition checkpoint."""
+        conversation key involved to its partition checkpoint. ``land=False`` rehearses: the same run, its outputs
+        dropped and no checkpoint committed."""
         generation = next_generation(max(c.generation for c in checkpoints))
         scope_of = _scope_of(checkpoint_of)
         # every conversation involved, idle ones too: their closing episodes resolve entities in their partition's scope
@@ -196,7 +239,10 @@ class MicroBatcher:
             carried = p | "Carried" >> ReadCarriedState(self.store, carried_where(checkpoints, {*checkpoint_of, *scopes}))
             outputs = {"raw": raw, "carried": carried} | "BuildMemories" >> BuildMemories(
                 target, False, None, flush_keys, scope_of)
-            land_tables(outputs, self.store)
+            if land:
+                land_tables(outputs, self.store)
+        if not land:
+            return
         for checkpoint in checkpoints:
             commit_checkpoint(self.store, Checkpoint(checkpoint.name, STREAM_TENANT, generation, {
                 "next_offset": next_offsets.get(checkpoint.name, checkpoint.progress.get("next_offset", 0))}))

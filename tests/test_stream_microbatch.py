@@ -22,6 +22,7 @@ from memtape.pipelines.beam_introspection import memoise_introspection, with_reu
 from memtape.pipelines.runner import pipeline_options
 from memtape.pipelines.stream_batches import Landed, MicroBatcher, StreamStats
 from memtape.schemas.records import RawEvent
+from memtape.transforms import encode
 
 CHECKPOINT = "stream:g:memtape.raw.im:0"
 
@@ -120,3 +121,28 @@ def test_an_idle_conversation_closes_in_a_micro_batch_of_its_own_and_one_with_ro
     assert (batcher.stats.batches, batcher.stats.close_batches, batcher.stats.flushed) == (3, 1, 1)
     carried = store.read("pipeline_state", columns=["kind", "scope"]).to_pylist()
     assert {"kind": "segmenter", "scope": "acme\x1flaunch"} in carried  # derived in the batch after the close, still open
+
+
+@pytest.mark.slow
+def test_a_prepared_close_lands_nothing_early_and_the_close_at_the_deadline_encodes_nothing(tmp_path, monkeypatch):
+    store = Store(str(tmp_path / "home"))
+    standup = _chat("standup", 4)
+    store.upsert(RAW, [e.to_row() for e in standup])
+    landed = [Landed(CHECKPOINT, n, e.to_row(), time.monotonic() - 45.0) for n, e in enumerate(standup)]
+    batcher = MicroBatcher(store, pipeline_options(), idle_timeout_s=80.0, stats=StreamStats())
+    batcher.step(landed, {CHECKPOINT})  # received 45 s ago: past half the timeout, so its close is prepared, not landed
+    state = sorted(store.read("pipeline_state", columns=["state_id", "generation"]).to_pylist(), key=str)
+    batcher.tend({CHECKPOINT})
+    assert batcher.stats.prepare_batches == 1 and batcher.stats.close_batches == 0
+    assert store.count("memories") == 0 and store.count("episodes") == 0
+    assert sorted(store.read("pipeline_state", columns=["state_id", "generation"]).to_pylist(), key=str) == state
+
+    encoded: list[str] = []
+    shipped = encode._encode
+    monkeypatch.setattr(encode, "_encode", lambda texts, *a, **k: encoded.extend(texts) or shipped(texts, *a, **k))
+    batcher.idle_timeout_s = 40.0  # its deadline reached
+    batcher.tend({CHECKPOINT})
+    memories = store.read("memories", columns=["raw_event_ids", "embedding"]).to_pylist()
+    assert [sorted(m["raw_event_ids"]) for m in memories] == [sorted(e.event_id for e in standup)]
+    assert encoded == []  # the memory's and its pieces' vectors came from the rehearsal
+    assert batcher.stats.close_batches == 1 and batcher.stats.prepare_batches == 1

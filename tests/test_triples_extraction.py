@@ -5,7 +5,8 @@ import pytest
 
 from memtape.schemas import conform
 from memtape.transforms.entities import EntityResolver
-from memtape.transforms.triples import UNRESOLVED_PRONOUN, Mentions, triple_rows
+from memtape.transforms.models import spacy_model
+from memtape.transforms.triples import NLP_DISABLE, UNRESOLVED_PRONOUN, Mentions, cached_parses, extract, triple_rows
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,12 @@ def test_punctuation_only_modifier_is_no_argument(nlp):
     triples = spo(nlp, "Bob says the slides flight moved to server number 0-0.")
     assert ("Bob", "say", "the slides flight moved to server number 0-0") in triples
     assert all(s and p and o for s, p, o in triples)
+
+
+def test_a_parse_is_cached_per_text_and_the_cached_doc_gives_the_same_triples():
+    nlp = spacy_model(disable=NLP_DISABLE)
+    texts = ["Dana moved the budget review to Friday (cache test).", "Eve sold the old car (cache test)."]
+    first = cached_parses(nlp, texts, 8)
+    second = cached_parses(nlp, texts[::-1], 8)
+    assert second == first[::-1]  # the very same Doc objects: nothing parsed again
+    assert [extract(d) for d in first] == [extract(d) for d in nlp.pipe(texts)]

@@ -17,6 +17,8 @@ rows; it never touches the store.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -46,6 +48,10 @@ UNRESOLVED_PRONOUN = "unresolved_pronoun"
 DEFAULT_CONFIDENCE = 0.8
 STRUCTURED_KINDS = frozenset({"health"})
 NLP_BATCH_SIZE = 64
+CACHED_PARSES = 2048  # per process, texts of at most CACHED_PARSE_CHARS: chat lines, not mail paragraphs (a Doc of 1,600 characters holds about 240 KiB)
+CACHED_PARSE_CHARS = 600
+_parses: OrderedDict[tuple[int, str], Any] = OrderedDict()  # (model, text) -> its Doc, read only
+_parses_lock = threading.Lock()
 NLP_DISABLE = ("lemmatizer",)  # tagger, parser, attribute_ruler and ner are read; lemmas only for a few tokens
 MAX_EPISODES_PER_BATCH = 32
 
@@ -483,6 +489,30 @@ def _speaker_name(sender: str | None) -> str | None:
     return name or address or sender
 
 
+def cached_parses(nlp: Any, texts: list[str], batch_size: int) -> list[Any]:
+    """``nlp.pipe(texts)``, through this process's cache of the last ``CACHED_PARSES`` short texts' parses.
+
+    A stream prepares a conversation's close before its deadline (``pipelines.stream_batches``): the rehearsal
+    parses the close's spans, and the close itself, computing the same spans, finds them here. Nothing reads
+    a parse but to walk it, so one Doc serves both.
+    """
+    keys = [(id(nlp), text) for text in texts]
+    with _parses_lock:
+        found = {key: _parses[key] for key in keys if key in _parses}
+        for key in found:
+            _parses.move_to_end(key)
+    missing = list(dict.fromkeys(key for key in keys if key not in found))
+    for key, doc in zip(missing, nlp.pipe((text for _, text in missing), batch_size=batch_size)):
+        found[key] = doc
+    with _parses_lock:
+        for key in missing:
+            if len(key[1]) <= CACHED_PARSE_CHARS:
+                _parses[key] = found[key]
+        while len(_parses) > CACHED_PARSES:
+            _parses.popitem(last=False)
+    return [found[key] for key in keys]
+
+
 class _ExtractFn(beam.DoFn):
     """Parses a batch of episode bundles with one ``nlp.pipe`` call and emits each episode's triples and mentions."""
 
@@ -495,7 +525,7 @@ class _ExtractFn(beam.DoFn):
 
     def process(self, bundles: list[dict[str, Any]]) -> Iterator[ExtractedEpisode]:
         texts = [parse_texts(b) for b in bundles]
-        parsed = iter(self._nlp.pipe((t for ts in texts for t in ts), batch_size=self._batch_size))
+        parsed = iter(cached_parses(self._nlp, [t for ts in texts for t in ts], self._batch_size))
         for bundle, bundle_texts in zip(bundles, texts):
             docs = [next(parsed) for _ in bundle_texts]
             episode, log = bundle["episode"], MentionLog(bundle["units"])
