@@ -48,7 +48,9 @@ UNRESOLVED_PRONOUN = "unresolved_pronoun"
 DEFAULT_CONFIDENCE = 0.8
 STRUCTURED_KINDS = frozenset({"health"})
 NLP_BATCH_SIZE = 64
-CACHED_PARSES = 2048  # per process, texts of at most CACHED_PARSE_CHARS: chat lines, not mail paragraphs (a Doc of 1,600 characters holds about 240 KiB)
+# Per process, texts of at most CACHED_PARSE_CHARS: chat lines, not mail paragraphs (a Doc of 1,600 characters holds
+# about 240 KiB, and a backfill's mails would fill the cache for nothing).
+CACHED_PARSES = 2048
 CACHED_PARSE_CHARS = 600
 _parses: OrderedDict[tuple[int, str], Any] = OrderedDict()  # (model, text) -> its Doc, read only
 _parses_lock = threading.Lock()
