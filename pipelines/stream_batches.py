@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from typing import Any, Callable, Collection, NamedTuple
 
@@ -117,8 +118,22 @@ class MicroBatcher:
 
     def next_close_at(self, waiting: Collection[str] = ()) -> float | None:
         """When (``time.monotonic()``) the first open conversation without rows in ``waiting`` goes idle; None: none open."""
+        return min((self._open[key].arrived + self.idle_timeout_s for key in self._quiet(waiting, time.monotonic())),
+                   default=None)
+
+    def _quiet(self, waiting: Collection[str], now: float, since: float = -math.inf,
+               until: float = math.inf) -> dict[str, str]:
+        """The open conversations without rows in ``waiting``, quiet at ``now`` for ``since`` seconds or more and less
+        than ``until``: conversation key -> its checkpoint (what ``close_idle``, ``prepare_quiet`` and
+        ``next_close_at`` each select)."""
         busy = set(waiting)
-        return min((o.arrived + self.idle_timeout_s for key, o in self._open.items() if key not in busy), default=None)
+        return {key: o.checkpoint for key, o in self._open.items()
+                if key not in busy and since <= now - o.arrived < until}
+
+    def _close(self, conversations: dict[str, str], land: bool) -> None:
+        """One Beam run that closes ``conversations`` (key -> checkpoint); ``land=False`` rehearses it."""
+        checkpoints = [load_checkpoint(self.store, STREAM_TENANT, name) for name in sorted(set(conversations.values()))]
+        self._run(checkpoints, [], conversations, {}, frozenset(conversations), land=land)
 
     def close_idle(self, assigned: set[str], waiting: Collection[str] = ()) -> int:
         """One micro-batch that closes the open conversations idle for ``idle_timeout_s``; how many it closed.
@@ -131,13 +146,10 @@ class MicroBatcher:
         """
         now = time.monotonic()
         self._follow(assigned)
-        busy = set(waiting)
-        idle = {key: o.checkpoint for key, o in self._open.items()
-                if key not in busy and now - o.arrived >= self.idle_timeout_s}
+        idle = self._quiet(waiting, now, self.idle_timeout_s)
         if not idle:
             return 0
-        checkpoints = [load_checkpoint(self.store, STREAM_TENANT, name) for name in sorted(set(idle.values()))]
-        self._run(checkpoints, [], idle, {}, frozenset(idle))
+        self._close(idle, land=True)
         for key in idle:
             del self._open[key]
         took = time.monotonic() - now
@@ -161,13 +173,11 @@ class MicroBatcher:
         """
         now = time.monotonic()
         self._follow(assigned)
-        busy = set(waiting)
-        quiet = {key: o.checkpoint for key, o in self._open.items() if key not in busy and not o.prepared
-                 and PREPARE_AFTER * self.idle_timeout_s <= now - o.arrived < self.idle_timeout_s}
+        quiet = {key: name for key, name in self._quiet(waiting, now, PREPARE_AFTER * self.idle_timeout_s,
+                                                         self.idle_timeout_s).items() if not self._open[key].prepared}
         if not quiet:
             return 0
-        checkpoints = [load_checkpoint(self.store, STREAM_TENANT, name) for name in sorted(set(quiet.values()))]
-        self._run(checkpoints, [], quiet, {}, frozenset(quiet), land=False)
+        self._close(quiet, land=False)
         for key in quiet:
             self._open[key].prepared = True
         self.stats.prepare_batches += 1
